@@ -1,0 +1,155 @@
+"""Command line: ``python -m gateway run|dev|hash-password|check-config``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import getpass
+import logging
+import signal
+import sys
+from importlib import resources
+from pathlib import Path
+
+from gateway import dev
+from gateway.config import Config, load_config
+from gateway.errors import ConfigError, GatewayError
+from gateway.identity.passwords import hash_password
+from gateway.server.app import Gateway
+
+log = logging.getLogger("gateway")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # aiokafka logs every upstream login at INFO; one line per client connection.
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+
+
+async def _serve(config: Config, banner: str | None = None) -> None:
+    gateway = Gateway(config)
+    await gateway.start()
+    if banner:
+        print(banner, flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        log.info("stopping")
+        await gateway.stop()
+
+
+def _run_loop(config: Config, banner: str | None = None) -> None:
+    try:
+        import uvloop
+
+        uvloop.run(_serve(config, banner))
+    except ImportError:
+        asyncio.run(_serve(config, banner))
+
+
+def _dev_banner(config: Config) -> str:
+    lines = ["", "Gateway is up in front of the local primary cluster.", ""]
+    for listener in config.listeners:
+        host, port = listener.advertised_address
+        auth = "no auth" if listener.authentication == "none" else "SASL/PLAIN dev-client"
+        lines.append(f"  {listener.name:10} {host}:{port}  ({auth})")
+    plain = next(lis for lis in config.listeners if lis.authentication == "none")
+    sasl = next((lis for lis in config.listeners if lis.authentication == "sasl_plain"), None)
+    host, port = plain.advertised_address
+    lines += [
+        "",
+        "Try it:",
+        f"  kcat -b {host}:{port} -L",
+        f"  echo hello | kcat -b {host}:{port} -t demo -P && kcat -b {host}:{port} -t demo -C -e",
+        '  python -c "from confluent_kafka import Producer; '
+        f"p=Producer({{'bootstrap.servers':'{host}:{port}'}}); "
+        "p.produce('demo', b'hi'); p.flush()\"",
+    ]
+    if sasl is not None:
+        shost, sport = sasl.advertised_address
+        lines.append(
+            f"  kcat -b {shost}:{sport} -X security.protocol=SASL_PLAINTEXT "
+            "-X sasl.mechanisms=PLAIN -X sasl.username=dev-client "
+            "-X sasl.password=dev-client-secret -L"
+        )
+    lines += [
+        f"  curl http://{config.admin.bind}/metrics",
+        "",
+        "Ctrl-C stops everything this started.",
+    ]
+    return "\n".join(lines)
+
+
+def _cmd_dev(argv: list[str]) -> int:
+    if argv[:1] != ["run"]:
+        return dev.main(argv)
+    # `dev run`: clusters + gateway in the foreground; stop what we started on exit.
+    already = {info.name for info in dev.status() if info.pid is not None}
+    try:
+        dev.up()
+    except dev.DevError as exc:
+        print(f"gateway dev run: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, dev.ToolMissingError) else 1
+    config_path = argv[1] if len(argv) > 1 else None
+    try:
+        if config_path:
+            config = load_config(Path(config_path))
+        else:
+            example = resources.files("gateway.examples").joinpath("dev.yaml")
+            with resources.as_file(example) as path:
+                config = load_config(path)
+        _run_loop(config, _dev_banner(config))
+    finally:
+        if not already:
+            print("stopping the dev clusters", file=sys.stderr)
+            dev.down()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["dev"]:
+        _setup_logging("info")
+        return _cmd_dev(args[1:])
+    parser = argparse.ArgumentParser(prog="python -m gateway", description=__doc__)
+    parser.add_argument("--log-level", default="info")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="serve clients with the given config")
+    run.add_argument("--config", "-c", type=Path, required=True)
+    check = sub.add_parser("check-config", help="validate a config file and exit")
+    check.add_argument("config", type=Path)
+    sub.add_parser("hash-password", help="read a password from stdin/tty, print its hash")
+    sub.add_parser("dev", help="local Kafka clusters: dev up|down|status [--json]|run [config]")
+    ns = parser.parse_args(args)
+    _setup_logging(ns.log_level)
+    try:
+        if ns.command == "hash-password":
+            secret = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline()
+            print(hash_password(secret.rstrip("\r\n")))
+            return 0
+        config = load_config(ns.config)
+        if ns.command == "check-config":
+            print(f"{ns.config}: ok")
+            return 0
+        with contextlib.suppress(KeyboardInterrupt):
+            _run_loop(config)
+        return 0
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except GatewayError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Admin HTTP endpoints (aiohttp).
+
+``/healthz``: the process is serving. ``/readyz``: the active upstream cluster
+answered a metadata request just now. ``/metrics``: Prometheus text format.
+No endpoint returns configuration or credentials.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gateway import metrics
+from gateway.errors import UpstreamError
+from gateway.session import Services
+
+log = logging.getLogger(__name__)
+
+
+def make_app(services: Services) -> web.Application:
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        pool = services.pool
+        try:
+            await pool.refresh()
+        except UpstreamError as exc:
+            metrics.UPSTREAM_UP.labels(pool.name).set(0)
+            return web.json_response(
+                {"status": "unavailable", "cluster": pool.name, "error": type(exc).__name__},
+                status=503,
+            )
+        metrics.UPSTREAM_UP.labels(pool.name).set(1)
+        return web.json_response(
+            {"status": "ready", "cluster": pool.name, "brokers": len(pool.view.brokers)}
+        )
+
+    async def metrics_endpoint(_: web.Request) -> web.Response:
+        response = web.Response(body=generate_latest())
+        response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+        response.charset = "utf-8"
+        return response
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_endpoint)
+    return app
+
+
+class AdminServer:
+    def __init__(self, services: Services, host: str, port: int) -> None:
+        self._runner = web.AppRunner(make_app(services), access_log=None)
+        self._host, self._port = host, port
+
+    async def start(self) -> None:
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self._port, reuse_address=True)
+        await site.start()
+        log.info("admin HTTP on %s:%d", self._host, self._port)
+
+    async def stop(self) -> None:
+        await self._runner.cleanup()

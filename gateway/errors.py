@@ -1,0 +1,74 @@
+"""The gateway's exception hierarchy.
+
+Every error raised inside the gateway is one of these; third-party exceptions are
+translated at the boundary that calls the third party (``protocol/`` for kio,
+``upstream/`` for aiokafka).
+
+    GatewayError
+    ├── ConfigError              a config or policy file is invalid (names the field)
+    ├── ProtocolError            the client broke the Kafka protocol: close its connection
+    │   ├── FrameTooLarge        a size prefix over the limit (or negative)
+    │   ├── MalformedRequest     a frame that does not decode as the request it claims to be
+    │   ├── UnsupportedApi       an API key or version the gateway does not serve
+    │   └── NotAuthenticated     a request other than ApiVersions/SASL before authentication
+    ├── AuthenticationFailed     bad credentials: answered with SASL_AUTHENTICATION_FAILED
+    ├── UpstreamError            the active Kafka cluster could not serve the request
+    │   ├── UpstreamUnavailable  no connection could be made (or it broke)
+    │   ├── UpstreamTimeout      no answer within the request's time budget
+    │   └── MalformedResponse    an upstream answer that does not decode
+    └── DevClusterError          the local development clusters could not be managed
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway raises on purpose."""
+
+
+class ConfigError(GatewayError):
+    """A configuration or policy file is invalid."""
+
+
+class ProtocolError(GatewayError):
+    """The peer violated the Kafka protocol; the connection must be closed."""
+
+
+class FrameTooLarge(ProtocolError):
+    """A frame's size prefix is negative or larger than the limit in force."""
+
+
+class MalformedRequest(ProtocolError):
+    """A frame does not decode as the request its header names."""
+
+
+class UnsupportedApi(ProtocolError):
+    """An API key or version that the gateway does not serve."""
+
+
+class NotAuthenticated(ProtocolError):
+    """A request that needs an authenticated session arrived before authentication."""
+
+
+class AuthenticationFailed(GatewayError):
+    """Credentials were presented and rejected."""
+
+
+class UpstreamError(GatewayError):
+    """The upstream cluster could not serve a request."""
+
+
+class UpstreamUnavailable(UpstreamError):
+    """No usable connection to the upstream broker."""
+
+
+class UpstreamTimeout(UpstreamError):
+    """The upstream broker did not answer in time."""
+
+
+class MalformedResponse(UpstreamError):
+    """An upstream response does not decode as the response to the request sent."""
+
+
+class DevClusterError(GatewayError):
+    """The local development clusters could not be started, stopped or inspected."""

@@ -1,0 +1,77 @@
+"""Fetch: sessionless, routed per partition to upstream leaders, batches as bytes.
+
+The gateway answers every fetch with session id 0 (KIP-227's "no session"), so each
+client fetch is complete in itself and can be split across leaders and replayed
+after a failover. Rack-aware follower fetching is switched off upstream: the gateway
+is the only replica a client knows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from kio.schema.errors import ErrorCode
+
+from gateway.handlers.fanout import fan_out, max_throttle
+from gateway.handlers.routing import PartitionedApi
+from gateway.protocol import codec
+from gateway.protocol.codec import Request
+from gateway.session import ClientSession
+
+API = PartitionedApi(
+    request_topics="topics",
+    request_partitions="partitions",
+    request_partition="partition",
+    response_topics="responses",
+    response_partitions="partitions",
+    response_partition="partition_index",
+    response_topic_class="FetchableTopicResponse",
+    response_partition_class="PartitionData",
+    error_fields=lambda: {
+        "high_watermark": -1,
+        "last_stable_offset": -1,
+        "log_start_offset": -1,
+        "aborted_transactions": None,
+        "preferred_read_replica": -1,
+        "records": None,
+    },
+)
+
+
+async def handle(session: ClientSession, request: Request) -> Any:
+    body = request.body
+    upstream_body = codec.replace(
+        body, session_id=0, session_epoch=-1, forgotten_topics_data=(), rack_id=""
+    )
+    request = dataclasses.replace(request, body=upstream_body)
+    by_id = request.api_version >= 13
+    result = await fan_out(
+        session,
+        request,
+        API,
+        "fetch",
+        body.max_wait.total_seconds() + session.services.pool.timeout,
+        ErrorCode.unknown_topic_id if by_id else ErrorCode.unknown_topic_or_partition,
+    )
+    me = session.node_id
+    topics = tuple(
+        codec.replace(t, partitions=tuple(_as_gateway(p, me) for p in t.partitions))
+        for t in result.topics
+    )
+    return codec.build(
+        codec.response_schema(request.api_key, request.api_version),
+        throttle_time=max_throttle(result.responses),
+        error_code=ErrorCode.none,
+        session_id=0,
+        responses=topics,
+        node_endpoints=(),
+    )
+
+
+def _as_gateway(partition: Any, me: int) -> Any:
+    changes: dict[str, Any] = {"preferred_read_replica": -1}
+    current = getattr(partition, "current_leader", None)
+    if current is not None and current.leader_id >= 0:
+        changes["current_leader"] = codec.replace(current, leader_id=me)
+    return codec.replace(partition, **changes)

@@ -1,0 +1,110 @@
+"""Metadata, DescribeCluster and FindCoordinator: the gateway as one virtual broker.
+
+Clients only ever learn the gateway's advertised address: it is the one broker, the
+leader and only replica of every partition, the controller and every coordinator
+(DESIGN decision 1). Topic ids, leader epochs and errors pass through unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kio.schema.errors import ErrorCode
+
+from gateway.protocol import codec
+from gateway.protocol.codec import Request
+from gateway.protocol.versions import DESCRIBE_CLUSTER, FIND_COORDINATOR
+from gateway.session import ClientSession
+
+
+def _as_virtual_broker(session: ClientSession, response: Any) -> Any:
+    module = codec.entity_module(response)
+    host, port = session.advertised_address
+    me = session.node_id
+    broker = codec.build(module.MetadataResponseBroker, node_id=me, host=host, port=port, rack=None)
+    topics = tuple(
+        codec.replace(
+            topic,
+            partitions=tuple(
+                codec.replace(
+                    p,
+                    leader_id=me if p.leader_id >= 0 else p.leader_id,
+                    replica_nodes=(me,),
+                    isr_nodes=(me,) if p.leader_id >= 0 else (),
+                    offline_replicas=(),
+                )
+                for p in topic.partitions
+            ),
+        )
+        for topic in response.topics
+    )
+    return codec.replace(
+        response,
+        brokers=(broker,),
+        controller_id=me,
+        cluster_id=session.services.config.gateway.cluster_id,
+        topics=topics,
+    )
+
+
+async def handle_metadata(session: ClientSession, request: Request) -> Any:
+    pool = session.services.pool
+    response = await session.upstream.request(None, request.body, request.client_id, pool.timeout)
+    pool.view.update(response, complete=request.body.topics is None)
+    return _as_virtual_broker(session, response)
+
+
+async def handle_describe_cluster(session: ClientSession, request: Request) -> Any:
+    cls = codec.response_schema(DESCRIBE_CLUSTER, request.api_version)
+    host, port = session.advertised_address
+    broker = codec.build(
+        codec.entity_module(cls).DescribeClusterBroker,
+        broker_id=session.node_id,
+        host=host,
+        port=port,
+        rack=None,
+        is_fenced=False,
+    )
+    return codec.build(
+        cls,
+        throttle_time=codec.NO_THROTTLE,
+        error_code=ErrorCode.none,
+        error_message=None,
+        cluster_id=session.services.config.gateway.cluster_id,
+        controller_id=session.node_id,
+        brokers=(broker,),
+        cluster_authorized_operations=-(2**31),
+    )
+
+
+async def handle_find_coordinator(session: ClientSession, request: Request) -> Any:
+    cls = codec.response_schema(FIND_COORDINATOR, request.api_version)
+    host, port = session.advertised_address
+    me = session.node_id
+    if request.api_version < 4:
+        return codec.build(
+            cls,
+            throttle_time=codec.NO_THROTTLE,
+            error_code=ErrorCode.none,
+            error_message=None,
+            node_id=me,
+            host=host,
+            port=port,
+        )
+    coordinator = codec.entity_module(cls).Coordinator
+    return codec.build(
+        cls,
+        throttle_time=codec.NO_THROTTLE,
+        coordinators=tuple(
+            codec.build(
+                coordinator,
+                key=key,
+                node_id=me,
+                host=host,
+                port=port,
+                error_code=ErrorCode.none,
+                error_message=None,
+            )
+            for key in request.body.coordinator_keys
+        ),
+    )

@@ -1,0 +1,135 @@
+"""Produce: record batches go to each partition's upstream leader as bytes.
+
+Batches are not decoded (DESIGN decision 3): producer id, epoch, sequence numbers
+and compression reach the broker untouched. Requests from one client connection are
+written upstream in arrival order, so an idempotent producer's batches for a
+partition keep their sequence. A stale route is not retried here: the client's own
+retry keeps batch order, a retry from the gateway could reorder it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from kio.schema.errors import ErrorCode
+
+from gateway.errors import UpstreamError
+from gateway.handlers import routing
+from gateway.handlers.fanout import max_throttle
+from gateway.handlers.routing import PartitionedApi
+from gateway.protocol import codec
+from gateway.protocol.codec import Request
+from gateway.session import ClientSession
+from gateway.upstream.wire import EncodedRequest
+
+log = logging.getLogger(__name__)
+
+API = PartitionedApi(
+    request_topics="topic_data",
+    request_partitions="partition_data",
+    request_partition="index",
+    response_topics="responses",
+    response_partitions="partition_responses",
+    response_partition="index",
+    response_topic_class="TopicProduceResponse",
+    response_partition_class="PartitionProduceResponse",
+    error_fields=lambda: {
+        "base_offset": -1,
+        "log_append_time": None,
+        "log_start_offset": -1,
+        "record_errors": (),
+        "error_message": None,
+    },
+)
+
+
+async def handle(session: ClientSession, request: Request) -> Any:
+    body = request.body
+    pool = session.services.pool
+    timeout = body.timeout.total_seconds() + pool.timeout
+    expect_response = body.acks != 0
+    async with session.produce_order:
+        plan = routing.split(API, pool.view, body.topic_data)
+        if plan.unroutable:
+            await pool.refresh()
+            plan = routing.split(API, pool.view, body.topic_data)
+        sent: list[tuple[Any, Any, EncodedRequest, list[Any]]] = []
+        unsent: list[tuple[Any, list[Any]]] = []
+        for leader, topics in plan.by_leader.items():
+            sub = EncodedRequest.of(
+                codec.replace(body, topic_data=tuple(topics)), request.client_id
+            )
+            try:
+                conn = await session.upstream.connection(leader)
+                pending = session.upstream.send_now(conn, sub, expect_response)
+            except UpstreamError as exc:
+                log.warning("produce to leader %d failed: %s", leader, exc)
+                unsent += [(t, list(t.partition_data)) for t in topics]
+                continue
+            sent.append((conn, pending, sub, topics))
+    if not expect_response:
+        await asyncio.gather(*(pending for _, pending, _, _ in sent), return_exceptions=True)
+        return None
+    errors = [
+        (plan.unroutable, ErrorCode.unknown_topic_or_partition),
+        # Never written: the client refreshes its metadata and sends again.
+        (unsent, ErrorCode.not_leader_or_follower),
+    ]
+    return await _collect(session, request, sent, errors, timeout)
+
+
+async def _collect(
+    session: ClientSession,
+    request: Request,
+    sent: list[tuple[Any, Any, EncodedRequest, list[Any]]],
+    errors: list[tuple[list[tuple[Any, list[Any]]], ErrorCode]],
+    budget: float,
+) -> Any:
+    response_cls = codec.response_schema(request.api_key, request.api_version)
+    results = await asyncio.gather(
+        *(session.upstream.wait(conn, pending, sub, budget) for conn, pending, sub, _ in sent),
+        return_exceptions=True,
+    )
+    responses: list[Any] = []
+    topics: list[Any] = []
+    unknown_outcome: list[tuple[Any, list[Any]]] = []
+    for (_, _, _, sent_topics), result in zip(sent, results, strict=True):
+        if isinstance(result, UpstreamError):
+            # The batch may or may not have been written: REQUEST_TIMED_OUT tells the
+            # client exactly that (an idempotent producer's retry is deduplicated).
+            unknown_outcome += [(t, list(t.partition_data)) for t in sent_topics]
+        elif isinstance(result, BaseException):
+            raise result
+        else:
+            responses.append(result)
+            topics.extend(result.responses)
+    errors.append((unknown_outcome, ErrorCode.request_timed_out))
+    for lost, error in errors:
+        topics += routing.error_topics(API, response_cls, lost, error)
+    if routing.stale_partitions(API, topics):
+        # Refresh now so that the client's retry, which comes soon, finds the new leader.
+        session.services.pool.refresh_soon()
+    merged = routing.merge_topics(API, topics)
+    merged = tuple(
+        codec.replace(
+            t, partition_responses=tuple(_hide_leader(session, p) for p in t.partition_responses)
+        )
+        for t in merged
+    )
+    return codec.build(
+        response_cls,
+        responses=merged,
+        throttle_time=max_throttle(responses),
+        node_endpoints=(),
+    )
+
+
+def _hide_leader(session: ClientSession, partition: Any) -> Any:
+    current = getattr(partition, "current_leader", None)
+    if current is None or current.leader_id < 0:
+        return partition
+    return codec.replace(
+        partition, current_leader=codec.replace(current, leader_id=session.node_id)
+    )

@@ -1,0 +1,192 @@
+"""Route the partitions of one request to their upstream leaders and merge the answers.
+
+Produce, Fetch, ListOffsets and OffsetForLeaderEpoch share one shape: topics, each
+with partitions. :class:`PartitionedApi` names the fields of that shape for one API;
+:func:`split` groups a request's partitions by leader and :func:`merge` joins the
+leaders' answers, with synthesized errors for partitions no leader could take.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from kio.schema.errors import ErrorCode
+
+from gateway.protocol import codec
+from gateway.upstream.pool import ClusterView
+
+# Errors after which the gateway's routing table is stale.
+STALE_ROUTE_ERRORS = frozenset(
+    {
+        ErrorCode.not_leader_or_follower,
+        ErrorCode.leader_not_available,
+        ErrorCode.unknown_topic_or_partition,
+        ErrorCode.unknown_topic_id,
+        ErrorCode.fenced_leader_epoch,
+        ErrorCode.unknown_leader_epoch,
+        ErrorCode.not_controller,
+    }
+)
+
+
+@dataclass(frozen=True)
+class PartitionedApi:
+    """Field and class names of a topics/partitions request and its response."""
+
+    request_topics: str
+    request_partitions: str
+    request_partition: str
+    response_topics: str
+    response_partitions: str
+    response_partition: str
+    response_topic_class: str
+    response_partition_class: str
+    # Extra fields of a synthesized error partition (beyond index and error code).
+    error_fields: Callable[[], dict[str, Any]]
+
+
+TopicKey = str | uuid.UUID
+
+
+def topic_key(topic: Any) -> TopicKey:
+    """A topic entity's name, or its id in versions that address topics by id."""
+    name = getattr(topic, "name", None) or getattr(topic, "topic", None)
+    if name is not None:
+        return str(name)
+    topic_id = getattr(topic, "topic_id", None)
+    if isinstance(topic_id, uuid.UUID):
+        return topic_id
+    raise ValueError("topic has neither name nor id")
+
+
+def _topic_name(view: ClusterView, key: TopicKey) -> str | None:
+    return key if isinstance(key, str) else view.names_by_id.get(key)
+
+
+@dataclass
+class Split:
+    by_leader: dict[int, list[Any]]
+    unroutable: list[tuple[Any, list[Any]]]
+
+
+def split(api: PartitionedApi, view: ClusterView, topics: Iterable[Any]) -> Split:
+    """Group each topic's partitions by their upstream leader."""
+    by_leader: dict[int, list[Any]] = defaultdict(list)
+    unroutable: list[tuple[Any, list[Any]]] = []
+    for topic in topics:
+        name = _topic_name(view, topic_key(topic))
+        groups: dict[int, list[Any]] = defaultdict(list)
+        lost: list[Any] = []
+        for partition in getattr(topic, api.request_partitions):
+            index = getattr(partition, api.request_partition)
+            leader = view.leader(name, index) if name is not None else None
+            (lost if leader is None else groups[leader]).append(partition)
+        for leader, partitions in groups.items():
+            by_leader[leader].append(
+                codec.replace(topic, **{api.request_partitions: tuple(partitions)})
+            )
+        if lost:
+            unroutable.append((topic, lost))
+    return Split(dict(by_leader), unroutable)
+
+
+def error_topics(
+    api: PartitionedApi,
+    response_cls: type[Any],
+    lost: list[tuple[Any, list[Any]]],
+    error: ErrorCode,
+) -> list[Any]:
+    """Response topics that answer ``error`` for every lost partition."""
+    module = codec.entity_module(response_cls)
+    topic_cls = getattr(module, api.response_topic_class)
+    partition_cls = getattr(module, api.response_partition_class)
+    result = []
+    for topic, partitions in lost:
+        key = topic_key(topic)
+        answers = tuple(
+            codec.build(
+                partition_cls,
+                **{
+                    api.response_partition: getattr(p, api.request_partition),
+                    "error_code": error,
+                    **api.error_fields(),
+                },
+            )
+            for p in partitions
+        )
+        result.append(
+            codec.build(
+                topic_cls,
+                name=key if isinstance(key, str) else None,
+                topic=key if isinstance(key, str) else None,
+                topic_id=key if isinstance(key, uuid.UUID) else None,
+                **{api.response_partitions: answers},
+            )
+        )
+    return result
+
+
+def merge_topics(api: PartitionedApi, topics: Iterable[Any]) -> tuple[Any, ...]:
+    """Join response topics from several leaders: one entry per topic."""
+    merged: dict[TopicKey, Any] = {}
+    for topic in topics:
+        key = topic_key(topic)
+        seen = merged.get(key)
+        if seen is None:
+            merged[key] = topic
+        else:
+            partitions = getattr(seen, api.response_partitions) + getattr(
+                topic, api.response_partitions
+            )
+            merged[key] = codec.replace(seen, **{api.response_partitions: partitions})
+    return tuple(merged.values())
+
+
+def stale_partitions(api: PartitionedApi, topics: Iterable[Any]) -> dict[TopicKey, set[int]]:
+    """Partitions whose error says the route was stale, by topic."""
+    stale: dict[TopicKey, set[int]] = defaultdict(set)
+    for topic in topics:
+        for p in getattr(topic, api.response_partitions):
+            if p.error_code in STALE_ROUTE_ERRORS:
+                stale[topic_key(topic)].add(getattr(p, api.response_partition))
+    return dict(stale)
+
+
+def select(
+    api: PartitionedApi, topics: Iterable[Any], wanted: dict[TopicKey, set[int]]
+) -> list[Any]:
+    """The request topics restricted to the ``wanted`` partitions."""
+    chosen = []
+    for topic in topics:
+        indexes = wanted.get(topic_key(topic))
+        if not indexes:
+            continue
+        partitions = tuple(
+            p
+            for p in getattr(topic, api.request_partitions)
+            if getattr(p, api.request_partition) in indexes
+        )
+        if partitions:
+            chosen.append(codec.replace(topic, **{api.request_partitions: partitions}))
+    return chosen
+
+
+def drop(
+    api: PartitionedApi, topics: Iterable[Any], unwanted: dict[TopicKey, set[int]]
+) -> list[Any]:
+    """The response topics without the ``unwanted`` partitions."""
+    kept = []
+    for topic in topics:
+        indexes = unwanted.get(topic_key(topic), set())
+        partitions = tuple(
+            p
+            for p in getattr(topic, api.response_partitions)
+            if getattr(p, api.response_partition) not in indexes
+        )
+        if partitions:
+            kept.append(codec.replace(topic, **{api.response_partitions: partitions}))
+    return kept

@@ -1,0 +1,55 @@
+"""Every Prometheus metric the gateway exports, defined once.
+
+Labels never carry secrets or unbounded values: API names and versions, listener
+and cluster names, fixed outcome words.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+CONNECTIONS_OPEN = Gauge(
+    "gateway_connections_open", "Client connections currently open.", ["listener"]
+)
+CONNECTIONS_TOTAL = Counter(
+    "gateway_connections_total", "Client connections accepted.", ["listener"]
+)
+CONNECTIONS_CLOSED = Counter(
+    "gateway_connections_closed_total",
+    "Client connections closed, by reason.",
+    ["listener", "reason"],
+)
+REQUESTS = Counter(
+    "gateway_requests_total",
+    "Client requests handled, by API, version and outcome.",
+    ["api", "version", "outcome"],
+)
+REQUEST_LATENCY = Histogram(
+    "gateway_request_duration_seconds",
+    "Time from a request's arrival to its response being ready, by API.",
+    ["api"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+BYTES_IN = Counter("gateway_bytes_received_total", "Bytes received from clients.", ["listener"])
+BYTES_OUT = Counter("gateway_bytes_sent_total", "Bytes sent to clients.", ["listener"])
+AUTHENTICATIONS = Counter(
+    "gateway_authentications_total",
+    "Client authentication attempts, by mechanism and outcome.",
+    ["mechanism", "outcome"],
+)
+UPSTREAM_CONNECTIONS = Gauge(
+    "gateway_upstream_connections_open", "Connections open to upstream brokers.", ["cluster"]
+)
+UPSTREAM_ERRORS = Counter(
+    "gateway_upstream_errors_total",
+    "Upstream requests that failed (connection, timeout, bad response), by API key.",
+    ["cluster", "api_key"],
+)
+UPSTREAM_RETRIES = Counter(
+    "gateway_upstream_retries_total",
+    "Partitions retried after a leader change or metadata refresh, by API.",
+    ["cluster", "api"],
+)
+UPSTREAM_UP = Gauge(
+    "gateway_upstream_up", "1 when the cluster answered its last check, else 0.", ["cluster"]
+)

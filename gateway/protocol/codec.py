@@ -1,0 +1,242 @@
+"""Request and response codec built on kio's generated entities.
+
+Every Kafka message layout comes from kio (generated from Kafka's own message
+definitions); this module only chooses the header version, calls kio's readers and
+writers, and turns kio's decode failures into :class:`MalformedRequest`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import io
+import struct
+import sys
+from dataclasses import dataclass
+from functools import cache
+from types import ModuleType
+from typing import Any
+
+from kio.index import KioIndexError, load_request_schema, load_response_schema
+from kio.schema.request_header.v1.header import RequestHeader as RequestHeaderV1
+from kio.schema.request_header.v2.header import RequestHeader as RequestHeaderV2
+from kio.schema.response_header.v0.header import ResponseHeader as ResponseHeaderV0
+from kio.schema.response_header.v1.header import ResponseHeader as ResponseHeaderV1
+from kio.serial import entity_reader, entity_writer
+from kio.serial.errors import SerialError
+from kio.static.primitive import i16, i32
+
+from gateway.errors import MalformedRequest, MalformedResponse, UnsupportedApi
+
+API_VERSIONS_KEY = 18
+NO_THROTTLE = datetime.timedelta(0)
+_PREFIX = struct.Struct(">hhi")
+_SIZE = struct.Struct(">i")
+_CORRELATION = struct.Struct(">i")
+
+# kio's readers raise their own errors for bad input, but a fuzzed buffer can also
+# trip Python-level errors inside the native reader (e.g. an invalid UUID or enum).
+_DECODE_ERRORS = (SerialError, ValueError, TypeError, IndexError, OverflowError, UnicodeError)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestPrefix:
+    """The three fields every request header starts with, readable for any API."""
+
+    api_key: int
+    api_version: int
+    correlation_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One decoded client request."""
+
+    api_key: int
+    api_version: int
+    correlation_id: int
+    client_id: str | None
+    body: Any
+    size: int
+
+
+def read_prefix(frame: bytes) -> RequestPrefix:
+    """Read api key, version and correlation id; works for unknown APIs too."""
+    if len(frame) < _PREFIX.size:
+        raise MalformedRequest(f"request of {len(frame)} bytes is shorter than a header")
+    api_key, api_version, correlation_id = _PREFIX.unpack_from(frame, 0)
+    return RequestPrefix(api_key, api_version, correlation_id)
+
+
+@cache
+def request_schema(api_key: int, api_version: int) -> type[Any]:
+    """The kio request class for an API key and version, or :class:`UnsupportedApi`."""
+    try:
+        return load_request_schema(api_key, api_version)
+    except KioIndexError as exc:
+        raise UnsupportedApi(f"api_key={api_key} version={api_version} is unknown") from exc
+
+
+@cache
+def response_schema(api_key: int, api_version: int) -> type[Any]:
+    """The kio response class for an API key and version."""
+    try:
+        return load_response_schema(api_key, api_version)
+    except KioIndexError as exc:
+        raise UnsupportedApi(f"api_key={api_key} version={api_version} is unknown") from exc
+
+
+def entity_module(entity_or_type: object) -> ModuleType:
+    """The generated module an entity lives in, to reach its sibling nested types."""
+    cls = entity_or_type if isinstance(entity_or_type, type) else type(entity_or_type)
+    return sys.modules[cls.__module__]
+
+
+def build(cls: type[Any], **values: Any) -> Any:
+    """Construct a kio entity from the values its version has a field for.
+
+    Lets one handler build responses for every version: fields that a version lacks
+    are dropped, the ones it has default as kio defines them.
+    """
+    names = _field_names(cls)
+    return cls(**{k: v for k, v in values.items() if k in names})
+
+
+def replace(entity: Any, **values: Any) -> Any:
+    """``dataclasses.replace`` limited to the fields the entity's version has."""
+    names = _field_names(type(entity))
+    return dataclasses.replace(entity, **{k: v for k, v in values.items() if k in names})
+
+
+_FIELD_NAMES: dict[type[Any], frozenset[str]] = {}
+_WRITERS: dict[type[Any], Any] = {}
+_READERS: dict[type[Any], Any] = {}
+
+
+def _field_names(cls: type[Any]) -> frozenset[str]:
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = frozenset(f.name for f in dataclasses.fields(cls))
+    return names
+
+
+@cache
+def _request_reader(api_key: int, api_version: int) -> tuple[Any, Any]:
+    schema = request_schema(api_key, api_version)
+    header = RequestHeaderV2 if schema.__flexible__ else RequestHeaderV1
+    return entity_reader(header), entity_reader(schema)
+
+
+def decode_request(frame: bytes) -> Request:
+    """Decode one request frame (without its size prefix)."""
+    prefix = read_prefix(frame)
+    header_reader, body_reader = _request_reader(prefix.api_key, prefix.api_version)
+    try:
+        header, header_size = header_reader(frame, 0)
+        body, body_size = body_reader(frame, header_size)
+    except _DECODE_ERRORS as exc:
+        raise MalformedRequest(
+            f"api_key={prefix.api_key} version={prefix.api_version} does not decode: {exc}"
+        ) from exc
+    if header_size + body_size != len(frame):
+        raise MalformedRequest(
+            f"api_key={prefix.api_key} version={prefix.api_version}: "
+            f"{len(frame) - header_size - body_size} trailing bytes"
+        )
+    return Request(
+        api_key=prefix.api_key,
+        api_version=prefix.api_version,
+        correlation_id=prefix.correlation_id,
+        client_id=header.client_id,
+        body=body,
+        size=len(frame),
+    )
+
+
+def _writer(cls: type[Any]) -> Any:
+    writer = _WRITERS.get(cls)
+    if writer is None:
+        writer = _WRITERS[cls] = entity_writer(cls)
+    return writer
+
+
+def _response_header_writer(api_key: int, flexible: bool) -> tuple[Any, type[Any]]:
+    # ApiVersions responses always use header v0, so that a client can parse the
+    # answer before it knows which versions the broker speaks (KIP-511).
+    if flexible and api_key != API_VERSIONS_KEY:
+        return _writer(ResponseHeaderV1), ResponseHeaderV1
+    return _writer(ResponseHeaderV0), ResponseHeaderV0
+
+
+def encode_response(correlation_id: int, response: Any) -> bytes:
+    """Encode a response with its header and size prefix."""
+    cls = type(response)
+    header_writer, header_cls = _response_header_writer(cls.__api_key__, cls.__flexible__)
+    buffer = io.BytesIO()
+    buffer.write(b"\x00\x00\x00\x00")
+    header_writer(buffer, header_cls(correlation_id=i32(correlation_id)))
+    _writer(cls)(buffer, response)
+    data = buffer.getbuffer()
+    _SIZE.pack_into(data, 0, len(data) - _SIZE.size)
+    del data
+    return buffer.getvalue()
+
+
+def encode_request_header(
+    api_key: int, api_version: int, correlation_id: int, client_id: str | None
+) -> bytes:
+    """Encode the request header an upstream broker expects for this API version."""
+    schema = request_schema(api_key, api_version)
+    header_cls = RequestHeaderV2 if schema.__flexible__ else RequestHeaderV1
+    buffer = io.BytesIO()
+    _writer(header_cls)(
+        buffer,
+        header_cls(
+            request_api_key=i16(api_key),
+            request_api_version=i16(api_version),
+            correlation_id=i32(correlation_id),
+            client_id=client_id,
+        ),
+    )
+    return buffer.getvalue()
+
+
+def encode_body(entity: Any) -> bytes:
+    """Encode a request or response body without header or size prefix."""
+    buffer = io.BytesIO()
+    _writer(type(entity))(buffer, entity)
+    return buffer.getvalue()
+
+
+def response_header_size(api_key: int, api_version: int, data: bytes) -> int:
+    """Size of the response header at the start of ``data`` (v0: 4 bytes, v1: + tags)."""
+    schema = response_schema(api_key, api_version)
+    if not schema.__flexible__ or api_key == API_VERSIONS_KEY:
+        return _CORRELATION.size
+    _, size = entity_reader(ResponseHeaderV1)(data, 0)
+    return int(size)
+
+
+def read_correlation_id(data: bytes) -> int:
+    """The correlation id every response header starts with."""
+    (correlation_id,) = _CORRELATION.unpack_from(data, 0)
+    return int(correlation_id)
+
+
+def decode_response(api_key: int, api_version: int, data: bytes, offset: int) -> Any:
+    """Decode a response body that starts at ``offset``."""
+    schema = response_schema(api_key, api_version)
+    try:
+        body, _ = _response_reader(schema)(data, offset)
+    except _DECODE_ERRORS as exc:
+        raise MalformedResponse(
+            f"response api_key={api_key} version={api_version} does not decode: {exc}"
+        ) from exc
+    return body
+
+
+def _response_reader(schema: type[Any]) -> Any:
+    reader = _READERS.get(schema)
+    if reader is None:
+        reader = _READERS[schema] = entity_reader(schema)
+    return reader

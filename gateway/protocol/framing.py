@@ -1,0 +1,59 @@
+"""Length-prefixed Kafka frames: split a byte stream into frames under a size limit.
+
+Kafka frames are a signed 32-bit big-endian size followed by that many bytes. The
+decoder keeps at most one partial frame plus one read's worth of bytes, so a client
+cannot make it buffer more than the limit in force.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from gateway.errors import FrameTooLarge
+
+_SIZE = struct.Struct(">i")
+
+
+def frame(payload: bytes) -> bytes:
+    """Prefix ``payload`` with its size, ready to be written to a socket."""
+    return _SIZE.pack(len(payload)) + payload
+
+
+class FrameDecoder:
+    """Turns received bytes into complete frames.
+
+    ``max_frame_size`` can be changed at any time (it is raised after authentication);
+    a frame whose prefix exceeds the limit in force when the prefix is read raises
+    :class:`FrameTooLarge` before any of its body is buffered.
+    """
+
+    __slots__ = ("_buffer", "_expected", "max_frame_size")
+
+    def __init__(self, max_frame_size: int) -> None:
+        self._buffer = bytearray()
+        self._expected: int | None = None
+        self.max_frame_size = max_frame_size
+
+    @property
+    def buffered(self) -> int:
+        """How many bytes are held waiting for the rest of a frame."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Add received bytes; return every frame they complete, in order."""
+        self._buffer += data
+        frames: list[bytes] = []
+        while True:
+            if self._expected is None:
+                if len(self._buffer) < _SIZE.size:
+                    return frames
+                (size,) = _SIZE.unpack_from(self._buffer, 0)
+                if size < 0 or size > self.max_frame_size:
+                    raise FrameTooLarge(f"frame size {size} outside 0..{self.max_frame_size} bytes")
+                del self._buffer[: _SIZE.size]
+                self._expected = size
+            if len(self._buffer) < self._expected:
+                return frames
+            frames.append(bytes(self._buffer[: self._expected]))
+            del self._buffer[: self._expected]
+            self._expected = None

@@ -1,0 +1,1 @@
+"""The asyncio side: listeners, per-connection loops, start-up and shutdown."""

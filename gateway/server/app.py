@@ -1,0 +1,100 @@
+"""The running gateway: upstream pool, client listeners and admin HTTP, with shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import socket
+
+from gateway import metrics
+from gateway.admin.http import AdminServer
+from gateway.config import Config, ListenerConfig
+from gateway.identity.plain import PlainAuthenticator
+from gateway.protocol.framing import FrameDecoder
+from gateway.server.connection import ClientConnection
+from gateway.session import ClientSession, Services
+from gateway.upstream.pool import ClusterPool
+
+log = logging.getLogger(__name__)
+
+
+class Gateway:
+    """Start with :meth:`start`, stop with :meth:`stop` (stops accepting, lets owed
+    responses finish within the grace period, closes upstream connections)."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        pool = ClusterPool(
+            "primary", config.clusters.primary, config.limits.upstream_timeout_seconds
+        )
+        self.services = Services(config, pool, PlainAuthenticator(config.users))
+        self._servers: list[asyncio.Server] = []
+        self._connections: dict[asyncio.Task[None], ClientConnection] = {}
+        self._admin = AdminServer(self.services, *config.admin.bind_address)
+        self.bound: dict[str, tuple[str, int]] = {}
+
+    async def start(self) -> None:
+        await self.services.pool.start()
+        metrics.UPSTREAM_UP.labels(self.services.pool.name).set(1)
+        for listener in self.config.listeners:
+            host, port = listener.bind_address
+            server = await asyncio.start_server(
+                functools.partial(self._accept, listener),
+                host,
+                port,
+                reuse_address=True,
+                backlog=1024,
+            )
+            self._servers.append(server)
+            self.bound[listener.name] = server.sockets[0].getsockname()[:2]
+            log.info(
+                "listener %s on %s:%d (%s)", listener.name, host, port, listener.authentication
+            )
+        await self._admin.start()
+
+    async def _accept(
+        self, listener: ListenerConfig, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        peer = writer.get_extra_info("peername")
+        session = ClientSession(
+            services=self.services,
+            listener=listener,
+            peer=f"{peer[0]}:{peer[1]}" if peer else "unknown",
+            upstream=self.services.pool.session(),
+            decoder=FrameDecoder(self.config.limits.pre_auth_max_frame_bytes),
+        )
+        metrics.CONNECTIONS_TOTAL.labels(listener.name).inc()
+        metrics.CONNECTIONS_OPEN.labels(listener.name).inc()
+        connection = self._connections[task] = ClientConnection(session, reader, writer)
+        try:
+            await connection.serve(self.config.limits.shutdown_grace_seconds)
+        except Exception:
+            log.exception("connection from %s ended with an error", session.peer)
+        finally:
+            metrics.CONNECTIONS_OPEN.labels(listener.name).dec()
+            self._connections.pop(task, None)
+
+    async def stop(self) -> None:
+        for server in self._servers:
+            server.close()
+        grace = self.config.limits.shutdown_grace_seconds
+        for connection in self._connections.values():
+            connection.stop_reading()
+        if self._connections:
+            _, late = await asyncio.wait(set(self._connections), timeout=grace)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        for server in self._servers:
+            with contextlib.suppress(Exception):
+                await server.wait_closed()
+        await self._admin.stop()
+        await self.services.pool.close()
+        log.info("gateway stopped")

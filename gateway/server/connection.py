@@ -1,0 +1,203 @@
+"""One client connection: read frames, dispatch requests, write responses in order.
+
+Requests are handled concurrently once the client has authenticated; responses are
+written strictly in request order. Back-pressure works both ways: reading pauses
+while ``max_in_flight_requests`` responses are owed, and writing waits for the
+client to drain its socket. Before authentication requests are handled one at a
+time, because each may change what the next frame is allowed to be.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+from typing import Any
+
+from kio.schema.index import api_key_map
+
+from gateway import metrics
+from gateway.errors import GatewayError, NotAuthenticated, ProtocolError, UnsupportedApi
+from gateway.handlers import HANDLERS, PRE_AUTH_APIS, api_versions, sasl
+from gateway.protocol import codec, framing
+from gateway.protocol.codec import Request
+from gateway.protocol.versions import API_VERSIONS
+from gateway.session import ClientSession
+
+log = logging.getLogger(__name__)
+
+READ_CHUNK = 256 * 1024
+Owed = asyncio.Future[bytes | None]
+
+
+def api_name(api_key: int) -> str:
+    return str(api_key_map.get(api_key, f"api_{api_key}"))
+
+
+class ClientConnection:
+    """Serves one accepted socket until the client leaves, errs or the gateway stops."""
+
+    def __init__(
+        self,
+        session: ClientSession,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        self.session = session
+        self.reader = reader
+        self.writer = writer
+        self.listener = session.listener.name
+        limits = session.services.config.limits
+        self._owed: collections.deque[Owed] = collections.deque()
+        self._owed_changed = asyncio.Event()
+        self._slots = asyncio.Semaphore(limits.max_in_flight_requests)
+        self._idle_timeout = limits.idle_timeout_seconds
+        self._reading_done = False
+        self._reading: asyncio.Future[None] | None = None
+        self.close_reason = "client closed"
+
+    def stop_reading(self) -> None:
+        """Take no more requests; :meth:`serve` then answers what is owed and returns."""
+        self.close_reason = "shutdown"
+        if self._reading is not None:
+            self._reading.cancel()
+
+    async def serve(self, grace: float) -> None:
+        reading = self._reading = asyncio.ensure_future(self._read_requests())
+        writing = asyncio.ensure_future(self._write_responses())
+        try:
+            await asyncio.wait({reading, writing}, return_when=asyncio.FIRST_COMPLETED)
+            if reading.done() and not writing.done():
+                # Answer what is owed (bounded), then close.
+                self._reading_done = True
+                self._owed_changed.set()
+                await asyncio.wait({writing}, timeout=grace)
+        finally:
+            tasks: list[asyncio.Future[Any]] = [reading, writing, *self._owed]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.session.upstream.close()
+            self.writer.close()
+            with contextlib.suppress(OSError):
+                await self.writer.wait_closed()
+            metrics.CONNECTIONS_CLOSED.labels(self.listener, self.close_reason).inc()
+
+    def _closing(self, reason: str, detail: str) -> None:
+        self.close_reason = reason
+        log.info("closing connection from %s: %s: %s", self.session.peer, reason, detail)
+
+    async def _read_requests(self) -> None:
+        decoder = self.session.decoder
+        while True:
+            try:
+                data = await asyncio.wait_for(self.reader.read(READ_CHUNK), self._idle_timeout)
+            except TimeoutError:
+                if not self._owed:
+                    self._closing("idle timeout", f"{self._idle_timeout}s without a request")
+                    return
+                continue
+            except OSError:
+                return
+            if not data:
+                return
+            metrics.BYTES_IN.labels(self.listener).inc(len(data))
+            try:
+                for frame in decoder.feed(data):
+                    await self._dispatch(frame)
+            except ProtocolError as exc:
+                metrics.REQUESTS.labels("unknown", "-", "rejected").inc()
+                self._closing("protocol error", str(exc))
+                return
+
+    async def _dispatch(self, frame: bytes) -> None:
+        if self.session.expects_raw_token:
+            await self._raw_token(frame)
+            return
+        request = self._decode(frame)
+        await self._slots.acquire()
+        owed: Owed
+        if isinstance(request, bytes):
+            owed = asyncio.get_running_loop().create_future()
+            owed.set_result(request)
+        else:
+            owed = asyncio.ensure_future(self._handle(request))
+        self._owed.append(owed)
+        self._owed_changed.set()
+        if not self.session.is_authenticated:
+            await asyncio.wait({owed})
+
+    async def _raw_token(self, token: bytes) -> None:
+        # SASL after a v0 handshake: the token and its answer are bare size-prefixed
+        # frames; a failure is answered by closing the connection.
+        await self._slots.acquire()
+        owed = asyncio.ensure_future(self._raw_answer(token))
+        self._owed.append(owed)
+        self._owed_changed.set()
+        await asyncio.wait({owed})
+
+    async def _raw_answer(self, token: bytes) -> bytes | None:
+        if await sasl.authenticate(self.session, token):
+            return framing.frame(b"")
+        return None
+
+    def _decode(self, frame: bytes) -> Request | bytes:
+        prefix = codec.read_prefix(frame)
+        served = self.session.services.versions
+        supported = served.get(prefix.api_key)
+        if prefix.api_key == API_VERSIONS and (
+            supported is None or prefix.api_version > supported.max
+        ):
+            answer = api_versions.unsupported_version_response(served)
+            return codec.encode_response(prefix.correlation_id, answer)
+        if supported is None or prefix.api_version not in supported:
+            raise UnsupportedApi(
+                f"api_key={prefix.api_key} version={prefix.api_version} is not served"
+            )
+        if not self.session.is_authenticated and prefix.api_key not in PRE_AUTH_APIS:
+            raise NotAuthenticated(f"api_key={prefix.api_key} before authentication")
+        return codec.decode_request(frame)
+
+    async def _handle(self, request: Request) -> bytes | None:
+        name = api_name(request.api_key)
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            response: Any = await HANDLERS[request.api_key](self.session, request)
+            outcome = "ok"
+        finally:
+            metrics.REQUESTS.labels(name, str(request.api_version), outcome).inc()
+            metrics.REQUEST_LATENCY.labels(name).observe(time.perf_counter() - started)
+        if response is None:
+            return None
+        return codec.encode_response(request.correlation_id, response)
+
+    async def _write_responses(self) -> None:
+        while True:
+            if not self._owed:
+                if self._reading_done:
+                    return
+                self._owed_changed.clear()
+                await self._owed_changed.wait()
+                continue
+            owed = self._owed[0]
+            try:
+                data = await owed
+            except GatewayError as exc:
+                self._closing("request failed", str(exc))
+                return
+            except Exception:
+                log.exception("request from %s failed", self.session.peer)
+                self.close_reason = "request failed"
+                return
+            self._owed.popleft()
+            self._slots.release()
+            if data is not None:
+                self.writer.write(data)
+                metrics.BYTES_OUT.labels(self.listener).inc(len(data))
+                await self.writer.drain()
+            if self.session.close_after_response:
+                self._closing("authentication failed", "answered and closed")
+                return

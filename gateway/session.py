@@ -1,0 +1,69 @@
+"""Per-connection state shared by the handlers: who the client is and how to reach upstream.
+
+It holds no socket; the server owns I/O and gives the handlers a session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from gateway.config import Config, ListenerConfig
+from gateway.identity import ANONYMOUS, Identity
+from gateway.identity.plain import PlainAuthenticator
+from gateway.protocol.framing import FrameDecoder
+from gateway.protocol.versions import VersionRange, advertised
+from gateway.upstream.pool import ClusterPool, UpstreamSession
+
+
+@dataclass
+class Services:
+    """What every connection shares: config, the active cluster, authenticators."""
+
+    config: Config
+    pool: ClusterPool
+    authenticator: PlainAuthenticator
+
+    @property
+    def versions(self) -> dict[int, VersionRange]:
+        return advertised(self.pool.api_versions)
+
+
+@dataclass
+class ClientSession:
+    """One client connection's state."""
+
+    services: Services
+    listener: ListenerConfig
+    peer: str
+    upstream: UpstreamSession
+    decoder: FrameDecoder
+    identity: Identity | None = None
+    sasl_mechanism: str | None = None
+    # After a SaslHandshake v0 the next frame is a bare token, not a Kafka request.
+    expects_raw_token: bool = False
+    # Set when the response being written must be the last (failed authentication).
+    close_after_response: bool = False
+    # Held while a Produce is routed and written upstream, so that requests for one
+    # partition leave in the order they arrived (idempotent producers rely on it).
+    produce_order: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def __post_init__(self) -> None:
+        if self.listener.authentication == "none":
+            self.authenticated(ANONYMOUS)
+
+    @property
+    def is_authenticated(self) -> bool:
+        return self.identity is not None
+
+    def authenticated(self, identity: Identity) -> None:
+        self.identity = identity
+        self.decoder.max_frame_size = self.services.config.limits.max_frame_bytes
+
+    @property
+    def node_id(self) -> int:
+        return self.services.config.gateway.node_id
+
+    @property
+    def advertised_address(self) -> tuple[str, int]:
+        return self.listener.advertised_address
