@@ -13,6 +13,7 @@ from gateway.identity import ANONYMOUS, Identity
 from gateway.identity.plain import PlainAuthenticator
 from gateway.protocol.framing import FrameDecoder
 from gateway.protocol.versions import VersionRange, advertised
+from gateway.upstream.coordinators import Coordinators
 from gateway.upstream.pool import ClusterPool, UpstreamSession
 
 
@@ -23,6 +24,10 @@ class Services:
     config: Config
     pool: ClusterPool
     authenticator: PlainAuthenticator
+    coordinators: Coordinators = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.coordinators = Coordinators(self.pool)
 
     @property
     def versions(self) -> dict[int, VersionRange]:

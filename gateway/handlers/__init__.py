@@ -10,7 +10,17 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from gateway.handlers import api_versions, fetch, metadata, offsets, produce, sasl, topics
+from gateway.handlers import (
+    api_versions,
+    configs,
+    fetch,
+    metadata,
+    offsets,
+    produce,
+    sasl,
+    topics,
+    transactions,
+)
 from gateway.protocol import versions as api
 from gateway.protocol.codec import Request
 from gateway.session import ClientSession
@@ -30,6 +40,8 @@ HANDLERS: dict[int, Handler] = {
     api.OFFSET_FOR_LEADER_EPOCH: offsets.handle_offset_for_leader_epoch,
     api.CREATE_TOPICS: topics.handle_create_topics,
     api.DELETE_TOPICS: topics.handle_delete_topics,
+    api.INIT_PRODUCER_ID: transactions.handle_init_producer_id,
+    api.DESCRIBE_CONFIGS: configs.handle_describe_configs,
 }
 
 # Accepted before the client has authenticated.

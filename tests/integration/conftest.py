@@ -1,0 +1,144 @@
+"""Fixtures shared by the integration tests: real Kafka clusters and a real gateway.
+
+The two dev clusters are started once per test session with the product's own
+``gateway.dev.up()`` (and stopped at the end only if this session started them).
+The gateway runs in-process on the session's event loop; client libraries run in
+worker threads so that the loop keeps serving them.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from gateway import dev
+from gateway.config import Config, parse_config
+from gateway.identity.passwords import hash_password
+from gateway.server.app import Gateway
+from tests.integration.clients import Endpoint
+
+CLIENT_USER = "it-client"
+CLIENT_PASSWORD = "it-client-password"  # noqa: S105 - a gateway test user, not a secret
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class GatewayUnderTest:
+    gateway: Gateway
+    config: Config
+    plain: Endpoint  # no authentication
+    sasl: Endpoint  # SASL/PLAIN as CLIENT_USER
+    admin_url: str
+    upstream_password: str
+
+
+class SessionLog(logging.Handler):
+    """Keeps every log line of the session, for the secret-leak checks."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+        self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+@pytest.fixture(scope="session")
+def session_log() -> Iterator[SessionLog]:
+    handler = SessionLog()
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    # Everything, including aiokafka's per-request debug lines, is searched for leaks.
+    root.setLevel(logging.DEBUG)
+    logging.getLogger("aiokafka").setLevel(logging.INFO)
+    yield handler
+    root.removeHandler(handler)
+    root.setLevel(old_level)
+
+
+@pytest.fixture(scope="session")
+def clusters() -> Iterator[dict[str, dev.ClusterInfo]]:
+    was_running = {info.name for info in dev.status() if info.pid is not None}
+    infos = {info.name: info for info in dev.up()}
+    yield infos
+    if not was_running:
+        dev.down()
+
+
+@pytest.fixture(scope="session")
+def primary(clusters: dict[str, dev.ClusterInfo]) -> dev.ClusterInfo:
+    return clusters["primary"]
+
+
+@pytest.fixture(scope="session")
+def direct(primary: dev.ClusterInfo) -> Endpoint:
+    """The primary cluster itself, with the gateway's own SCRAM credentials."""
+    return Endpoint(
+        primary.bootstrap,
+        security_protocol=primary.security_protocol,
+        sasl_mechanism=primary.sasl_mechanism,
+        username=primary.username,
+        password=dev.read_password(primary),
+    )
+
+
+def gateway_config(primary: dev.ClusterInfo, **limits: object) -> tuple[Config, dict[str, int]]:
+    ports = {"plain": free_port(), "sasl": free_port(), "admin": free_port()}
+    data = {
+        "gateway": {"node_id": 7, "cluster_id": "it-gateway"},
+        "listeners": [
+            {"name": "plain", "bind": f"127.0.0.1:{ports['plain']}", "authentication": "none"},
+            {"name": "sasl", "bind": f"127.0.0.1:{ports['sasl']}", "authentication": "sasl_plain"},
+        ],
+        "clusters": {
+            "primary": {
+                "bootstrap_servers": [primary.bootstrap],
+                "security_protocol": primary.security_protocol,
+                "sasl": {
+                    "mechanism": primary.sasl_mechanism,
+                    "username": primary.username,
+                    "password": {"file": primary.password_file},
+                },
+            }
+        },
+        "users": [{"name": CLIENT_USER, "password_hash": hash_password(CLIENT_PASSWORD, 20_000)}],
+        "admin": {"bind": f"127.0.0.1:{ports['admin']}"},
+        "limits": {"shutdown_grace_seconds": 2, **limits},
+    }
+    return parse_config(data, "integration-test", environ={}), ports
+
+
+@pytest.fixture(scope="session")
+async def gateway(
+    primary: dev.ClusterInfo, session_log: SessionLog
+) -> AsyncIterator[GatewayUnderTest]:
+    config, ports = gateway_config(primary)
+    running = Gateway(config)
+    await running.start()
+    yield GatewayUnderTest(
+        gateway=running,
+        config=config,
+        plain=Endpoint(f"127.0.0.1:{ports['plain']}"),
+        sasl=Endpoint(
+            f"127.0.0.1:{ports['sasl']}",
+            security_protocol="SASL_PLAINTEXT",
+            sasl_mechanism="PLAIN",
+            username=CLIENT_USER,
+            password=CLIENT_PASSWORD,
+        ),
+        admin_url=f"http://127.0.0.1:{ports['admin']}",
+        upstream_password=Path(primary.password_file).read_text(encoding="utf-8").strip(),
+    )
+    await running.stop()
