@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 import time
 from typing import Any
@@ -32,8 +33,13 @@ READ_CHUNK = 256 * 1024
 Owed = asyncio.Future[bytes | None]
 
 
+@functools.cache
 def api_name(api_key: int) -> str:
-    return str(api_key_map.get(api_key, f"api_{api_key}"))
+    """Kafka's name for an API (``ListOffsets``), for metric labels and logs."""
+    snake = api_key_map.get(api_key)
+    if snake is None:
+        return f"Api{api_key}"
+    return "".join(part.title() for part in snake.split("_"))
 
 
 class ClientConnection:
