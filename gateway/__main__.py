@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 from gateway import dev
-from gateway.config import Config, load_config
+from gateway.config import Config, config_reference, load_config
 from gateway.errors import ConfigError, GatewayError
 from gateway.identity.passwords import hash_password
 from gateway.server.app import Gateway
@@ -128,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("config", type=Path)
     sub.add_parser("hash-password", help="read a password from stdin/tty, print its hash")
+    sub.add_parser("config-reference", help="print the config reference (Markdown)")
     sub.add_parser("dev", help="local Kafka clusters: dev up|down|status [--json]|run [config]")
     ns = parser.parse_args(args)
     _setup_logging(ns.log_level)
@@ -135,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         if ns.command == "hash-password":
             secret = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline()
             print(hash_password(secret.rstrip("\r\n")))
+            return 0
+        if ns.command == "config-reference":
+            print(config_reference())
             return 0
         config = load_config(ns.config)
         if ns.command == "check-config":

@@ -225,6 +225,34 @@ class Config(_Model):
         return self
 
 
+_SECTIONS: tuple[tuple[str, type[BaseModel]], ...] = (
+    ("gateway", GatewayIdentity),
+    ("listeners[]", ListenerConfig),
+    ("clusters", ClustersConfig),
+    ("clusters.primary / clusters.secondary", ClusterConfig),
+    ("clusters.*.sasl", SaslConfig),
+    ("clusters.*.tls", TlsConfig),
+    ("secret reference (e.g. clusters.*.sasl.password)", SecretRef),
+    ("users[]", UserConfig),
+    ("admin", AdminConfig),
+    ("limits", LimitsConfig),
+)
+
+
+def config_reference() -> str:
+    """The README's config reference, generated from the models' field descriptions."""
+    lines: list[str] = []
+    for section, model in _SECTIONS:
+        lines += [f"#### `{section}`", "", "| field | default | meaning |", "| --- | --- | --- |"]
+        for name, info in model.model_fields.items():
+            default = "required" if info.is_required() else f"`{info.default!r}`"
+            if info.default_factory is not None:
+                default = "`[]`"
+            lines.append(f"| `{name}` | {default} | {info.description or ''} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> None:
     for key, value in environ.items():
         if not key.startswith(ENV_PREFIX):

@@ -38,7 +38,9 @@ def make_records(count: int) -> list[Record]:
     ]
 
 
-def payloads(records: list[Record], with_partition: bool) -> collections.Counter[tuple[object, ...]]:
+def payloads(
+    records: list[Record], with_partition: bool
+) -> collections.Counter[tuple[object, ...]]:
     return collections.Counter(
         ((r.partition,) if with_partition else ()) + (r.key, r.value, r.headers) for r in records
     )
@@ -83,7 +85,9 @@ async def test_kafka_topics_lists_and_describes_topics_with_the_gateway_as_only_
     await acreate_topic(gateway.plain, topic, PARTITIONS)
 
     listed = await asyncio.to_thread(_topic_command, gateway.plain, "--list")
-    described = await asyncio.to_thread(_topic_command, gateway.plain, "--describe", "--topic", topic)
+    described = await asyncio.to_thread(
+        _topic_command, gateway.plain, "--describe", "--topic", topic
+    )
 
     assert topic in listed.split()
     node = str(gateway.config.gateway.node_id)
