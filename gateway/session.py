@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from gateway.config import Config, ListenerConfig
 from gateway.identity import ANONYMOUS, Identity
 from gateway.identity.plain import PlainAuthenticator
-from gateway.protocol.framing import FrameDecoder
+from gateway.protocol.connection import ServerProtocol
 from gateway.protocol.versions import VersionRange, advertised
 from gateway.upstream.coordinators import Coordinators
 from gateway.upstream.pool import ClusterPool, UpstreamSession
@@ -42,11 +42,9 @@ class ClientSession:
     listener: ListenerConfig
     peer: str
     upstream: UpstreamSession
-    decoder: FrameDecoder
+    protocol: ServerProtocol
     identity: Identity | None = None
     sasl_mechanism: str | None = None
-    # After a SaslHandshake v0 the next frame is a bare token, not a Kafka request.
-    expects_raw_token: bool = False
     # Set when the response being written must be the last (failed authentication).
     close_after_response: bool = False
     # Held while a Produce is routed and written upstream, so that requests for one
@@ -63,7 +61,7 @@ class ClientSession:
 
     def authenticated(self, identity: Identity) -> None:
         self.identity = identity
-        self.decoder.max_frame_size = self.services.config.limits.max_frame_bytes
+        self.protocol.authenticated()
 
     @property
     def node_id(self) -> int:

@@ -43,6 +43,3 @@ HANDLERS: dict[int, Handler] = {
     api.INIT_PRODUCER_ID: transactions.handle_init_producer_id,
     api.DESCRIBE_CONFIGS: configs.handle_describe_configs,
 }
-
-# Accepted before the client has authenticated.
-PRE_AUTH_APIS = frozenset({api.API_VERSIONS, api.SASL_HANDSHAKE, api.SASL_AUTHENTICATE})

@@ -36,7 +36,8 @@ async def handle_handshake(session: ClientSession, request: Request) -> Any:
     else:
         error = ErrorCode.none
         session.sasl_mechanism = mechanism
-        session.expects_raw_token = request.api_version == 0
+        # After a v0 handshake the token comes as a bare frame, not a Kafka request.
+        session.protocol.expects_raw_token = request.api_version == 0
     return codec.build(cls, error_code=error, mechanisms=MECHANISMS)
 
 
@@ -62,7 +63,6 @@ async def handle_authenticate(session: ClientSession, request: Request) -> Any:
 async def authenticate(session: ClientSession, token: bytes) -> bool:
     """Check a token; on failure the connection closes after its answer."""
     mechanism = session.sasl_mechanism or "none"
-    session.expects_raw_token = False
     try:
         identity = await session.services.authenticator.authenticate(token)
     except AuthenticationFailed as exc:

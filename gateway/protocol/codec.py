@@ -35,8 +35,17 @@ _SIZE = struct.Struct(">i")
 _CORRELATION = struct.Struct(">i")
 
 # kio's readers raise their own errors for bad input, but a fuzzed buffer can also
-# trip Python-level errors inside the native reader (e.g. an invalid UUID or enum).
-_DECODE_ERRORS = (SerialError, ValueError, TypeError, IndexError, OverflowError, UnicodeError)
+# trip Python-level errors inside the native reader (an invalid UUID or enum, or an
+# unknown tagged field, which kio refuses).
+_DECODE_ERRORS = (
+    SerialError,
+    ValueError,
+    TypeError,
+    IndexError,
+    KeyError,
+    OverflowError,
+    UnicodeError,
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,21 +39,31 @@ class FrameDecoder:
         """How many bytes are held waiting for the rest of a frame."""
         return len(self._buffer)
 
+    def receive(self, data: bytes) -> None:
+        """Add received bytes; take the frames with :meth:`next_frame`."""
+        self._buffer += data
+
+    def next_frame(self) -> bytes | None:
+        """The next complete frame, or None until more bytes arrive."""
+        if self._expected is None:
+            if len(self._buffer) < _SIZE.size:
+                return None
+            (size,) = _SIZE.unpack_from(self._buffer, 0)
+            if size < 0 or size > self.max_frame_size:
+                raise FrameTooLarge(f"frame size {size} outside 0..{self.max_frame_size} bytes")
+            del self._buffer[: _SIZE.size]
+            self._expected = size
+        if len(self._buffer) < self._expected:
+            return None
+        payload = bytes(self._buffer[: self._expected])
+        del self._buffer[: self._expected]
+        self._expected = None
+        return payload
+
     def feed(self, data: bytes) -> list[bytes]:
         """Add received bytes; return every frame they complete, in order."""
-        self._buffer += data
+        self.receive(data)
         frames: list[bytes] = []
-        while True:
-            if self._expected is None:
-                if len(self._buffer) < _SIZE.size:
-                    return frames
-                (size,) = _SIZE.unpack_from(self._buffer, 0)
-                if size < 0 or size > self.max_frame_size:
-                    raise FrameTooLarge(f"frame size {size} outside 0..{self.max_frame_size} bytes")
-                del self._buffer[: _SIZE.size]
-                self._expected = size
-            if len(self._buffer) < self._expected:
-                return frames
-            frames.append(bytes(self._buffer[: self._expected]))
-            del self._buffer[: self._expected]
-            self._expected = None
+        while (payload := self.next_frame()) is not None:
+            frames.append(payload)
+        return frames

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
+from kio.schema.errors import ErrorCode
 from kio.schema.index import api_key_map, schema_name_map
+
+from gateway.protocol import codec
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,3 +91,22 @@ def advertised(upstream: Mapping[int, VersionRange]) -> dict[int, VersionRange]:
         if supported is not None:
             result[api_key] = supported
     return result
+
+
+def api_versions_response(
+    version: int, table: Mapping[int, VersionRange], error: ErrorCode = ErrorCode.none
+) -> Any:
+    """An ApiVersions response of ``version`` listing ``table``."""
+    cls = codec.response_schema(API_VERSIONS, version)
+    item = codec.entity_module(cls).ApiVersion
+    keys = tuple(
+        codec.build(item, api_key=k, min_version=r.min, max_version=r.max)
+        for k, r in sorted(table.items())
+    )
+    return codec.build(cls, error_code=error, api_keys=keys, throttle_time=codec.NO_THROTTLE)
+
+
+def unsupported_version_response(table: Mapping[int, VersionRange]) -> Any:
+    """The v0 answer to an ApiVersions request of a version the gateway does not know:
+    the client retries with the highest version this answer lists (KIP-511)."""
+    return api_versions_response(0, table, ErrorCode.unsupported_version)

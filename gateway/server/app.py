@@ -12,7 +12,7 @@ from gateway import metrics
 from gateway.admin.http import AdminServer
 from gateway.config import Config, ListenerConfig
 from gateway.identity.plain import PlainAuthenticator
-from gateway.protocol.framing import FrameDecoder
+from gateway.protocol.connection import ServerProtocol
 from gateway.server.connection import ClientConnection
 from gateway.session import ClientSession, Services
 from gateway.upstream.pool import ClusterPool
@@ -68,7 +68,11 @@ class Gateway:
             listener=listener,
             peer=f"{peer[0]}:{peer[1]}" if peer else "unknown",
             upstream=self.services.pool.session(),
-            decoder=FrameDecoder(self.config.limits.pre_auth_max_frame_bytes),
+            protocol=ServerProtocol(
+                lambda: self.services.versions,
+                self.config.limits.pre_auth_max_frame_bytes,
+                self.config.limits.max_frame_bytes,
+            ),
         )
         metrics.CONNECTIONS_TOTAL.labels(listener.name).inc()
         metrics.CONNECTIONS_OPEN.labels(listener.name).inc()

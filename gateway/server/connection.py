@@ -20,11 +20,11 @@ from typing import Any
 from kio.schema.index import api_key_map
 
 from gateway import metrics
-from gateway.errors import GatewayError, NotAuthenticated, ProtocolError, UnsupportedApi
-from gateway.handlers import HANDLERS, PRE_AUTH_APIS, api_versions, sasl
+from gateway.errors import GatewayError, ProtocolError
+from gateway.handlers import HANDLERS, sasl
 from gateway.protocol import codec, framing
 from gateway.protocol.codec import Request
-from gateway.protocol.versions import API_VERSIONS
+from gateway.protocol.connection import AnswerReady, Event, SaslTokenReceived
 from gateway.session import ClientSession
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ class ClientConnection:
         log.info("closing connection from %s: %s: %s", self.session.peer, reason, detail)
 
     async def _read_requests(self) -> None:
-        decoder = self.session.decoder
+        protocol = self.session.protocol
         while True:
             try:
                 data = await asyncio.wait_for(self.reader.read(READ_CHUNK), self._idle_timeout)
@@ -110,61 +110,37 @@ class ClientConnection:
             if not data:
                 return
             metrics.BYTES_IN.labels(self.listener).inc(len(data))
+            protocol.receive_data(data)
             try:
-                for frame in decoder.feed(data):
-                    await self._dispatch(frame)
+                while (event := protocol.next_event()) is not None:
+                    await self._dispatch(event)
             except ProtocolError as exc:
                 metrics.REQUESTS.labels("unknown", "-", "rejected").inc()
                 self._closing("protocol error", str(exc))
                 return
 
-    async def _dispatch(self, frame: bytes) -> None:
-        if self.session.expects_raw_token:
-            await self._raw_token(frame)
-            return
-        request = self._decode(frame)
+    async def _dispatch(self, event: Event) -> None:
         await self._slots.acquire()
         owed: Owed
-        if isinstance(request, bytes):
+        if isinstance(event, AnswerReady):
             owed = asyncio.get_running_loop().create_future()
-            owed.set_result(request)
+            owed.set_result(event.data)
+        elif isinstance(event, SaslTokenReceived):
+            owed = asyncio.ensure_future(self._raw_token_answer(event.token))
         else:
-            owed = asyncio.ensure_future(self._handle(request))
+            owed = asyncio.ensure_future(self._handle(event.request))
         self._owed.append(owed)
         self._owed_changed.set()
         if not self.session.is_authenticated:
+            # Authentication changes what the next frame may be: one at a time.
             await asyncio.wait({owed})
 
-    async def _raw_token(self, token: bytes) -> None:
-        # SASL after a v0 handshake: the token and its answer are bare size-prefixed
-        # frames; a failure is answered by closing the connection.
-        await self._slots.acquire()
-        owed = asyncio.ensure_future(self._raw_answer(token))
-        self._owed.append(owed)
-        self._owed_changed.set()
-        await asyncio.wait({owed})
-
-    async def _raw_answer(self, token: bytes) -> bytes | None:
+    async def _raw_token_answer(self, token: bytes) -> bytes | None:
+        # After a SaslHandshake v0 the answer is a bare frame too; a failure is
+        # answered by closing the connection.
         if await sasl.authenticate(self.session, token):
             return framing.frame(b"")
         return None
-
-    def _decode(self, frame: bytes) -> Request | bytes:
-        prefix = codec.read_prefix(frame)
-        served = self.session.services.versions
-        supported = served.get(prefix.api_key)
-        if prefix.api_key == API_VERSIONS and (
-            supported is None or prefix.api_version > supported.max
-        ):
-            answer = api_versions.unsupported_version_response(served)
-            return codec.encode_response(prefix.correlation_id, answer)
-        if supported is None or prefix.api_version not in supported:
-            raise UnsupportedApi(
-                f"api_key={prefix.api_key} version={prefix.api_version} is not served"
-            )
-        if not self.session.is_authenticated and prefix.api_key not in PRE_AUTH_APIS:
-            raise NotAuthenticated(f"api_key={prefix.api_key} before authentication")
-        return codec.decode_request(frame)
 
     async def _handle(self, request: Request) -> bytes | None:
         name = api_name(request.api_key)
