@@ -13,8 +13,8 @@ from tests.integration.clients import (
     CLIENTS,
     Endpoint,
     Record,
-    acreate_topic,
     aconsume,
+    acreate_topic,
     aproduce,
     unique_topic,
 )
