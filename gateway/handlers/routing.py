@@ -39,6 +39,8 @@ class PartitionedApi:
 
     request_topics: str
     request_partitions: str
+    # Field of a request partition holding its index; "" where the partitions are
+    # plain indexes (DescribeProducers' partition_indexes).
     request_partition: str
     response_topics: str
     response_partitions: str
@@ -50,6 +52,11 @@ class PartitionedApi:
 
 
 TopicKey = str | uuid.UUID
+
+
+def partition_index(api: PartitionedApi, partition: Any) -> int:
+    """The index of one request partition."""
+    return int(getattr(partition, api.request_partition) if api.request_partition else partition)
 
 
 def topic_key(topic: Any) -> TopicKey:
@@ -82,7 +89,7 @@ def split(api: PartitionedApi, view: ClusterView, topics: Iterable[Any]) -> Spli
         groups: dict[int, list[Any]] = defaultdict(list)
         lost: list[Any] = []
         for partition in getattr(topic, api.request_partitions):
-            index = getattr(partition, api.request_partition)
+            index = partition_index(api, partition)
             leader = view.leader(name, index) if name is not None else None
             (lost if leader is None else groups[leader]).append(partition)
         for leader, partitions in groups.items():
@@ -111,7 +118,7 @@ def error_topics(
             codec.build(
                 partition_cls,
                 **{
-                    api.response_partition: getattr(p, api.request_partition),
+                    api.response_partition: partition_index(api, p),
                     "error_code": error,
                     **api.error_fields(),
                 },
@@ -166,9 +173,7 @@ def select(
         if not indexes:
             continue
         partitions = tuple(
-            p
-            for p in getattr(topic, api.request_partitions)
-            if getattr(p, api.request_partition) in indexes
+            p for p in getattr(topic, api.request_partitions) if partition_index(api, p) in indexes
         )
         if partitions:
             chosen.append(codec.replace(topic, **{api.request_partitions: partitions}))

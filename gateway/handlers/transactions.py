@@ -1,32 +1,98 @@
-"""InitProducerId: producer ids for idempotent and transactional producers.
+"""Idempotent and transactional producers: producer ids, transactions, their offsets.
 
-An idempotent producer's id can come from any broker; a transactional producer's
-must come from its transaction coordinator, which the gateway finds upstream.
+Transactional requests go to the transactional id's upstream coordinator, offsets
+committed in a transaction to the group's coordinator. Produce and Fetch need nothing
+special: batches keep their producer id, epoch and sequence (they stay bytes), and a
+read_committed Fetch gets the upstream's last stable offset and aborted-transaction
+list unchanged.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from gateway.handlers.coordination import (
+    MultiKeyApi,
+    split_by_coordinator,
+    to_coordinator,
+    to_every_broker,
+)
+from gateway.handlers.fanout import fan_out, max_throttle
+from gateway.handlers.routing import PartitionedApi
+from gateway.protocol import codec
 from gateway.protocol.codec import Request
 from gateway.session import ClientSession
-from gateway.upstream.coordinators import STALE_COORDINATOR_ERRORS, TRANSACTION
-
-MAX_ATTEMPTS = 3
+from gateway.upstream.coordinators import GROUP, TRANSACTION
 
 
 async def handle_init_producer_id(session: ClientSession, request: Request) -> Any:
     transactional_id = request.body.transactional_id
-    pool = session.services.pool
-    budget = pool.timeout + request.body.transaction_timeout.total_seconds()
+    budget = request.body.transaction_timeout.total_seconds()
     if transactional_id is None:
-        return await session.upstream.request(None, request.body, request.client_id, budget)
-    coordinators = session.services.coordinators
-    response: Any = None
-    for _ in range(MAX_ATTEMPTS):
-        node = await coordinators.find(session.upstream, TRANSACTION, transactional_id)
-        response = await session.upstream.request(node, request.body, request.client_id, budget)
-        if response.error_code not in STALE_COORDINATOR_ERRORS:
-            break
-        coordinators.forget(TRANSACTION, transactional_id)
-    return response
+        # An idempotent producer's id can come from any broker.
+        pool = session.services.pool
+        return await session.upstream.request(
+            None, request.body, request.client_id, pool.timeout + budget
+        )
+    return await to_coordinator(session, request, TRANSACTION, transactional_id, budget)
+
+
+async def handle_transactional(session: ClientSession, request: Request) -> Any:
+    """AddPartitionsToTxn (v0-3), AddOffsetsToTxn, EndTxn."""
+    return await to_coordinator(session, request, TRANSACTION, request.body.transactional_id)
+
+
+async def handle_txn_offset_commit(session: ClientSession, request: Request) -> Any:
+    return await to_coordinator(session, request, GROUP, request.body.group_id)
+
+
+_DESCRIBE_TRANSACTIONS = MultiKeyApi(
+    key_type=TRANSACTION,
+    request_keys="transactional_ids",
+    response_results="transaction_states",
+    key_of_item=str,
+    key_of_result=lambda result: str(result.transactional_id),
+)
+
+
+async def handle_describe_transactions(session: ClientSession, request: Request) -> Any:
+    return await split_by_coordinator(session, request, _DESCRIBE_TRANSACTIONS)
+
+
+async def handle_list_transactions(session: ClientSession, request: Request) -> Any:
+    def merge(answers: list[Any]) -> Any:
+        errors = [a.error_code for a in answers if a.error_code.value != 0]
+        unknown = {f for a in answers for f in a.unknown_state_filters}
+        return codec.replace(
+            answers[0],
+            error_code=errors[0] if errors else answers[0].error_code,
+            unknown_state_filters=tuple(sorted(unknown)),
+            transaction_states=tuple(s for a in answers for s in a.transaction_states),
+            throttle_time=max_throttle(answers),
+        )
+
+    return await to_every_broker(session, request, merge)
+
+
+DESCRIBE_PRODUCERS = PartitionedApi(
+    request_topics="topics",
+    request_partitions="partition_indexes",
+    request_partition="",
+    response_topics="topics",
+    response_partitions="partitions",
+    response_partition="partition_index",
+    response_topic_class="TopicResponse",
+    response_partition_class="PartitionResponse",
+    error_fields=lambda: {"error_message": None, "active_producers": ()},
+)
+
+
+async def handle_describe_producers(session: ClientSession, request: Request) -> Any:
+    result = await fan_out(
+        session, request, DESCRIBE_PRODUCERS, "describe_producers", session.services.pool.timeout
+    )
+    return codec.build(
+        codec.response_schema(request.api_key, request.api_version),
+        throttle_time=max_throttle(result.responses),
+        topics=result.topics,
+    )

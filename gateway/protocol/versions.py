@@ -35,16 +35,41 @@ PRODUCE = 0
 FETCH = 1
 LIST_OFFSETS = 2
 METADATA = 3
+OFFSET_COMMIT = 8
+OFFSET_FETCH = 9
 FIND_COORDINATOR = 10
-DESCRIBE_CONFIGS = 32
+JOIN_GROUP = 11
+HEARTBEAT = 12
+LEAVE_GROUP = 13
+SYNC_GROUP = 14
+DESCRIBE_GROUPS = 15
+LIST_GROUPS = 16
 SASL_HANDSHAKE = 17
 API_VERSIONS = 18
 CREATE_TOPICS = 19
-INIT_PRODUCER_ID = 22
 DELETE_TOPICS = 20
+DELETE_RECORDS = 21
+INIT_PRODUCER_ID = 22
 OFFSET_FOR_LEADER_EPOCH = 23
+ADD_PARTITIONS_TO_TXN = 24
+ADD_OFFSETS_TO_TXN = 25
+END_TXN = 26
+TXN_OFFSET_COMMIT = 28
+DESCRIBE_CONFIGS = 32
+ALTER_CONFIGS = 33
+DESCRIBE_LOG_DIRS = 35
 SASL_AUTHENTICATE = 36
+CREATE_PARTITIONS = 37
+DELETE_GROUPS = 42
+ELECT_LEADERS = 43
+INCREMENTAL_ALTER_CONFIGS = 44
+OFFSET_DELETE = 47
 DESCRIBE_CLUSTER = 60
+DESCRIBE_PRODUCERS = 61
+DESCRIBE_TRANSACTIONS = 65
+LIST_TRANSACTIONS = 66
+CONSUMER_GROUP_HEARTBEAT = 68
+CONSUMER_GROUP_DESCRIBE = 69
 
 # The versions each handler implements.
 IMPLEMENTED: Mapping[int, VersionRange] = {
@@ -52,16 +77,42 @@ IMPLEMENTED: Mapping[int, VersionRange] = {
     FETCH: VersionRange(4, 18),
     LIST_OFFSETS: VersionRange(1, 11),
     METADATA: VersionRange(0, 13),
+    OFFSET_COMMIT: VersionRange(2, 10),
+    OFFSET_FETCH: VersionRange(1, 10),
     FIND_COORDINATOR: VersionRange(0, 6),
+    JOIN_GROUP: VersionRange(0, 9),
+    HEARTBEAT: VersionRange(0, 4),
+    LEAVE_GROUP: VersionRange(0, 5),
+    SYNC_GROUP: VersionRange(0, 5),
+    DESCRIBE_GROUPS: VersionRange(0, 6),
+    LIST_GROUPS: VersionRange(0, 5),
     SASL_HANDSHAKE: VersionRange(0, 1),
     API_VERSIONS: VersionRange(0, 4),
     CREATE_TOPICS: VersionRange(2, 7),
     DELETE_TOPICS: VersionRange(1, 6),
+    DELETE_RECORDS: VersionRange(0, 2),
     INIT_PRODUCER_ID: VersionRange(0, 5),
-    DESCRIBE_CONFIGS: VersionRange(1, 4),
     OFFSET_FOR_LEADER_EPOCH: VersionRange(2, 4),
+    # v4+ batches several transactional ids and is meant for brokers only.
+    ADD_PARTITIONS_TO_TXN: VersionRange(0, 3),
+    ADD_OFFSETS_TO_TXN: VersionRange(0, 4),
+    END_TXN: VersionRange(0, 5),
+    TXN_OFFSET_COMMIT: VersionRange(0, 5),
+    DESCRIBE_CONFIGS: VersionRange(1, 4),
+    ALTER_CONFIGS: VersionRange(0, 2),
+    DESCRIBE_LOG_DIRS: VersionRange(1, 5),
     SASL_AUTHENTICATE: VersionRange(0, 2),
+    CREATE_PARTITIONS: VersionRange(0, 3),
+    DELETE_GROUPS: VersionRange(0, 2),
+    ELECT_LEADERS: VersionRange(0, 2),
+    INCREMENTAL_ALTER_CONFIGS: VersionRange(0, 1),
+    OFFSET_DELETE: VersionRange(0, 0),
     DESCRIBE_CLUSTER: VersionRange(0, 2),
+    DESCRIBE_PRODUCERS: VersionRange(0, 0),
+    DESCRIBE_TRANSACTIONS: VersionRange(0, 0),
+    LIST_TRANSACTIONS: VersionRange(0, 2),
+    CONSUMER_GROUP_HEARTBEAT: VersionRange(0, 1),
+    CONSUMER_GROUP_DESCRIBE: VersionRange(0, 1),
 }
 
 # Answered by the gateway itself, so the upstream's support does not limit them.

@@ -7,6 +7,7 @@ until a response says NOT_COORDINATOR or COORDINATOR_NOT_AVAILABLE.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from kio.schema.errors import ErrorCode
@@ -18,6 +19,8 @@ from gateway.upstream.pool import ClusterPool, UpstreamSession
 
 GROUP = 0
 TRANSACTION = 1
+LOOKUP_ATTEMPTS = 10
+LOOKUP_BACKOFF_SECONDS = 0.1
 
 STALE_COORDINATOR_ERRORS = frozenset(
     {ErrorCode.not_coordinator, ErrorCode.coordinator_not_available}
@@ -44,7 +47,13 @@ class Coordinators:
         request = codec.build(
             codec.request_schema(FIND_COORDINATOR, version), key=key, key_type=key_type
         )
-        response: Any = await session.request(None, request, None, self._pool.timeout)
+        response: Any = None
+        for attempt in range(LOOKUP_ATTEMPTS):
+            response = await session.request(None, request, None, self._pool.timeout)
+            if response.error_code not in STALE_COORDINATOR_ERRORS:
+                break
+            # The coordinator is still being elected (e.g. __consumer_offsets is new).
+            await asyncio.sleep(LOOKUP_BACKOFF_SECONDS * (attempt + 1))
         if response.error_code != ErrorCode.none:
             raise UpstreamUnavailable(
                 f"no coordinator for key type {key_type}: {response.error_code.name}"

@@ -1,0 +1,110 @@
+"""The admin API: topics, partitions, configs, records, log dirs, leader elections.
+
+Cluster-wide requests go to the upstream controller (brokers forward what they must);
+per-partition ones (DeleteRecords) to each partition's leader; per-broker ones
+(DescribeLogDirs) to every broker, merged. Clients know one broker, the gateway: a
+broker config resource named after the gateway's node id is answered by one upstream
+broker and reported back under the gateway's id. Topic changes are followed by a
+metadata refresh so the next request to a new topic is routed without a miss.
+(Approval of high-risk operations is a later stage; these handlers are where it will be
+called.)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kio.schema.errors import ErrorCode
+
+from gateway.handlers.coordination import to_every_broker
+from gateway.handlers.fanout import fan_out, max_throttle
+from gateway.handlers.routing import PartitionedApi
+from gateway.protocol import codec
+from gateway.protocol.codec import Request
+from gateway.protocol.versions import DESCRIBE_CONFIGS
+from gateway.session import ClientSession
+
+BROKER = 4
+BROKER_LOGGER = 8
+_BROKER_TYPES = frozenset({BROKER, BROKER_LOGGER})
+
+
+def _own_budget(session: ClientSession, request: Request) -> float:
+    own = getattr(request.body, "timeout", None)
+    seconds = own.total_seconds() if own is not None else 0.0
+    return float(seconds) + session.services.pool.timeout
+
+
+async def handle_to_controller(session: ClientSession, request: Request) -> Any:
+    """CreateTopics, DeleteTopics, CreatePartitions, ElectLeaders."""
+    pool = session.services.pool
+    budget = _own_budget(session, request)
+    response = await session.upstream.request(None, request.body, request.client_id, budget)
+    await pool.refresh()
+    return response
+
+
+def _names_the_gateway(session: ClientSession, resource: Any) -> bool:
+    return resource.resource_type in _BROKER_TYPES and resource.resource_name == str(
+        session.node_id
+    )
+
+
+async def handle_configs(session: ClientSession, request: Request) -> Any:
+    """DescribeConfigs, AlterConfigs, IncrementalAlterConfigs."""
+    pool = session.services.pool
+    target = pool.any_broker()
+    asked = request.body.resources
+    resources = tuple(
+        codec.replace(r, resource_name=str(target)) if _names_the_gateway(session, r) else r
+        for r in asked
+    )
+    as_gateway = {r.resource_type for r in asked if _names_the_gateway(session, r)}
+    response = await session.upstream.request(
+        target, codec.replace(request.body, resources=resources), request.client_id, pool.timeout
+    )
+    results_field = "results" if request.api_key == DESCRIBE_CONFIGS else "responses"
+    results = tuple(
+        codec.replace(r, resource_name=str(session.node_id))
+        if r.resource_type in as_gateway and r.resource_name == str(target)
+        else r
+        for r in getattr(response, results_field)
+    )
+    return codec.replace(response, **{results_field: results})
+
+
+DELETE_RECORDS = PartitionedApi(
+    request_topics="topics",
+    request_partitions="partitions",
+    request_partition="partition_index",
+    response_topics="topics",
+    response_partitions="partitions",
+    response_partition="partition_index",
+    response_topic_class="DeleteRecordsTopicResult",
+    response_partition_class="DeleteRecordsPartitionResult",
+    error_fields=lambda: {"low_watermark": -1},
+)
+
+
+async def handle_delete_records(session: ClientSession, request: Request) -> Any:
+    result = await fan_out(
+        session, request, DELETE_RECORDS, "delete_records", _own_budget(session, request)
+    )
+    return codec.build(
+        codec.response_schema(request.api_key, request.api_version),
+        throttle_time=max_throttle(result.responses),
+        topics=result.topics,
+    )
+
+
+async def handle_describe_log_dirs(session: ClientSession, request: Request) -> Any:
+    def merge(answers: list[Any]) -> Any:
+        errors = [a.error_code for a in answers if getattr(a, "error_code", 0) != 0]
+        return codec.replace(
+            answers[0],
+            error_code=errors[0] if errors else ErrorCode.none,
+            results=tuple(r for a in answers for r in a.results),
+            throttle_time=max_throttle(answers),
+        )
+
+    return await to_every_broker(session, request, merge)
