@@ -13,11 +13,13 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
+from gateway.handlers import routing
 from gateway.handlers.fanout import fan_out, max_throttle
 from gateway.handlers.routing import PartitionedApi
 from gateway.protocol import codec
-from gateway.protocol.codec import Request
+from gateway.protocol.codec import EncodedBody, Request
 from gateway.session import ClientSession
+from gateway.upstream.wire import EncodedRequest
 
 API = PartitionedApi(
     request_topics="topics",
@@ -45,13 +47,17 @@ async def handle(session: ClientSession, request: Request) -> Any:
         body, session_id=0, session_epoch=-1, forgotten_topics_data=(), rack_id=""
     )
     request = dataclasses.replace(request, body=upstream_body)
+    budget = body.max_wait.total_seconds() + session.services.pool.timeout
+    passed_on = await _from_one_leader(session, request, budget)
+    if passed_on is not None:
+        return passed_on
     by_id = request.api_version >= 13
     result = await fan_out(
         session,
         request,
         API,
         "fetch",
-        body.max_wait.total_seconds() + session.services.pool.timeout,
+        budget,
         ErrorCode.unknown_topic_id if by_id else ErrorCode.unknown_topic_or_partition,
     )
     me = session.node_id
@@ -67,6 +73,43 @@ async def handle(session: ClientSession, request: Request) -> Any:
         responses=topics,
         node_endpoints=(),
     )
+
+
+async def _from_one_leader(
+    session: ClientSession, request: Request, budget: float
+) -> EncodedBody | None:
+    """The common case: every partition has one leader and its answer needs no change.
+
+    Then the upstream's bytes are the client's answer, records and all, without
+    encoding them again. Anything else returns None for the general path (a fetch
+    is safe to send again).
+    """
+    plan = routing.split(API, session.services.pool.view, request.body.topics)
+    if len(plan.by_leader) != 1 or plan.unroutable:
+        return None
+    leader = next(iter(plan.by_leader))
+    reply = await session.upstream.request_reply(
+        leader, EncodedRequest.of(request.body, request.client_id), budget
+    )
+    if not _as_is(reply.entity):
+        return None
+    return EncodedBody(request.api_key, request.api_version, reply.data)
+
+
+def _as_is(response: Any) -> bool:
+    """True when an upstream answer names no upstream broker and reports no stale route."""
+    if response.error_code != ErrorCode.none or getattr(response, "node_endpoints", ()):
+        return False
+    for topic in response.responses:
+        for partition in topic.partitions:
+            if partition.error_code in routing.STALE_ROUTE_ERRORS:
+                return False
+            if getattr(partition, "preferred_read_replica", -1) >= 0:
+                return False
+            current = getattr(partition, "current_leader", None)
+            if current is not None and current.leader_id >= 0:
+                return False
+    return True
 
 
 def _as_gateway(partition: Any, me: int) -> Any:

@@ -20,8 +20,9 @@ from gateway.handlers import routing
 from gateway.handlers.fanout import max_throttle
 from gateway.handlers.routing import PartitionedApi
 from gateway.protocol import codec
-from gateway.protocol.codec import Request
+from gateway.protocol.codec import EncodedBody, Request
 from gateway.session import ClientSession
+from gateway.upstream.pool import Reply
 from gateway.upstream.wire import EncodedRequest
 
 log = logging.getLogger(__name__)
@@ -57,10 +58,16 @@ async def handle(session: ClientSession, request: Request) -> Any:
             plan = routing.split(API, pool.view, body.topic_data)
         sent: list[tuple[Any, Any, EncodedRequest, list[Any]]] = []
         unsent: list[tuple[Any, list[Any]]] = []
+        whole = len(plan.by_leader) == 1 and not plan.unroutable
         for leader, topics in plan.by_leader.items():
-            sub = EncodedRequest.of(
-                codec.replace(body, topic_data=tuple(topics)), request.client_id
-            )
+            if whole:
+                # One leader takes it all: forward the client's bytes as they came.
+                sub = EncodedRequest(
+                    request.api_key, request.api_version, request.body_bytes, request.client_id
+                )
+            else:
+                sub_body = codec.replace(body, topic_data=tuple(topics))
+                sub = EncodedRequest.of(sub_body, request.client_id)
             try:
                 conn = await session.upstream.connection(leader)
                 pending = session.upstream.send_now(conn, sub, expect_response)
@@ -92,6 +99,9 @@ async def _collect(
         *(session.upstream.wait(conn, pending, sub, budget) for conn, pending, sub, _ in sent),
         return_exceptions=True,
     )
+    only = results[0] if len(results) == 1 else None
+    if isinstance(only, Reply) and not any(lost for lost, _ in errors) and _as_is(only.entity):
+        return EncodedBody(request.api_key, request.api_version, only.data)
     responses: list[Any] = []
     topics: list[Any] = []
     unknown_outcome: list[tuple[Any, list[Any]]] = []
@@ -103,8 +113,8 @@ async def _collect(
         elif isinstance(result, BaseException):
             raise result
         else:
-            responses.append(result)
-            topics.extend(result.responses)
+            responses.append(result.entity)
+            topics.extend(result.entity.responses)
     errors.append((unknown_outcome, ErrorCode.request_timed_out))
     for lost, error in errors:
         topics += routing.error_topics(API, response_cls, lost, error)
@@ -124,6 +134,20 @@ async def _collect(
         throttle_time=max_throttle(responses),
         node_endpoints=(),
     )
+
+
+def _as_is(response: Any) -> bool:
+    """True when an upstream answer names no upstream broker and can pass unchanged."""
+    if getattr(response, "node_endpoints", ()):
+        return False
+    for topic in response.responses:
+        for partition in topic.partition_responses:
+            if partition.error_code in routing.STALE_ROUTE_ERRORS:
+                return False
+            current = getattr(partition, "current_leader", None)
+            if current is not None and current.leader_id >= 0:
+                return False
+    return True
 
 
 def _hide_leader(session: ClientSession, partition: Any) -> Any:

@@ -67,6 +67,23 @@ class Request:
     client_id: str | None
     body: Any
     size: int
+    # The frame as received and where its body starts, so that a body the gateway
+    # does not change can be forwarded without encoding it again.
+    frame: bytes = dataclasses.field(repr=False, default=b"")
+    body_offset: int = 0
+
+    @property
+    def body_bytes(self) -> bytes:
+        return self.frame[self.body_offset :]
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedBody:
+    """A response body that is already encoded (an upstream answer passed on as is)."""
+
+    api_key: int
+    api_version: int
+    data: bytes
 
 
 def read_prefix(frame: bytes) -> RequestPrefix:
@@ -159,6 +176,8 @@ def decode_request(frame: bytes) -> Request:
         client_id=header.client_id,
         body=body,
         size=len(frame),
+        frame=frame,
+        body_offset=header_size,
     )
 
 
@@ -189,6 +208,19 @@ def encode_response(correlation_id: int, response: Any) -> bytes:
     _SIZE.pack_into(data, 0, len(data) - _SIZE.size)
     del data
     return buffer.getvalue()
+
+
+def encode_encoded_response(correlation_id: int, body: EncodedBody) -> bytes:
+    """Size prefix and response header in front of an already-encoded body."""
+    schema = response_schema(body.api_key, body.api_version)
+    header_writer, header_cls = _response_header_writer(body.api_key, schema.__flexible__)
+    buffer = io.BytesIO()
+    buffer.write(_SIZE.pack(0))
+    header_writer(buffer, header_cls(correlation_id=i32(correlation_id)))
+    header = buffer.getbuffer()
+    _SIZE.pack_into(header, 0, len(header) - _SIZE.size + len(body.data))
+    del header
+    return buffer.getvalue() + body.data
 
 
 def encode_request_header(

@@ -23,7 +23,7 @@ from gateway import metrics
 from gateway.errors import GatewayError, ProtocolError
 from gateway.handlers import HANDLERS, sasl
 from gateway.protocol import codec, framing
-from gateway.protocol.codec import Request
+from gateway.protocol.codec import EncodedBody, Request
 from gateway.protocol.connection import AnswerReady, Event, SaslTokenReceived
 from gateway.session import ClientSession
 
@@ -154,6 +154,8 @@ class ClientConnection:
             metrics.REQUEST_LATENCY.labels(name).observe(time.perf_counter() - started)
         if response is None:
             return None
+        if isinstance(response, EncodedBody):
+            return codec.encode_encoded_response(request.correlation_id, response)
         return codec.encode_response(request.correlation_id, response)
 
     async def _write_responses(self) -> None:

@@ -49,6 +49,14 @@ def map_errors(where: str) -> Iterator[None]:
         raise UpstreamUnavailable(f"{where}: {type(exc).__name__}: {exc}") from exc
 
 
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An upstream response: decoded, and the body bytes it was decoded from."""
+
+    entity: Any
+    data: bytes
+
+
 @dataclass(slots=True)
 class PartitionRoute:
     leader: int
@@ -267,7 +275,7 @@ class UpstreamSession:
         pending: Awaitable[Any],
         request: EncodedRequest,
         budget: float,
-    ) -> Any:
+    ) -> Reply:
         """Await a response sent with :meth:`send_now` and decode it with kio."""
         try:
             with map_errors(f"cluster {self.pool.name} api_key={request.api_key}"):
@@ -278,20 +286,29 @@ class UpstreamSession:
             # responses; start afresh on the next request.
             conn.close()
             raise
-        return codec.decode_response(request.api_key, request.api_version, data, 0)
+        return Reply(codec.decode_response(request.api_key, request.api_version, data, 0), data)
 
     async def send_on(
         self, conn: AIOKafkaConnection, entity: Any, client_id: str | None, budget: float
     ) -> Any:
         request = EncodedRequest.of(entity, client_id)
-        return await self.wait(conn, self.send_now(conn, request), request, budget)
+        reply = await self.wait(conn, self.send_now(conn, request), request, budget)
+        return reply.entity
 
     async def request(
         self, node_id: int | None, entity: Any, client_id: str | None, budget: float
     ) -> Any:
         """Send one request to a broker (any broker when ``node_id`` is None)."""
+        return (
+            await self.request_reply(node_id, EncodedRequest.of(entity, client_id), budget)
+        ).entity
+
+    async def request_reply(
+        self, node_id: int | None, request: EncodedRequest, budget: float
+    ) -> Reply:
+        """Send an encoded request; the reply keeps the response's bytes."""
         conn = await self.connection(self.pool.any_broker() if node_id is None else node_id)
-        return await self.send_on(conn, entity, client_id, budget)
+        return await self.wait(conn, self.send_now(conn, request), request, budget)
 
     async def close(self) -> None:
         self._closed = True
