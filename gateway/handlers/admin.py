@@ -17,7 +17,7 @@ from typing import Any
 from kio.schema.errors import ErrorCode
 
 from gateway.handlers.coordination import to_every_broker
-from gateway.handlers.fanout import fan_out, max_throttle
+from gateway.handlers.fanout import fan_out, max_throttle, own_budget
 from gateway.handlers.routing import PartitionedApi
 from gateway.protocol import codec
 from gateway.protocol.codec import Request
@@ -29,16 +29,10 @@ BROKER_LOGGER = 8
 _BROKER_TYPES = frozenset({BROKER, BROKER_LOGGER})
 
 
-def _own_budget(session: ClientSession, request: Request) -> float:
-    own = getattr(request.body, "timeout", None)
-    seconds = own.total_seconds() if own is not None else 0.0
-    return float(seconds) + session.services.pool.timeout
-
-
 async def handle_to_controller(session: ClientSession, request: Request) -> Any:
     """CreateTopics, DeleteTopics, CreatePartitions, ElectLeaders."""
     pool = session.services.pool
-    budget = _own_budget(session, request)
+    budget = own_budget(session, request)
     response = await session.upstream.request(None, request.body, request.client_id, budget)
     await pool.refresh()
     return response
@@ -88,7 +82,7 @@ DELETE_RECORDS = PartitionedApi(
 
 async def handle_delete_records(session: ClientSession, request: Request) -> Any:
     result = await fan_out(
-        session, request, DELETE_RECORDS, "delete_records", _own_budget(session, request)
+        session, request, DELETE_RECORDS, "delete_records", own_budget(session, request)
     )
     return codec.build(
         codec.response_schema(request.api_key, request.api_version),

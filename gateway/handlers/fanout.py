@@ -7,6 +7,7 @@ partition again is harmless. Produce has its own path: it must keep arrival orde
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -90,6 +91,13 @@ async def _send(
         lost = [(t, list(getattr(t, api.request_partitions))) for t in topics]
         return None, routing.error_topics(api, response_cls, lost, ErrorCode.not_leader_or_follower)
     return response, list(getattr(response, api.response_topics))
+
+
+def own_budget(session: ClientSession, request: Request) -> float:
+    """The request's own timeout (if it has one) plus the upstream allowance."""
+    own = getattr(request.body, "timeout", None)
+    seconds = own.total_seconds() if isinstance(own, datetime.timedelta) else 0.0
+    return seconds + session.services.pool.timeout
 
 
 def max_throttle(responses: list[Any]) -> Any:

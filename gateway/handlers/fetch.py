@@ -100,16 +100,7 @@ def _as_is(response: Any) -> bool:
     """True when an upstream answer names no upstream broker and reports no stale route."""
     if response.error_code != ErrorCode.none or getattr(response, "node_endpoints", ()):
         return False
-    for topic in response.responses:
-        for partition in topic.partitions:
-            if partition.error_code in routing.STALE_ROUTE_ERRORS:
-                return False
-            if getattr(partition, "preferred_read_replica", -1) >= 0:
-                return False
-            current = getattr(partition, "current_leader", None)
-            if current is not None and current.leader_id >= 0:
-                return False
-    return True
+    return not any(routing.reveals_upstream(p) for t in response.responses for p in t.partitions)
 
 
 def _as_gateway(partition: Any, me: int) -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.handlers.fanout import fan_out, max_throttle
+from gateway.handlers.fanout import fan_out, max_throttle, own_budget
 from gateway.handlers.routing import PartitionedApi
 from gateway.protocol import codec
 from gateway.protocol.codec import Request
@@ -40,15 +40,9 @@ OFFSET_FOR_LEADER_EPOCH = PartitionedApi(
 )
 
 
-def _timeout(session: ClientSession, request: Request) -> float:
-    own = getattr(request.body, "timeout", None)
-    extra = own.total_seconds() if own is not None and hasattr(own, "total_seconds") else 0.0
-    return extra + session.services.pool.timeout
-
-
 async def handle_list_offsets(session: ClientSession, request: Request) -> Any:
     result = await fan_out(
-        session, request, LIST_OFFSETS, "list_offsets", _timeout(session, request)
+        session, request, LIST_OFFSETS, "list_offsets", own_budget(session, request)
     )
     return codec.build(
         codec.response_schema(request.api_key, request.api_version),

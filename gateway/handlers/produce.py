@@ -140,14 +140,9 @@ def _as_is(response: Any) -> bool:
     """True when an upstream answer names no upstream broker and can pass unchanged."""
     if getattr(response, "node_endpoints", ()):
         return False
-    for topic in response.responses:
-        for partition in topic.partition_responses:
-            if partition.error_code in routing.STALE_ROUTE_ERRORS:
-                return False
-            current = getattr(partition, "current_leader", None)
-            if current is not None and current.leader_id >= 0:
-                return False
-    return True
+    return not any(
+        routing.reveals_upstream(p) for t in response.responses for p in t.partition_responses
+    )
 
 
 def _hide_leader(session: ClientSession, partition: Any) -> Any:

@@ -33,6 +33,17 @@ STALE_ROUTE_ERRORS = frozenset(
 )
 
 
+def reveals_upstream(partition: Any) -> bool:
+    """True when a response partition must change before a client sees it: it reports
+    a stale route, or names an upstream broker (current leader, preferred replica)."""
+    if partition.error_code in STALE_ROUTE_ERRORS:
+        return True
+    if getattr(partition, "preferred_read_replica", -1) >= 0:
+        return True
+    current = getattr(partition, "current_leader", None)
+    return current is not None and current.leader_id >= 0
+
+
 @dataclass(frozen=True)
 class PartitionedApi:
     """Field and class names of a topics/partitions request and its response."""
