@@ -9,6 +9,7 @@ A bad file is refused with :class:`ConfigError` naming the field.
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -163,7 +164,8 @@ class UserConfig(_Model):
     password_hash: str = Field(
         description="pbkdf2_sha256$<iterations>$<salt b64>$<hash b64>, from "
         "`python -m gateway hash-password`.",
-        pattern=r"^pbkdf2_sha256\$\d+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+$",
+        # At most 9 digits of iterations: a larger count would tie up a thread per login.
+        pattern=r"^pbkdf2_sha256\$[1-9]\d{0,8}\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+$",
     )
 
 
@@ -253,6 +255,17 @@ def config_reference() -> str:
     return "\n".join(lines)
 
 
+def _env_value(value: str) -> Any:
+    """An override's value: a YAML list or mapping when it looks like one, else the text
+    itself (pydantic converts text to numbers and booleans where a field wants them)."""
+    if value.lstrip().startswith(("[", "{")):
+        try:
+            return yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"environment override is not valid YAML: {exc}") from exc
+    return value
+
+
 def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> None:
     for key, value in environ.items():
         if not key.startswith(ENV_PREFIX):
@@ -266,7 +279,7 @@ def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> None:
             if not isinstance(child, dict):
                 raise ConfigError(f"{key}: {'.'.join(path[:-1])} is not a section")
             node = child
-        node[path[-1]] = yaml.safe_load(value)
+        node[path[-1]] = _env_value(value)
 
 
 def _describe(error: ValidationError, source: str) -> str:
@@ -285,6 +298,7 @@ def parse_config(
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"invalid config {source}: the top level must be a mapping")
+    data = copy.deepcopy(data)
     _apply_env(data, os.environ if environ is None else environ)
     try:
         return Config.model_validate(data)

@@ -72,9 +72,10 @@ def partition_index(api: PartitionedApi, partition: Any) -> int:
 
 def topic_key(topic: Any) -> TopicKey:
     """A topic entity's name, or its id in versions that address topics by id."""
-    name = getattr(topic, "name", None) or getattr(topic, "topic", None)
-    if name is not None:
-        return str(name)
+    for field in ("name", "topic"):
+        name = getattr(topic, field, None)
+        if name is not None:
+            return str(name)
     topic_id = getattr(topic, "topic_id", None)
     if isinstance(topic_id, uuid.UUID):
         return topic_id

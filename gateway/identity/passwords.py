@@ -41,6 +41,6 @@ def verify_password(password: str, stored: str) -> bool:
             base64.b64decode(salt, validate=True),
             int(iterations),
         )
-    except ValueError:
+    except (ValueError, OverflowError):
         return False
     return hmac.compare_digest(expected, actual)

@@ -27,6 +27,7 @@ from kio.serial.errors import SerialError
 from kio.static.primitive import i16, i32
 
 from gateway.errors import MalformedRequest, MalformedResponse, UnsupportedApi
+from gateway.protocol import bounds
 
 API_VERSIONS_KEY = 18
 NO_THROTTLE = datetime.timedelta(0)
@@ -147,16 +148,20 @@ def _field_names(cls: type[Any]) -> frozenset[str]:
 
 
 @cache
-def _request_reader(api_key: int, api_version: int) -> tuple[Any, Any]:
+def _request_reader(api_key: int, api_version: int) -> tuple[type[Any], type[Any], Any, Any]:
     schema = request_schema(api_key, api_version)
     header = RequestHeaderV2 if schema.__flexible__ else RequestHeaderV1
-    return entity_reader(header), entity_reader(schema)
+    return header, schema, entity_reader(header), entity_reader(schema)
 
 
 def decode_request(frame: bytes) -> Request:
     """Decode one request frame (without its size prefix)."""
     prefix = read_prefix(frame)
-    header_reader, body_reader = _request_reader(prefix.api_key, prefix.api_version)
+    header_cls, schema, header_reader, body_reader = _request_reader(
+        prefix.api_key, prefix.api_version
+    )
+    # kio reserves memory for every array length a frame claims: check them first.
+    bounds.check(header_cls, schema, frame)
     try:
         header, header_size = header_reader(frame, 0)
         body, body_size = body_reader(frame, header_size)
