@@ -111,6 +111,20 @@ async def test_bad_frame_closes_only_its_connection(gateway: GatewayUnderTest, n
     await _still_serves(gateway)
 
 
+async def test_frame_claiming_billions_of_array_elements_closes_only_its_connection(
+    gateway: GatewayUnderTest,
+) -> None:
+    # Metadata v9 whose topics array claims 2**32 - 2 entries in a 20-byte frame.
+    claim = bytes.fromhex("0003000900000000ffff00ffffffff0f")
+    reader, writer = await _open(gateway.plain)
+    writer.write(_framed(claim))
+    await writer.drain()
+
+    assert await _closed_by_gateway(reader)
+    await _close(writer)
+    await _still_serves(gateway)
+
+
 async def test_truncated_frame_then_disconnect_leaves_gateway_serving(
     gateway: GatewayUnderTest,
 ) -> None:
