@@ -1,0 +1,303 @@
+"""Aggregating rounds into medians, the results table, and comparing two result files."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from tests.perf.targets import DIRECT, GATEWAY, PATHS
+
+WORKLOADS = ("produce", "consume", "e2e", "idle")
+LATENCIES = ("lat_p50_ms", "lat_p99_ms", "lat_p999_ms")
+
+Metrics = dict[str, float]
+
+
+@dataclass
+class RunResult:
+    """One workload on one path in one round."""
+
+    workload: str
+    path: str
+    round: int
+    ok: bool = True
+    error: str | None = None
+    topic: str | None = None
+    metrics: Metrics = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def median_metrics(runs: Sequence[RunResult]) -> Metrics:
+    """Per metric, the median over the successful rounds; plus rounds_ok and the spread."""
+    ok = [run for run in runs if run.ok]
+    keys = sorted({key for run in ok for key in run.metrics})
+    out: Metrics = {}
+    for key in keys:
+        values = [run.metrics[key] for run in ok if key in run.metrics]
+        values = [v for v in values if not math.isnan(v)]
+        if values:
+            out[key] = statistics.median(values)
+    out["rounds_ok"] = float(len(ok))
+    out["rounds_failed"] = float(len(runs) - len(ok))
+    rates = [run.metrics["records_per_s"] for run in ok if "records_per_s" in run.metrics]
+    if len(rates) > 1 and statistics.median(rates) > 0:
+        out["records_per_s_spread_pct"] = (
+            (max(rates) - min(rates)) / 2 / statistics.median(rates) * 100
+        )
+    return out
+
+
+def summarize(runs: Iterable[RunResult]) -> dict[str, dict[str, Any]]:
+    """{workload: {direct: medians, gateway: medians, ratio, added_latency_ms}}."""
+    by_key: dict[tuple[str, str], list[RunResult]] = {}
+    for run in runs:
+        by_key.setdefault((run.workload, run.path), []).append(run)
+    summary: dict[str, dict[str, Any]] = {}
+    for workload in WORKLOADS:
+        entry: dict[str, Any] = {}
+        for path in PATHS:
+            if (workload, path) in by_key:
+                entry[path] = median_metrics(by_key[(workload, path)])
+        if not entry:
+            continue
+        direct, gateway = entry.get(DIRECT, {}), entry.get(GATEWAY, {})
+        if direct.get("records_per_s") and "records_per_s" in gateway:
+            entry["ratio"] = gateway["records_per_s"] / direct["records_per_s"]
+        added = {k: gateway[k] - direct[k] for k in LATENCIES if k in gateway and k in direct}
+        if added:
+            entry["added_latency_ms"] = added
+        summary[workload] = entry
+    return summary
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def _num(value: float | None, digits: int = 0, *, signed: bool = False) -> str:
+    if value is None or math.isnan(value):
+        return "-"
+    if abs(value) >= 1000:
+        digits = 0
+    text = f"{value:+,.{digits}f}" if signed else f"{value:,.{digits}f}"
+    return text
+
+
+def _lat(value: float | None, *, signed: bool = False) -> str:
+    if value is None or math.isnan(value):
+        return "-"
+    digits = 2 if abs(value) < 10 else (1 if abs(value) < 100 else 0)
+    return _num(value, digits, signed=signed)
+
+
+def render_table(
+    headers: Sequence[str], rows: Sequence[Sequence[str]], left: int = 2, *, notes: bool = True
+) -> str:
+    """Plain-text table; the first ``left`` columns (and a last notes column) left-aligned."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        out = []
+        for i, (cell, width) in enumerate(zip(cells, widths, strict=True)):
+            is_left = i < left or (notes and i == len(cells) - 1)
+            out.append(cell.ljust(width) if is_left else cell.rjust(width))
+        return "  ".join(out).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(headers), rule, *(line(row) for row in rows)])
+
+
+TABLE_HEADERS = (
+    "workload",
+    "path",
+    "rec/s",
+    "±%",
+    "MiB/s",
+    "gw/dir",
+    "p50 ms",
+    "p99 ms",
+    "p99.9 ms",
+    "+p50",
+    "+p99",
+    "+p99.9",
+    "gw CPU s",
+    "gw peak MiB",
+    "broker CPU s",
+    "client CPU s",
+    "other CPU s",
+    "notes",
+)
+
+
+def _notes(workload: str, path: str, m: Metrics, entry: dict[str, Any], summary: Any) -> str:
+    notes: list[str] = []
+    if m.get("rounds_failed"):
+        notes.append(f"{m['rounds_failed']:.0f} round(s) FAILED")
+    if workload == "consume" and "rebalance_ms" in m:
+        notes.append(f"group join {m['rebalance_ms']:,.0f} ms incl.")
+    if workload == "e2e":
+        notes.append(f"n={m.get('measured', 0):,.0f} lost={m.get('lost', 0):,.0f}")
+    if workload == "idle":
+        if path == GATEWAY and "idle_rss_before_mb" in m:
+            notes.append(
+                f"RSS {m['idle_rss_before_mb']:.1f}->{m['idle_rss_after_mb']:.1f} MiB "
+                f"({m['idle_kb_per_conn']:.1f} KiB/conn)"
+            )
+        alone = summary.get("produce", {}).get(path, {}).get("records_per_s")
+        if alone and "records_per_s" in m:
+            notes.append(f"x{m['records_per_s'] / alone:.2f} vs produce alone")
+    if path == GATEWAY and m.get("gw_requests"):
+        notes.append(
+            f"{m['gw_requests']:,.0f} req, {m.get('gw_cpu_us_per_request', 0):,.0f} us CPU/req"
+        )
+    if path == GATEWAY and m.get("gw_warnings"):
+        notes.append(f"{m['gw_warnings']:.0f} gw warnings")
+    return "; ".join(notes)
+
+
+WORKLOAD_LABELS = {
+    "produce": "produce 1KiB acks=all",
+    "consume": "consume",
+    "e2e": "e2e latency {rate} msg/s",
+    "idle": "produce + {idle} idle conns",
+}
+
+
+def table_rows(summary: dict[str, dict[str, Any]], settings: dict[str, Any]) -> list[list[str]]:
+    rows: list[list[str]] = []
+    for workload in WORKLOADS:
+        entry = summary.get(workload)
+        if entry is None:
+            continue
+        label = WORKLOAD_LABELS[workload].format(
+            rate=f"{settings.get('e2e_rate', 0):,.0f}", idle=settings.get("idle_connections", 0)
+        )
+        added = entry.get("added_latency_ms", {})
+        for path in PATHS:
+            m = entry.get(path)
+            if m is None:
+                continue
+            gw = path == GATEWAY
+            rows.append(
+                [
+                    label,
+                    path,
+                    _num(m.get("records_per_s")),
+                    _num(m.get("records_per_s_spread_pct"), 1),
+                    _num(m.get("mb_per_s"), 1),
+                    _num(entry.get("ratio"), 2) if gw else "",
+                    _lat(m.get("lat_p50_ms")),
+                    _lat(m.get("lat_p99_ms")),
+                    _lat(m.get("lat_p999_ms")),
+                    _lat(added.get("lat_p50_ms"), signed=True) if gw else "",
+                    _lat(added.get("lat_p99_ms"), signed=True) if gw else "",
+                    _lat(added.get("lat_p999_ms"), signed=True) if gw else "",
+                    _num(m.get("gw_cpu_s"), 1) if gw else "",
+                    _num(m.get("gw_rss_peak_mb"), 1) if gw else "",
+                    _num(m.get("broker_cpu_s"), 1),
+                    _num(m.get("client_cpu_s"), 1),
+                    _num(m.get("other_cpu_s"), 1),
+                    _notes(workload, path, m, entry, summary),
+                ]
+            )
+    return rows
+
+
+def soak_row(soak: dict[str, Any]) -> list[str]:
+    m: Metrics = soak.get("medians", {})
+    notes = (
+        f"RSS first/after run 1/last/max {soak['rss_first_mb']:.1f}/"
+        f"{soak.get('rss_after_first_run_mb') or float('nan'):.1f}/{soak['rss_last_mb']:.1f}/"
+        f"{soak['rss_max_mb']:.1f} MiB over {soak['elapsed_s']:.0f} s, {soak['iterations']} runs"
+    )
+    if soak.get("errors"):
+        notes += f"; {len(soak['errors'])} run(s) FAILED"
+    return [
+        f"soak {soak['seconds']:.0f}s (produce+idle)",
+        GATEWAY,
+        _num(m.get("records_per_s")),
+        _num(m.get("records_per_s_spread_pct"), 1),
+        _num(m.get("mb_per_s"), 1),
+        "",
+        _lat(m.get("lat_p50_ms")),
+        _lat(m.get("lat_p99_ms")),
+        _lat(m.get("lat_p999_ms")),
+        "",
+        "",
+        "",
+        _num(soak.get("gw_cpu_s"), 1),
+        _num(soak.get("rss_max_mb"), 1),
+        _num(soak.get("broker_cpu_s"), 1),
+        "",
+        "",
+        notes,
+    ]
+
+
+def results_table(doc: dict[str, Any]) -> str:
+    rows = table_rows(doc["summary"], doc["settings"])
+    if doc.get("soak"):
+        rows.append(soak_row(doc["soak"]))
+    return render_table(TABLE_HEADERS, rows)
+
+
+# --------------------------------------------------------------------------- compare
+
+COMPARED = (
+    ("records_per_s", "rec/s", 0),
+    ("lat_p50_ms", "p50 ms", 2),
+    ("lat_p99_ms", "p99 ms", 2),
+    ("lat_p999_ms", "p99.9 ms", 2),
+    ("gw_cpu_s", "gw CPU s", 1),
+    ("gw_rss_peak_mb", "gw peak MiB", 1),
+)
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    if a is None or b is None or math.isnan(a) or math.isnan(b) or a == 0:
+        return "-"
+    return f"{b / a:.2f}"
+
+
+def compare_table(a: dict[str, Any], b: dict[str, Any]) -> str:
+    """Side by side: A, B and B/A for the main metrics of every workload and path."""
+    headers = ["workload", "path"]
+    for _, label, _ in COMPARED:
+        headers += [f"{label} A", "B", "B/A"]
+    headers += ["gw/dir A", "gw/dir B"]
+    rows: list[list[str]] = []
+    for workload in WORKLOADS:
+        ea, eb = a["summary"].get(workload), b["summary"].get(workload)
+        if ea is None or eb is None:
+            continue
+        for path in PATHS:
+            ma, mb = ea.get(path), eb.get(path)
+            if ma is None or mb is None:
+                continue
+            row = [workload, path]
+            for key, _, digits in COMPARED:
+                va, vb = ma.get(key), mb.get(key)
+                if key.startswith("lat_"):
+                    row += [_lat(va), _lat(vb), _ratio(va, vb)]
+                else:
+                    row += [_num(va, digits), _num(vb, digits), _ratio(va, vb)]
+            gw = path == GATEWAY
+            row += [_num(ea.get("ratio"), 2) if gw else "", _num(eb.get("ratio"), 2) if gw else ""]
+            rows.append(row)
+    return render_table(headers, rows, notes=False)
+
+
+def describe(doc: dict[str, Any]) -> str:
+    git = doc.get("git", {})
+    machine = doc.get("machine", {})
+    dirty = " (dirty)" if git.get("dirty") else ""
+    return (
+        f"{doc.get('started_utc', '?')}  {git.get('sha', '?')}{dirty}  "
+        f"{machine.get('cpu_count', '?')} CPU {machine.get('cpu_model', '?')}"
+    )

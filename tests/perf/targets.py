@@ -1,0 +1,211 @@
+"""The two paths under test: the primary dev cluster directly, and a gateway subprocess."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway import dev
+from gateway.config import parse_config
+
+DIRECT = "direct"
+GATEWAY = "gateway"
+PATHS = (DIRECT, GATEWAY)
+
+GATEWAY_START_TIMEOUT_S = 60.0
+GATEWAY_STOP_TIMEOUT_S = 20.0
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class BenchError(RuntimeError):
+    """A workload could not run (tool failed, gateway died, ...)."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a workload's clients connect.
+
+    ``client_config`` is the 0600 SCRAM properties file for Kafka's Java tools (direct
+    only); the librdkafka settings read the password file only when asked for them.
+    """
+
+    path: str
+    bootstrap: str
+    client_config: str | None = None
+    sasl_mechanism: str | None = None
+    username: str | None = None
+    password_file: str | None = None
+
+    def rdkafka_conf(self) -> dict[str, str]:
+        conf = {"bootstrap.servers": self.bootstrap}
+        if self.password_file is not None:
+            assert self.sasl_mechanism is not None and self.username is not None
+            password = Path(self.password_file).read_text(encoding="utf-8").strip()
+            conf.update(
+                {
+                    "security.protocol": "SASL_PLAINTEXT",
+                    "sasl.mechanism": self.sasl_mechanism,
+                    "sasl.username": self.username,
+                    "sasl.password": password,
+                }
+            )
+        return conf
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.bootstrap.rpartition(":")
+        return host, int(port)
+
+
+def direct_target(primary: dev.ClusterInfo) -> Target:
+    return Target(
+        path=DIRECT,
+        bootstrap=primary.bootstrap,
+        client_config=dev.client_config_file(primary),
+        sasl_mechanism=primary.sasl_mechanism,
+        username=primary.username,
+        password_file=primary.password_file,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def gateway_config(
+    primary: dev.ClusterInfo, port: int, admin_port: int, idle_timeout_s: float
+) -> dict[str, Any]:
+    """A gateway config: one plaintext listener without authentication, the dev primary."""
+    return {
+        "gateway": {"node_id": 0, "cluster_id": "bench-gateway"},
+        "listeners": [
+            {"name": "bench", "bind": f"127.0.0.1:{port}", "authentication": "none"},
+        ],
+        "clusters": {
+            "primary": {
+                "bootstrap_servers": [primary.bootstrap],
+                "security_protocol": primary.security_protocol,
+                "sasl": {
+                    "mechanism": primary.sasl_mechanism,
+                    "username": primary.username,
+                    "password": {"file": primary.password_file},
+                },
+            }
+        },
+        "admin": {"bind": f"127.0.0.1:{admin_port}"},
+        "limits": {"idle_timeout_seconds": idle_timeout_s, "shutdown_grace_seconds": 2},
+    }
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+class GatewayProcess:
+    """``python -m gateway run`` as a subprocess (log level warning), stopped with SIGTERM."""
+
+    def __init__(self, primary: dev.ClusterInfo, workdir: Path, idle_timeout_s: float) -> None:
+        self.primary = primary
+        self.workdir = workdir
+        self.idle_timeout_s = idle_timeout_s
+        self.port = 0
+        self.admin_port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_file = workdir / "gateway.log"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def target(self) -> Target:
+        return Target(path=GATEWAY, bootstrap=f"127.0.0.1:{self.port}")
+
+    def start(self) -> None:
+        self.port, self.admin_port = free_port(), free_port()
+        data = gateway_config(self.primary, self.port, self.admin_port, self.idle_timeout_s)
+        parse_config(dict(data), "bench", environ={})  # refuse a bad config here, clearly
+        config_path = self.workdir / "gateway.yaml"
+        config_path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+        cmd = [sys.executable, "-m", "gateway", "--log-level", "warning", "run"]
+        cmd += ["--config", str(config_path)]
+        with self.log_file.open("ab") as log:
+            self.proc = subprocess.Popen(
+                cmd, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=log
+            )
+        deadline = time.monotonic() + GATEWAY_START_TIMEOUT_S
+        while not _port_open("127.0.0.1", self.port):
+            if self.proc.poll() is not None:
+                raise BenchError(f"gateway exited ({self.proc.returncode}): {self.log_tail()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise BenchError(f"gateway did not listen within {GATEWAY_START_TIMEOUT_S}s")
+            time.sleep(0.05)
+
+    def check_alive(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            code = None if self.proc is None else self.proc.returncode
+            raise BenchError(f"gateway died ({code}): {self.log_tail()}")
+
+    def stop(self) -> int | None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(GATEWAY_STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        return proc.returncode
+
+    def request_counts(self) -> dict[str, float]:
+        """Requests the gateway handled so far, by API (from its /metrics endpoint)."""
+        url = f"http://127.0.0.1:{self.admin_port}/metrics"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                text = response.read().decode("utf-8")
+        except OSError as err:
+            raise BenchError(f"cannot read the gateway's {url}: {err}") from err
+        counts: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            if family.name != "gateway_requests":
+                continue
+            for sample in family.samples:
+                if sample.name == "gateway_requests_total":
+                    api = sample.labels.get("api", "?")
+                    counts[api] = counts.get(api, 0.0) + sample.value
+        return counts
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log_file.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return "(no gateway log)"
+        return "\n".join(text.strip().splitlines()[-lines:]) or "(gateway log is empty)"
+
+    def warnings_logged(self) -> int:
+        """How many WARNING/ERROR lines the gateway wrote so far (shown in the report)."""
+        try:
+            text = self.log_file.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return 0
+        return sum(1 for line in text.splitlines() if " WARNING " in line or " ERROR " in line)
