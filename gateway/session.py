@@ -25,13 +25,18 @@ class Services:
     pool: ClusterPool
     authenticator: PlainAuthenticator
     coordinators: Coordinators = field(init=False)
+    _versions: tuple[object, dict[int, VersionRange]] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.coordinators = Coordinators(self.pool)
 
     @property
     def versions(self) -> dict[int, VersionRange]:
-        return advertised(self.pool.api_versions)
+        """What ApiVersions advertises; recomputed only when the upstream's table changes."""
+        upstream = self.pool.api_versions
+        if self._versions is None or self._versions[0] is not upstream:
+            self._versions = (upstream, advertised(upstream))
+        return self._versions[1]
 
 
 @dataclass

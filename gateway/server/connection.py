@@ -42,6 +42,15 @@ def api_name(api_key: int) -> str:
     return "".join(part.title() for part in snake.split("_"))
 
 
+@functools.cache
+def _request_metrics(api_key: int, api_version: int, outcome: str) -> tuple[Any, Any]:
+    name = api_name(api_key)
+    return (
+        metrics.REQUESTS.labels(name, str(api_version), outcome),
+        metrics.REQUEST_LATENCY.labels(name),
+    )
+
+
 class ClientConnection:
     """Serves one accepted socket until the client leaves, errs or the gateway stops."""
 
@@ -97,9 +106,11 @@ class ClientConnection:
 
     async def _read_requests(self) -> None:
         protocol = self.session.protocol
+        bytes_in = metrics.BYTES_IN.labels(self.listener)
         while True:
             try:
-                data = await asyncio.wait_for(self.reader.read(READ_CHUNK), self._idle_timeout)
+                async with asyncio.timeout(self._idle_timeout):
+                    data = await self.reader.read(READ_CHUNK)
             except TimeoutError:
                 if not self._owed:
                     self._closing("idle timeout", f"{self._idle_timeout}s without a request")
@@ -109,7 +120,7 @@ class ClientConnection:
                 return
             if not data:
                 return
-            metrics.BYTES_IN.labels(self.listener).inc(len(data))
+            bytes_in.inc(len(data))
             protocol.receive_data(data)
             try:
                 while (event := protocol.next_event()) is not None:
@@ -143,15 +154,15 @@ class ClientConnection:
         return None
 
     async def _handle(self, request: Request) -> bytes | None:
-        name = api_name(request.api_key)
         started = time.perf_counter()
         outcome = "error"
         try:
             response: Any = await HANDLERS[request.api_key](self.session, request)
             outcome = "ok"
         finally:
-            metrics.REQUESTS.labels(name, str(request.api_version), outcome).inc()
-            metrics.REQUEST_LATENCY.labels(name).observe(time.perf_counter() - started)
+            counted, timed = _request_metrics(request.api_key, request.api_version, outcome)
+            counted.inc()
+            timed.observe(time.perf_counter() - started)
         if response is None:
             return None
         if isinstance(response, EncodedBody):
@@ -159,6 +170,7 @@ class ClientConnection:
         return codec.encode_response(request.correlation_id, response)
 
     async def _write_responses(self) -> None:
+        bytes_out = metrics.BYTES_OUT.labels(self.listener)
         while True:
             if not self._owed:
                 if self._reading_done:
@@ -166,9 +178,10 @@ class ClientConnection:
                 self._owed_changed.clear()
                 await self._owed_changed.wait()
                 continue
-            owed = self._owed[0]
             try:
-                data = await owed
+                await self._owed[0]
+                # Every answer that is ready, in order, goes out in one write.
+                ready = self._take_ready()
             except GatewayError as exc:
                 self._closing("request failed", str(exc))
                 return
@@ -176,12 +189,25 @@ class ClientConnection:
                 log.exception("request from %s failed", self.session.peer)
                 self.close_reason = "request failed"
                 return
-            self._owed.popleft()
-            self._slots.release()
-            if data is not None:
-                self.writer.write(data)
-                metrics.BYTES_OUT.labels(self.listener).inc(len(data))
+            if ready:
+                self.writer.write(b"".join(ready) if len(ready) > 1 else ready[0])
+                bytes_out.inc(sum(map(len, ready)))
                 await self.writer.drain()
             if self.session.close_after_response:
                 self._closing("authentication failed", "answered and closed")
                 return
+
+    def _take_ready(self) -> list[bytes]:
+        """Pop the owed answers that are done, from the front, keeping request order."""
+        ready: list[bytes] = []
+        while self._owed and self._owed[0].done():
+            if ready and self._owed[0].exception() is not None:
+                break  # write the answers before it; its error comes next round
+            data = self._owed[0].result()  # raises the request's error, if it failed
+            self._owed.popleft()
+            self._slots.release()
+            if data is not None:
+                ready.append(data)
+            if self.session.close_after_response:
+                break
+        return ready

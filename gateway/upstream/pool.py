@@ -279,7 +279,8 @@ class UpstreamSession:
         """Await a response sent with :meth:`send_now` and decode it with kio."""
         try:
             with map_errors(f"cluster {self.pool.name} api_key={request.api_key}"):
-                data = await asyncio.wait_for(pending, budget)
+                async with asyncio.timeout(budget):
+                    data = await pending
         except UpstreamError:
             metrics.UPSTREAM_ERRORS.labels(self.pool.name, str(request.api_key)).inc()
             # A request that timed out leaves the connection out of step with its
