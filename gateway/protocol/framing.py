@@ -55,7 +55,8 @@ class FrameDecoder:
             self._expected = size
         if len(self._buffer) < self._expected:
             return None
-        payload = bytes(self._buffer[: self._expected])
+        with memoryview(self._buffer) as view:
+            payload = bytes(view[: self._expected])  # one copy, not two
         del self._buffer[: self._expected]
         self._expected = None
         return payload

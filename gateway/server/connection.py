@@ -23,14 +23,14 @@ from gateway import metrics
 from gateway.errors import GatewayError, ProtocolError
 from gateway.handlers import HANDLERS, sasl
 from gateway.protocol import codec, framing
-from gateway.protocol.codec import EncodedBody, Request
+from gateway.protocol.codec import Chunk, EncodedBody, Request
 from gateway.protocol.connection import AnswerReady, Event, SaslTokenReceived
 from gateway.session import ClientSession
 
 log = logging.getLogger(__name__)
 
 READ_CHUNK = 256 * 1024
-Owed = asyncio.Future[bytes | None]
+Owed = asyncio.Future[list[Chunk] | None]
 
 
 @functools.cache
@@ -135,7 +135,7 @@ class ClientConnection:
         owed: Owed
         if isinstance(event, AnswerReady):
             owed = asyncio.get_running_loop().create_future()
-            owed.set_result(event.data)
+            owed.set_result([event.data])
         elif isinstance(event, SaslTokenReceived):
             owed = asyncio.ensure_future(self._raw_token_answer(event.token))
         else:
@@ -146,14 +146,14 @@ class ClientConnection:
             # Authentication changes what the next frame may be: one at a time.
             await asyncio.wait({owed})
 
-    async def _raw_token_answer(self, token: bytes) -> bytes | None:
+    async def _raw_token_answer(self, token: bytes) -> list[Chunk] | None:
         # After a SaslHandshake v0 the answer is a bare frame too; a failure is
         # answered by closing the connection.
         if await sasl.authenticate(self.session, token):
-            return framing.frame(b"")
+            return [framing.frame(b"")]
         return None
 
-    async def _handle(self, request: Request) -> bytes | None:
+    async def _handle(self, request: Request) -> list[Chunk] | None:
         started = time.perf_counter()
         outcome = "error"
         try:
@@ -167,7 +167,7 @@ class ClientConnection:
             return None
         if isinstance(response, EncodedBody):
             return codec.encode_encoded_response(request.correlation_id, response)
-        return codec.encode_response(request.correlation_id, response)
+        return [codec.encode_response(request.correlation_id, response)]
 
     async def _write_responses(self) -> None:
         bytes_out = metrics.BYTES_OUT.labels(self.listener)
@@ -190,16 +190,16 @@ class ClientConnection:
                 self.close_reason = "request failed"
                 return
             if ready:
-                self.writer.write(b"".join(ready) if len(ready) > 1 else ready[0])
-                bytes_out.inc(sum(map(len, ready)))
+                self.writer.writelines(ready)
+                bytes_out.inc(sum(memoryview(chunk).nbytes for chunk in ready))
                 await self.writer.drain()
             if self.session.close_after_response:
                 self._closing("authentication failed", "answered and closed")
                 return
 
-    def _take_ready(self) -> list[bytes]:
+    def _take_ready(self) -> list[Chunk]:
         """Pop the owed answers that are done, from the front, keeping request order."""
-        ready: list[bytes] = []
+        ready: list[Chunk] = []
         while self._owed and self._owed[0].done():
             if ready and self._owed[0].exception() is not None:
                 break  # write the answers before it; its error comes next round
@@ -207,7 +207,7 @@ class ClientConnection:
             self._owed.popleft()
             self._slots.release()
             if data is not None:
-                ready.append(data)
+                ready.extend(data)
             if self.session.close_after_response:
                 break
         return ready

@@ -54,7 +54,7 @@ class Reply:
     """An upstream response: decoded, and the body bytes it was decoded from."""
 
     entity: Any
-    data: bytes
+    data: memoryview
 
 
 @dataclass(slots=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import io
 import struct
 from typing import Any
 
@@ -14,6 +15,12 @@ from kio.schema.errors import ErrorCode
 from kio.schema.metadata.v1.request import MetadataRequest as MetadataRequestV1
 from kio.schema.metadata.v9.request import MetadataRequest as MetadataRequestV9
 from kio.schema.metadata.v9.request import MetadataRequestTopic as MetadataRequestTopicV9
+from kio.schema.request_header.v1.header import RequestHeader as RequestHeaderV1
+from kio.schema.request_header.v2.header import RequestHeader as RequestHeaderV2
+from kio.schema.response_header.v0.header import ResponseHeader as ResponseHeaderV0
+from kio.schema.response_header.v1.header import ResponseHeader as ResponseHeaderV1
+from kio.serial import entity_writer
+from kio.static.primitive import i16, i32
 
 from gateway.errors import MalformedRequest, UnsupportedApi
 from gateway.protocol import codec
@@ -294,3 +301,57 @@ def test_request_header_of_flexible_version_is_header_v2_with_tag_byte() -> None
 
     assert v1 == struct.pack(">hhih", 3, 1, 5, 2) + b"ab"
     assert v2 == struct.pack(">hhih", 3, 9, 5, 2) + b"ab" + b"\x00"
+
+
+# Headers are encoded with struct on the hot path; kio's entities stay the reference.
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    api=st.sampled_from([(0, 3), (0, 9), (0, 13), (1, 12), (3, 12), (18, 3), (18, 0), (36, 2)]),
+    correlation_id=st.integers(-(2**31), 2**31 - 1),
+    client_id=st.one_of(st.none(), st.text(max_size=40)),
+)
+def test_struct_encoded_request_header_matches_kio(
+    api: tuple[int, int], correlation_id: int, client_id: str | None
+) -> None:
+
+    api_key, version = api
+    flexible = codec.request_schema(api_key, version).__flexible__
+    header_cls = RequestHeaderV2 if flexible else RequestHeaderV1
+    buffer = io.BytesIO()
+    entity_writer(header_cls)(
+        buffer,
+        header_cls(
+            request_api_key=i16(api_key),
+            request_api_version=i16(version),
+            correlation_id=i32(correlation_id),
+            client_id=client_id,
+        ),
+    )
+    assert codec.encode_request_header(api_key, version, correlation_id, client_id) == (
+        buffer.getvalue()
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    api=st.sampled_from([(0, 3), (0, 9), (1, 12), (3, 1), (3, 12), (18, 0), (18, 3), (36, 2)]),
+    correlation_id=st.integers(-(2**31), 2**31 - 1),
+    body=st.binary(max_size=64),
+)
+def test_struct_encoded_response_prefix_matches_kio(
+    api: tuple[int, int], correlation_id: int, body: bytes
+) -> None:
+
+    api_key, version = api
+    flexible = codec.response_schema(api_key, version).__flexible__ and api_key != 18
+    header_cls = ResponseHeaderV1 if flexible else ResponseHeaderV0
+    buffer = io.BytesIO()
+    entity_writer(header_cls)(buffer, header_cls(correlation_id=i32(correlation_id)))
+    header = buffer.getvalue()
+    expected = struct.pack(">i", len(header) + len(body)) + header + body
+    chunks = codec.encode_encoded_response(
+        correlation_id, codec.EncodedBody(api_key, version, body)
+    )
+    assert b"".join(chunks) == expected
