@@ -39,7 +39,12 @@ async def handle_init_producer_id(session: ClientSession, request: Request) -> A
 
 async def handle_transactional(session: ClientSession, request: Request) -> Any:
     """AddPartitionsToTxn (v0-3), AddOffsetsToTxn, EndTxn."""
-    return await to_coordinator(session, request, TRANSACTION, request.body.transactional_id)
+    body = request.body
+    # AddPartitionsToTxn's generated field is named for the versions that carry it.
+    transactional_id = getattr(body, "transactional_id", None)
+    if transactional_id is None:
+        transactional_id = body.v3_and_below_transactional_id
+    return await to_coordinator(session, request, TRANSACTION, transactional_id)
 
 
 async def handle_txn_offset_commit(session: ClientSession, request: Request) -> Any:

@@ -166,16 +166,13 @@ def decode_request(frame: bytes) -> Request:
     bounds.check(header_cls, schema, frame)
     try:
         header, header_size = header_reader(frame, 0)
-        body, body_size = body_reader(frame, header_size)
+        body, _ = body_reader(frame, header_size)
     except _DECODE_ERRORS as exc:
         raise MalformedRequest(
             f"api_key={prefix.api_key} version={prefix.api_version} does not decode: {exc}"
         ) from exc
-    if header_size + body_size != len(frame):
-        raise MalformedRequest(
-            f"api_key={prefix.api_key} version={prefix.api_version}: "
-            f"{len(frame) - header_size - body_size} trailing bytes"
-        )
+    # Bytes after a complete body are ignored, as Kafka's brokers ignore them
+    # (librdkafka 2.16 sends three after an all-topics Metadata v13 request).
     return Request(
         api_key=prefix.api_key,
         api_version=prefix.api_version,

@@ -12,12 +12,21 @@ gateway acting as one broker) with an unmodified client library:
 
 All public functions are synchronous and block. Async tests must not call them on
 the event loop thread (the gateway under test may be serving from that loop); use
-``await asyncio.to_thread(produce, ...)`` or the ``aproduce`` / ``aconsume`` /
-``acreate_topic`` wrappers, which do exactly that. Errors are ``ClientError`` (the
-password is redacted from their text); subprocess failures carry the stderr tail.
+``await asyncio.to_thread(produce, ...)`` or the ``a...`` wrappers (``aproduce``,
+``aconsume``, ``aconsume_group``, ``acreate_topic``, ``arun_java_tool``), which do
+exactly that. Errors are ``ClientError`` (the password is redacted from their text);
+subprocess failures carry the stderr tail.
 
-Consuming never uses a consumer group: every driver assigns the partitions itself
-and starts at the earliest offset.
+``consume`` never uses a consumer group: every driver assigns the partitions itself
+and starts at the earliest offset. ``consume_group`` subscribes as the only member of
+a consumer group, starts at the group's committed offsets (else the earliest) and
+commits what it read before leaving. ``produce`` can compress (``compression``).
+
+Besides the drivers: ``committed_offsets``, ``watermarks`` and ``describe_group``
+(confluent-kafka's admin client), ``list_topics`` per client, ``run_java_tool`` (any
+Kafka command line tool, with the endpoint's connection settings in a properties
+file), ``JavaGroupConsumer`` (a console consumer kept running as a group member) and
+``client_versions``.
 
 Per-client notes:
 
@@ -30,9 +39,12 @@ Per-client notes:
   stops them once enough records were printed; the tool sets a random ``group.id``
   with auto-commit off but, assigned, never talks to the group coordinator.
   SASL settings go into a temporary 0600 ``--producer.config``/``--consumer.config``.
+  In a group, one ``ConsoleConsumer --group G --from-beginning`` runs with the tool's
+  default auto-commit, which commits the consumer's position when it exits.
 * kcat: ``-P -p N -K <tab> -H name=value``, one kcat run per sequence of records with
   the same partition and headers (``-H`` applies to a whole run); consuming is
-  ``-C -o beginning -c N -J`` (librdkafka's group-less legacy consumer). Debian 12's
+  ``-C -o beginning -c N -J`` (librdkafka's group-less legacy consumer), in a group
+  ``-C -G group topic -c N -J`` (balanced consumer, auto-commit). Debian 12's
   kcat 1.7.1 is built on librdkafka 2.0.2, whose SCRAM is rejected by Kafka 4.x
   (see ``_kcat_env``): for SCRAM endpoints kcat loads confluent-kafka's librdkafka.
 * confluent: the Python binding insists on a ``group.id`` even in assign mode, so a
@@ -69,6 +81,22 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 CLIENTS = ("java", "confluent", "kafka-python", "aiokafka", "kcat")
+
+COMPRESSION_CODECS = ("gzip", "snappy", "lz4", "zstd")
+
+# Consumer group protocols each client can speak: "classic" (JoinGroup/SyncGroup) and,
+# for the clients that have it, "consumer" (KIP-848, ConsumerGroupHeartbeat).
+GROUP_PROTOCOLS: dict[str, tuple[str, ...]] = {
+    "java": ("classic", "consumer"),
+    "confluent": ("classic", "consumer"),
+    "kafka-python": ("classic",),
+    "aiokafka": ("classic",),
+    "kcat": ("classic",),
+}
+
+# Members of a classic group heartbeat this often (ms), so that a rebalance started by
+# another member joining or leaving reaches them quickly (the default is 3 s).
+CLASSIC_HEARTBEAT_MS = 500
 
 JAVA_PRODUCER = "org.apache.kafka.tools.ConsoleProducer"
 JAVA_CONSUMER = "org.apache.kafka.tools.consumer.ConsoleConsumer"
@@ -128,23 +156,33 @@ class ClientError(RuntimeError):
 
 
 def produce(
-    client: str, ep: Endpoint, topic: str, records: Sequence[Record], *, timeout: float = 120
+    client: str,
+    ep: Endpoint,
+    topic: str,
+    records: Sequence[Record],
+    *,
+    timeout: float = 120,
+    compression: str | None = None,
 ) -> None:
     """Send every record with ``client`` and wait until all are acknowledged.
 
     Each record goes to ``record.partition``, except with ``java``: the console producer
     has no way to choose a partition, so the default partitioner places each record by
     its key (murmur2(key) % partitions). Callers then compare against what a reference
-    consumer reads. Raises ``ClientError`` on any delivery error; ``ValueError`` if a
-    text tool cannot carry a record.
+    consumer reads. ``compression`` (one of ``COMPRESSION_CODECS``) is the producer's
+    ``compression.type``; kafka-python and aiokafka only have gzip without extra
+    packages. Raises ``ClientError`` on any delivery error; ``ValueError`` if a text tool
+    cannot carry a record.
     """
     if not records:
         return
     driver = _PRODUCERS.get(client)
     if driver is None:
         raise ValueError(f"unknown client {client!r}; expected one of {CLIENTS}")
+    if compression is not None and compression not in COMPRESSION_CODECS:
+        raise ValueError(f"unknown compression {compression!r}; expected {COMPRESSION_CODECS}")
     with _client_errors(client, ep):
-        driver(ep, topic, list(records), timeout)
+        driver(ep, topic, list(records), timeout, compression)
 
 
 def consume(
@@ -180,10 +218,20 @@ def create_topic(
 
 
 async def aproduce(
-    client: str, ep: Endpoint, topic: str, records: Sequence[Record], *, timeout: float = 120
+    client: str,
+    ep: Endpoint,
+    topic: str,
+    records: Sequence[Record],
+    *,
+    timeout: float = 120,
+    compression: str | None = None,
 ) -> None:
     """``produce`` in a worker thread, for async tests."""
-    await asyncio.to_thread(produce, client, ep, topic, records, timeout=timeout)
+    await asyncio.to_thread(
+        functools.partial(
+            produce, client, ep, topic, records, timeout=timeout, compression=compression
+        )
+    )
 
 
 async def aconsume(
@@ -198,6 +246,233 @@ async def acreate_topic(
 ) -> None:
     """``create_topic`` in a worker thread, for async tests."""
     await asyncio.to_thread(create_topic, ep, name, partitions, replication_factor)
+
+
+def consume_group(
+    client: str,
+    ep: Endpoint,
+    topic: str,
+    group: str,
+    expected: int,
+    timeout: float = 60,
+    *,
+    group_protocol: str = "classic",
+) -> list[Record]:
+    """Read ``topic`` as the only member of consumer group ``group``, then commit.
+
+    The client subscribes to the topic (the group coordinator assigns the partitions),
+    starts at the group's committed offsets or, where there are none, at the earliest
+    offset, and stops once at least ``expected`` records were read or ``timeout``
+    seconds passed. Before leaving the group it commits the offset after the last
+    record it read in each partition (java: the tool's auto-commit on exit commits the
+    consumer's position, which is the same when ``expected`` is what there is to read;
+    kcat: auto-commit of the records it printed). Everything read is returned, sorted
+    by (partition, offset), even beyond ``expected``: a consumer that starts from the
+    wrong offset shows up in the result. ``group_protocol`` is ``"classic"`` or
+    ``"consumer"`` (KIP-848; see ``GROUP_PROTOCOLS``).
+    """
+    driver = _GROUP_CONSUMERS.get(client)
+    if driver is None:
+        raise ValueError(f"unknown client {client!r}; expected one of {CLIENTS}")
+    if group_protocol not in GROUP_PROTOCOLS[client]:
+        raise ValueError(f"{client} does not speak group protocol {group_protocol!r}")
+    if expected <= 0:
+        return []
+    with _client_errors(client, ep):
+        return sorted(driver(ep, topic, group, expected, timeout, group_protocol))
+
+
+async def aconsume_group(
+    client: str,
+    ep: Endpoint,
+    topic: str,
+    group: str,
+    expected: int,
+    timeout: float = 60,
+    *,
+    group_protocol: str = "classic",
+) -> list[Record]:
+    """``consume_group`` in a worker thread, for async tests."""
+    return await asyncio.to_thread(
+        functools.partial(
+            consume_group,
+            client,
+            ep,
+            topic,
+            group,
+            expected,
+            timeout,
+            group_protocol=group_protocol,
+        )
+    )
+
+
+def committed_offsets(
+    ep: Endpoint, group: str, topic: str, partitions: int, *, timeout: float = 30
+) -> dict[int, int]:
+    """The offsets ``group`` has committed on ``topic`` (negative where it has none).
+
+    Asked with confluent-kafka's admin client (OffsetFetch).
+    """
+    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    with _client_errors("confluent list_consumer_group_offsets", ep):
+        admin = AdminClient(_librdkafka_conf(ep))
+        request = ConsumerGroupTopicPartitions(
+            group, [TopicPartition(topic, p) for p in range(partitions)]
+        )
+        (future,) = admin.list_consumer_group_offsets([request], request_timeout=timeout).values()
+        return {tp.partition: tp.offset for tp in future.result(timeout).topic_partitions}
+
+
+def watermarks(
+    ep: Endpoint, topic: str, partitions: int, *, timeout: float = 30
+) -> dict[int, tuple[int, int]]:
+    """``{partition: (low, high)}``: log start and end offsets, asked with ListOffsets."""
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import AdminClient, OffsetSpec
+
+    with _client_errors("confluent list_offsets", ep):
+        admin = AdminClient(_librdkafka_conf(ep))
+        ends: dict[str, dict[int, int]] = {}
+        for name, spec in (("low", OffsetSpec.earliest()), ("high", OffsetSpec.latest())):
+            futures = admin.list_offsets(
+                {TopicPartition(topic, p): spec for p in range(partitions)},
+                request_timeout=timeout,
+            )
+            ends[name] = {tp.partition: f.result(timeout).offset for tp, f in futures.items()}
+        return {p: (ends["low"][p], ends["high"][p]) for p in range(partitions)}
+
+
+@dataclass(frozen=True)
+class GroupDescription:
+    """A consumer group as DescribeGroups / ConsumerGroupDescribe report it."""
+
+    state: str  # e.g. "STABLE", "EMPTY", "PREPARING_REBALANCE"
+    type: str  # "CLASSIC" or "CONSUMER" (KIP-848)
+    members: dict[str, frozenset[tuple[str, int]]]  # member id -> its (topic, partition)s
+
+
+def describe_group(ep: Endpoint, group: str, *, timeout: float = 30) -> GroupDescription:
+    """Describe ``group`` with confluent-kafka's admin client."""
+    from confluent_kafka.admin import AdminClient
+
+    with _client_errors("confluent describe_consumer_groups", ep):
+        admin = AdminClient(_librdkafka_conf(ep))
+        (future,) = admin.describe_consumer_groups([group], request_timeout=timeout).values()
+        desc = future.result(timeout)
+        return GroupDescription(
+            state=desc.state.name,
+            type=desc.type.name,
+            members={
+                m.member_id: frozenset(
+                    (tp.topic, tp.partition) for tp in m.assignment.topic_partitions
+                )
+                for m in desc.members
+            },
+        )
+
+
+def run_java_tool(
+    ep: Endpoint,
+    main_class: str,
+    *args: str,
+    config_option: str | None = "--command-config",
+    timeout: float = 120,
+) -> str:
+    """Run a Kafka Java tool against ``ep`` and return its stdout.
+
+    The connection settings (SASL included) go into a temporary 0600 properties file
+    passed as ``config_option FILE`` before ``args`` (``--command-config`` for the admin
+    tools, ``--producer.config`` for ProducerPerformance, None for tools that do not
+    connect); the caller passes the bootstrap option its tool wants. Raises
+    ``ClientError`` (with the output tail) if the tool exits non-zero or outlives
+    ``timeout``.
+    """
+    with _client_errors(main_class, ep), _java_config(ep) as config:
+        config_args = (config_option, config) if config_option else ()
+        # First: tools with sub-commands (kafka-transactions) take it before them.
+        proc = _Proc(_java_command(main_class, *config_args, *args), ep)
+        proc.run(timeout)
+        return "\n".join(proc.stdout)
+
+
+async def arun_java_tool(
+    ep: Endpoint,
+    main_class: str,
+    *args: str,
+    config_option: str | None = "--command-config",
+    timeout: float = 120,
+) -> str:
+    """``run_java_tool`` in a worker thread, for async tests."""
+    return await asyncio.to_thread(
+        functools.partial(
+            run_java_tool, ep, main_class, *args, config_option=config_option, timeout=timeout
+        )
+    )
+
+
+def client_versions() -> dict[str, str]:
+    """The version of every client the drivers use (for a compatibility table)."""
+    import aiokafka
+    import confluent_kafka
+    import kafka
+
+    from gateway import dev
+
+    exe, librdkafka = _kcat_executable()
+    out = subprocess.run([exe, "-V"], capture_output=True, text=True, timeout=30).stdout
+    match = re.search(r"Version (\S+)", out)
+    kcat = match.group(1) if match else "?"
+    return {
+        "java": f"Apache Kafka {dev.KAFKA_VERSION} clients and tools",
+        "confluent": (
+            f"confluent-kafka {confluent_kafka.__version__} "
+            f"(librdkafka {confluent_kafka.libversion()[0]})"
+        ),
+        "kafka-python": f"kafka-python {kafka.__version__}",
+        "aiokafka": f"aiokafka {aiokafka.__version__}",
+        "kcat": f"kcat {kcat} (librdkafka {'.'.join(map(str, librdkafka))})",
+    }
+
+
+def list_topics(client: str, ep: Endpoint, *, timeout: float = 30) -> set[str]:
+    """The names of all topics, as ``client`` lists them (a Metadata request for all topics).
+
+    ``java`` is not offered here: ``kafka-topics --list`` is run as a tool.
+    """
+    with _client_errors(f"{client} list topics", ep):
+        if client == "confluent":
+            from confluent_kafka.admin import AdminClient
+
+            return set(AdminClient(_librdkafka_conf(ep)).list_topics(timeout=timeout).topics)
+        if client == "kafka-python":
+            from kafka import KafkaAdminClient
+
+            admin = _kafka_python_build(KafkaAdminClient, **_python_sasl_kwargs(ep))
+            try:
+                return set(admin.list_topics())
+            finally:
+                admin.close()
+        if client == "aiokafka":
+            return _run_async(lambda: _aiokafka_list_topics(ep))
+        if client == "kcat":
+            proc = _Proc(_kcat_command(ep, "-L", "-J"), ep, env=_kcat_env(ep))
+            proc.run(timeout)
+            (listing,) = [json.loads(line) for line in proc.stdout if line.startswith("{")]
+            return {t["topic"] for t in listing["topics"]}
+    raise ValueError(f"list_topics: unsupported client {client!r}")
+
+
+def librdkafka_config(ep: Endpoint) -> dict[str, str]:
+    """Connection settings for a confluent-kafka client of ``ep``."""
+    return _librdkafka_conf(ep)
+
+
+def python_client_config(ep: Endpoint) -> dict[str, Any]:
+    """Connection settings for a kafka-python or aiokafka client of ``ep``."""
+    return _python_sasl_kwargs(ep)
 
 
 def java_default_partition(key: bytes, partitions: int) -> int:
@@ -296,6 +571,17 @@ def _librdkafka_conf(ep: Endpoint) -> dict[str, str]:
 
 def _headers_of(raw: Any) -> tuple[tuple[str, bytes], ...]:
     return tuple((str(k), bytes(v) if v is not None else b"") for k, v in raw or ())
+
+
+def _python_record(msg: Any) -> Record:
+    """A kafka-python or aiokafka ``ConsumerRecord`` as a ``Record``."""
+    return Record(
+        partition=msg.partition,
+        offset=msg.offset,
+        key=msg.key or b"",
+        value=msg.value or b"",
+        headers=_headers_of(msg.headers),
+    )
 
 
 def _deadline_left(deadline: float) -> float:
@@ -469,7 +755,9 @@ def _java_line(rec: Record) -> str:
     return line + "\n"
 
 
-def _java_produce(ep: Endpoint, topic: str, records: list[Record], timeout: float) -> None:
+def _java_produce(
+    ep: Endpoint, topic: str, records: list[Record], timeout: float, compression: str | None
+) -> None:
     _check_text("java", records, ":")
     deadline = time.monotonic() + timeout
     with _java_config(ep) as config:
@@ -490,6 +778,7 @@ def _java_produce(ep: Endpoint, topic: str, records: list[Record], timeout: floa
                 "--property", f"headers.delimiter={_J_HEADERS_DELIM}",
                 "--property", f"headers.separator={_J_HEADERS_SEP}",
                 "--property", f"headers.key.separator={_J_HEADER_KV_SEP}",
+                *(("--compression-codec", compression) if compression else ()),
             )  # fmt: skip
             proc = _Proc(cmd, ep, stdin="".join(_java_line(r) for r in run))
             proc.run(_deadline_left(deadline))
@@ -642,7 +931,9 @@ def _kcat_command(ep: Endpoint, *args: str) -> list[str]:
     return cmd + ["-b", ep.bootstrap]
 
 
-def _kcat_produce(ep: Endpoint, topic: str, records: list[Record], timeout: float) -> None:
+def _kcat_produce(
+    ep: Endpoint, topic: str, records: list[Record], timeout: float, compression: str | None
+) -> None:
     _check_text("kcat", records, "=")
     deadline = time.monotonic() + timeout
     by_partition: dict[int, list[Record]] = {}
@@ -656,6 +947,8 @@ def _kcat_produce(ep: Endpoint, topic: str, records: list[Record], timeout: floa
             cmd = _kcat_command(
                 ep, "-P", "-t", topic, "-p", str(partition), "-K", _KCAT_KEY_SEP, *header_args
             )
+            if compression:
+                cmd[1:1] = ["-z", compression]
             lines = "".join(f"{r.key.decode()}{_KCAT_KEY_SEP}{r.value.decode()}\n" for r in run)
             proc = _Proc(cmd, ep, stdin=lines, env=_kcat_env(ep))
             proc.run(_deadline_left(deadline))
@@ -674,12 +967,17 @@ def _kcat_consume(
     proc = _Proc(cmd, ep, env=_kcat_env(ep))
     if proc.wait(timeout):  # exited by itself: after -c records, or on an error
         proc.check()
+    return _kcat_records(proc.stdout, partitions)
+
+
+def _kcat_records(lines: list[str], partitions: int | None) -> list[Record]:
+    """The records of kcat's ``-J`` output (only partitions below ``partitions``)."""
     records: list[Record] = []
-    for line in proc.stdout:
+    for line in lines:
         if not line.startswith("{"):
             continue
         msg = json.loads(line)
-        if msg["partition"] >= partitions:
+        if partitions is not None and msg["partition"] >= partitions:
             continue
         headers = msg.get("headers") or []
         records.append(
@@ -699,7 +997,9 @@ def _kcat_consume(
 # --------------------------------------------------------------------------- confluent-kafka
 
 
-def _confluent_produce(ep: Endpoint, topic: str, records: list[Record], timeout: float) -> None:
+def _confluent_produce(
+    ep: Endpoint, topic: str, records: list[Record], timeout: float, compression: str | None
+) -> None:
     from confluent_kafka import KafkaError, Message, Producer
 
     errors: list[str] = []
@@ -713,6 +1013,7 @@ def _confluent_produce(ep: Endpoint, topic: str, records: list[Record], timeout:
             **_librdkafka_conf(ep),
             "acks": "all",
             "message.timeout.ms": int(timeout * 1000),
+            "compression.type": compression or "none",
             "error_cb": _confluent_error_cb(errors),
         }
     )
@@ -782,20 +1083,22 @@ def _confluent_consume(
                     if err.code() == KafkaError._PARTITION_EOF:
                         continue
                     raise _fail(ep, f"confluent: consume error: {err}")
-                records.append(
-                    Record(
-                        partition=msg.partition() or 0,
-                        offset=msg.offset() or 0,
-                        key=msg.key() or b"",
-                        value=msg.value() or b"",
-                        headers=_headers_of(msg.headers()),
-                    )
-                )
+                records.append(_confluent_record(msg))
     finally:
         consumer.close()
     if fatal:
         raise _fail(ep, f"confluent: {fatal[0]}")
     return records
+
+
+def _confluent_record(msg: Any) -> Record:
+    return Record(
+        partition=msg.partition() or 0,
+        offset=msg.offset() or 0,
+        key=msg.key() or b"",
+        value=msg.value() or b"",
+        headers=_headers_of(msg.headers()),
+    )
 
 
 # --------------------------------------------------------------------------- kafka-python
@@ -825,13 +1128,16 @@ def _kafka_python_build(cls: Callable[..., T], **configs: Any) -> T:
         raise
 
 
-def _kafka_python_produce(ep: Endpoint, topic: str, records: list[Record], timeout: float) -> None:
+def _kafka_python_produce(
+    ep: Endpoint, topic: str, records: list[Record], timeout: float, compression: str | None
+) -> None:
     from kafka import KafkaProducer
 
     producer = _kafka_python_build(
         KafkaProducer,
         **_python_sasl_kwargs(ep),
         acks="all",
+        compression_type=compression,
         max_block_ms=int(timeout * 1000),
         bootstrap_timeout_ms=int(timeout * 1000),
     )
@@ -882,16 +1188,7 @@ def _kafka_python_consume(
                 break
             batches = consumer.poll(timeout_ms=int(min(left, 0.5) * 1000))
             for batch in batches.values():
-                records.extend(
-                    Record(
-                        partition=m.partition,
-                        offset=m.offset,
-                        key=m.key or b"",
-                        value=m.value or b"",
-                        headers=_headers_of(m.headers),
-                    )
-                    for m in batch
-                )
+                records.extend(_python_record(m) for m in batch)
     finally:
         consumer.close(autocommit=False)
     return records
@@ -900,14 +1197,20 @@ def _kafka_python_consume(
 # --------------------------------------------------------------------------- aiokafka
 
 
-def _aiokafka_produce(ep: Endpoint, topic: str, records: list[Record], timeout: float) -> None:
-    _run_async(lambda: asyncio.wait_for(_aiokafka_produce_async(ep, topic, records), timeout))
+def _aiokafka_produce(
+    ep: Endpoint, topic: str, records: list[Record], timeout: float, compression: str | None
+) -> None:
+    _run_async(
+        lambda: asyncio.wait_for(_aiokafka_produce_async(ep, topic, records, compression), timeout)
+    )
 
 
-async def _aiokafka_produce_async(ep: Endpoint, topic: str, records: list[Record]) -> None:
+async def _aiokafka_produce_async(
+    ep: Endpoint, topic: str, records: list[Record], compression: str | None
+) -> None:
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(**_python_sasl_kwargs(ep), acks="all")
+    producer = AIOKafkaProducer(**_python_sasl_kwargs(ep), acks="all", compression_type=compression)
     try:
         await producer.start()
         futures = [
@@ -960,19 +1263,21 @@ async def _aiokafka_consume_async(
                 break
             batches = await consumer.getmany(timeout_ms=int(min(left, 0.5) * 1000))
             for batch in batches.values():
-                records.extend(
-                    Record(
-                        partition=m.partition,
-                        offset=m.offset,
-                        key=m.key or b"",
-                        value=m.value or b"",
-                        headers=_headers_of(m.headers),
-                    )
-                    for m in batch
-                )
+                records.extend(_python_record(m) for m in batch)
     finally:
         await consumer.stop()
     return records
+
+
+async def _aiokafka_list_topics(ep: Endpoint) -> set[str]:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(**_python_sasl_kwargs(ep))
+    try:
+        await admin.start()
+        return set(await admin.list_topics())
+    finally:
+        await admin.close()
 
 
 async def _create_topic(
@@ -1005,7 +1310,268 @@ async def _create_topic(
         await admin.close()
 
 
-_PRODUCERS: dict[str, Callable[[Endpoint, str, list[Record], float], None]] = {
+# --------------------------------------------------------------------------- consumer groups
+
+
+class JavaGroupConsumer:
+    """A ``ConsoleConsumer`` subscribed to ``topic`` as a member of consumer group ``group``.
+
+    It starts at the group's committed offsets, else at the earliest offset, and runs
+    until ``max_messages`` records were printed, nothing arrived for ``idle_timeout``
+    seconds, or ``stop()``. With ``--group`` the tool leaves auto-commit on, so when it
+    exits it commits its position (every record it has fetched) and leaves the group.
+    ``records()`` is what it has printed so far. Use as a context manager or call
+    ``stop()``.
+    """
+
+    def __init__(
+        self,
+        ep: Endpoint,
+        topic: str,
+        group: str,
+        *,
+        group_protocol: str = "classic",
+        max_messages: int | None = None,
+        idle_timeout: float = 120,
+    ) -> None:
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._records: list[Record] = []
+        props = [f"group.protocol={group_protocol}"]
+        if group_protocol == "classic":
+            props.append(f"heartbeat.interval.ms={CLASSIC_HEARTBEAT_MS}")
+        self._files = contextlib.ExitStack()
+        # The file must outlive the JVM's start; it is removed on stop().
+        config = self._files.enter_context(_java_config(ep))
+        cmd = _java_command(
+            JAVA_CONSUMER,
+            "--bootstrap-server", ep.bootstrap,
+            "--topic", topic,
+            "--group", group,
+            "--from-beginning",  # auto.offset.reset=earliest: committed offsets still win
+            "--timeout-ms", str(max(1000, int(idle_timeout * 1000))),
+            "--consumer.config", config,
+            *(a for prop in props for a in ("--consumer-property", prop)),
+            *(("--max-messages", str(max_messages)) if max_messages else ()),
+            "--property", "print.partition=true",
+            "--property", "print.offset=true",
+            "--property", "print.headers=true",
+            "--property", "print.key=true",
+            "--property", f"key.separator={_J_KEY_SEP}",
+            "--property", f"headers.separator={_J_HEADERS_SEP}",
+        )  # fmt: skip
+        try:
+            self.proc = _Proc(cmd, ep, on_line=self._on_line)
+        except BaseException:
+            self._files.close()
+            raise
+
+    def _on_line(self, line: str) -> bool:
+        rec = _parse_java_line(line)
+        if rec is None:
+            return False
+        with self._changed:
+            self._records.append(rec)
+            self._changed.notify_all()
+        return True
+
+    def records(self) -> list[Record]:
+        """What the consumer has printed so far, in arrival order."""
+        with self._lock:
+            return list(self._records)
+
+    def wait_for(self, predicate: Callable[[list[Record]], bool], timeout: float) -> bool:
+        """Wait until ``predicate(records())`` holds; False on timeout or if the tool exited."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not predicate(list(self._records)):
+                left = _deadline_left(deadline)
+                if left <= 0 or not self.proc.running():
+                    return predicate(list(self._records))
+                self._changed.wait(min(left, 0.2))
+            return True
+
+    def finish(self, timeout: float) -> list[Record]:
+        """Wait for the tool to exit by itself (stopping it after ``timeout``); check it."""
+        try:
+            self.proc.wait(timeout)
+        finally:
+            self._files.close()
+        _check_java_consumer(self.proc)
+        return self.records()
+
+    def stop(self) -> list[Record]:
+        """Stop the tool (it commits and leaves the group on the way out); check it."""
+        self.proc.stop()
+        self._files.close()
+        _check_java_consumer(self.proc)
+        return self.records()
+
+    def __enter__(self) -> JavaGroupConsumer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.stop()
+        self._files.close()
+
+
+def _java_consume_group(
+    ep: Endpoint, topic: str, group: str, expected: int, timeout: float, group_protocol: str
+) -> list[Record]:
+    consumer = JavaGroupConsumer(
+        ep,
+        topic,
+        group,
+        group_protocol=group_protocol,
+        max_messages=expected,
+        idle_timeout=timeout,
+    )
+    with consumer:
+        return consumer.finish(timeout + 30)
+
+
+def _kcat_consume_group(
+    ep: Endpoint, topic: str, group: str, expected: int, timeout: float, group_protocol: str
+) -> list[Record]:
+    # -G: librdkafka's balanced consumer, auto-commit on; closing after -c records
+    # commits the offsets of the records it delivered. No -o: kcat would seek every
+    # assigned partition there, ignoring the committed offsets.
+    cmd = _kcat_command(
+        ep,
+        "-C", "-c", str(expected), "-J", "-u",
+        "-X", "auto.offset.reset=earliest",
+        "-X", f"heartbeat.interval.ms={CLASSIC_HEARTBEAT_MS}",
+        "-G", group,
+    )  # fmt: skip
+    proc = _Proc([*cmd, topic], ep, env=_kcat_env(ep))  # -G: the topics come last
+    if proc.wait(timeout):
+        proc.check()
+    return _kcat_records(proc.stdout, None)
+
+
+def _confluent_consume_group(
+    ep: Endpoint, topic: str, group: str, expected: int, timeout: float, group_protocol: str
+) -> list[Record]:
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+    fatal: list[str] = []
+    conf: dict[str, Any] = {
+        **_librdkafka_conf(ep),
+        "group.id": group,
+        "group.protocol": group_protocol,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "error_cb": _confluent_error_cb(fatal),
+    }
+    if group_protocol == "classic":
+        conf["heartbeat.interval.ms"] = CLASSIC_HEARTBEAT_MS
+    consumer = Consumer(conf)
+    deadline = time.monotonic() + timeout
+    records: list[Record] = []
+    try:
+        consumer.subscribe([topic])
+        while len(records) < expected and not fatal:
+            left = _deadline_left(deadline)
+            if left <= 0:
+                break
+            for msg in consumer.consume(num_messages=expected, timeout=min(left, 0.5)):
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        continue
+                    raise _fail(ep, f"confluent: consume error: {err}")
+                records.append(_confluent_record(msg))
+        if records and not fatal:
+            consumer.commit(
+                offsets=[
+                    TopicPartition(topic, p, o + 1) for p, o in _last_offsets(records).items()
+                ],
+                asynchronous=False,
+            )
+    finally:
+        consumer.close()
+    if fatal:
+        raise _fail(ep, f"confluent: {fatal[0]}")
+    return records
+
+
+def _kafka_python_consume_group(
+    ep: Endpoint, topic: str, group: str, expected: int, timeout: float, group_protocol: str
+) -> list[Record]:
+    from kafka import KafkaConsumer
+
+    consumer = _kafka_python_build(
+        KafkaConsumer,
+        **_python_sasl_kwargs(ep),
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        heartbeat_interval_ms=CLASSIC_HEARTBEAT_MS,
+        bootstrap_timeout_ms=int(timeout * 1000),
+    )
+    deadline = time.monotonic() + timeout
+    records: list[Record] = []
+    try:
+        consumer.subscribe([topic])
+        while len(records) < expected:
+            left = _deadline_left(deadline)
+            if left <= 0:
+                break
+            batches = consumer.poll(timeout_ms=int(min(left, 0.5) * 1000))
+            for batch in batches.values():
+                records.extend(_python_record(m) for m in batch)
+        if records:
+            consumer.commit()  # the position after the last record returned, per partition
+    finally:
+        consumer.close(autocommit=False)
+    return records
+
+
+def _aiokafka_consume_group(
+    ep: Endpoint, topic: str, group: str, expected: int, timeout: float, group_protocol: str
+) -> list[Record]:
+    return _run_async(lambda: _aiokafka_consume_group_async(ep, topic, group, expected, timeout))
+
+
+async def _aiokafka_consume_group_async(
+    ep: Endpoint, topic: str, group: str, expected: int, timeout: float
+) -> list[Record]:
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        topic,
+        **_python_sasl_kwargs(ep),
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        heartbeat_interval_ms=CLASSIC_HEARTBEAT_MS,
+    )
+    deadline = time.monotonic() + timeout
+    records: list[Record] = []
+    try:
+        await consumer.start()
+        while len(records) < expected:
+            left = _deadline_left(deadline)
+            if left <= 0:
+                break
+            batches = await consumer.getmany(timeout_ms=int(min(left, 0.5) * 1000))
+            for batch in batches.values():
+                records.extend(_python_record(m) for m in batch)
+        if records:
+            await consumer.commit()  # the position after the last record returned
+    finally:
+        await consumer.stop()
+    return records
+
+
+def _last_offsets(records: list[Record]) -> dict[int, int]:
+    last: dict[int, int] = {}
+    for rec in records:
+        last[rec.partition] = max(rec.offset, last.get(rec.partition, -1))
+    return last
+
+
+_PRODUCERS: dict[str, Callable[[Endpoint, str, list[Record], float, str | None], None]] = {
     "java": _java_produce,
     "confluent": _confluent_produce,
     "kafka-python": _kafka_python_produce,
@@ -1019,4 +1585,12 @@ _CONSUMERS: dict[str, Callable[[Endpoint, str, int, int, float], list[Record]]] 
     "kafka-python": _kafka_python_consume,
     "aiokafka": _aiokafka_consume,
     "kcat": _kcat_consume,
+}
+
+_GROUP_CONSUMERS: dict[str, Callable[[Endpoint, str, str, int, float, str], list[Record]]] = {
+    "java": _java_consume_group,
+    "confluent": _confluent_consume_group,
+    "kafka-python": _kafka_python_consume_group,
+    "aiokafka": _aiokafka_consume_group,
+    "kcat": _kcat_consume_group,
 }

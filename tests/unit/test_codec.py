@@ -274,11 +274,13 @@ def test_unknown_api_key_or_version_raises_unsupported_api(api_key: int, version
         codec.encode_request_header(api_key, version, 1, None)
 
 
-def test_trailing_bytes_after_the_body_raise_malformed_request() -> None:
-    frame = request_frame(MetadataRequestV1(topics=()), 1, "c") + b"\x00"
+def test_trailing_bytes_after_the_body_are_ignored_as_kafka_ignores_them() -> None:
+    frame = request_frame(MetadataRequestV1(topics=()), 1, "c") + b"\x01\x00\x00"
 
-    with pytest.raises(MalformedRequest, match="1 trailing bytes"):
-        codec.decode_request(frame)
+    request = codec.decode_request(frame)
+
+    assert request.body == MetadataRequestV1(topics=())
+    assert request.body_bytes.endswith(b"\x01\x00\x00")
 
 
 @pytest.mark.parametrize("cut", [1, 4, 8])
