@@ -95,10 +95,18 @@ async def _collect(
     budget: float,
 ) -> Any:
     response_cls = codec.response_schema(request.api_key, request.api_version)
-    results = await asyncio.gather(
-        *(session.upstream.wait(conn, pending, sub, budget) for conn, pending, sub, _ in sent),
-        return_exceptions=True,
-    )
+    results: list[Reply | BaseException]
+    if len(sent) == 1:  # the common case, without gather's extra task
+        conn, pending, sub, _ = sent[0]
+        try:
+            results = [await session.upstream.wait(conn, pending, sub, budget)]
+        except UpstreamError as exc:
+            results = [exc]
+    else:
+        results = await asyncio.gather(
+            *(session.upstream.wait(c, pending, sub, budget) for c, pending, sub, _ in sent),
+            return_exceptions=True,
+        )
     only = results[0] if len(results) == 1 else None
     if isinstance(only, Reply) and not any(lost for lost, _ in errors) and _as_is(only.entity):
         return EncodedBody(request.api_key, request.api_version, only.data)

@@ -76,8 +76,8 @@ class Request:
     body_offset: int = 0
 
     @property
-    def body_bytes(self) -> bytes:
-        return self.frame[self.body_offset :]
+    def body_bytes(self) -> memoryview:
+        return memoryview(self.frame)[self.body_offset :]
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,8 +156,10 @@ def _request_reader(api_key: int, api_version: int) -> tuple[type[Any], type[Any
     return header, schema, entity_reader(header), entity_reader(schema)
 
 
-def decode_request(frame: bytes) -> Request:
+def decode_request(frame: bytes | bytearray | memoryview) -> Request:
     """Decode one request frame (without its size prefix)."""
+    if not isinstance(frame, bytes):
+        frame = bytes(frame)  # kio's reader takes read-only buffers only
     prefix = read_prefix(frame)
     header_cls, schema, header_reader, body_reader = _request_reader(
         prefix.api_key, prefix.api_version

@@ -21,8 +21,10 @@ class _Header:
     def __init__(self, data: bytes) -> None:
         self._data = data
 
-    def encode(self) -> bytes:
-        return self._data
+    def encode(self) -> bytearray:
+        # aiokafka sends ``header.encode() + body.encode()``: a bytearray on the left
+        # lets the body be a memoryview of the client's frame, copied once there.
+        return bytearray(self._data)
 
 
 class _ResponseHeader:
@@ -62,7 +64,9 @@ class EncodedRequest:
 
     RESPONSE_TYPE = _RawResponse
 
-    def __init__(self, api_key: int, api_version: int, body: bytes, client_id: str | None) -> None:
+    def __init__(
+        self, api_key: int, api_version: int, body: bytes | memoryview, client_id: str | None
+    ) -> None:
         self.api_key = api_key
         self.api_version = api_version
         self._body = body
@@ -88,7 +92,7 @@ class EncodedRequest:
             )
         )
 
-    def encode(self) -> bytes:
+    def encode(self) -> bytes | memoryview:
         return self._body
 
     def parse_response_header(self, buffer: io.BytesIO) -> _ResponseHeader:

@@ -280,7 +280,7 @@ def test_trailing_bytes_after_the_body_are_ignored_as_kafka_ignores_them() -> No
     request = codec.decode_request(frame)
 
     assert request.body == MetadataRequestV1(topics=())
-    assert request.body_bytes.endswith(b"\x01\x00\x00")
+    assert bytes(request.body_bytes).endswith(b"\x01\x00\x00")
 
 
 @pytest.mark.parametrize("cut", [1, 4, 8])
