@@ -26,6 +26,11 @@ CLIENT_USER = "it-client"
 CLIENT_PASSWORD = "it-client-password"  # noqa: S105 - a gateway test user, not a secret
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``runs_last`` run after every other test of the session."""
+    items.sort(key=lambda item: item.get_closest_marker("runs_last") is not None)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -1,8 +1,8 @@
 """Admin HTTP endpoints, and the gateway-held upstream password never leaking anywhere.
 
-The leak check runs after the other integration modules (alphabetical order) and also
-drives its own traffic, so the session log it searches covers successful and failed
-authentication, produce, fetch, metadata and admin calls.
+The leak check runs after every other test of the session (``runs_last``) and also
+drives its own traffic, so the session log it searches covers everything the suite did:
+successful and failed authentication, produce, fetch, groups, transactions, admin calls.
 """
 
 from __future__ import annotations
@@ -121,6 +121,7 @@ async def test_metadata_answers_never_reveal_upstream_brokers(
     assert all(struct.pack(">i", upstream_port) not in a for a in answers)
 
 
+@pytest.mark.runs_last
 async def test_upstream_password_appears_in_no_log_metric_or_response(
     gateway: GatewayUnderTest, direct: Endpoint, session_log: SessionLog
 ) -> None:
