@@ -14,10 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from kio.schema.errors import ErrorCode
-
 from gateway.handlers.coordination import to_every_broker
-from gateway.handlers.fanout import fan_out, max_throttle, own_budget
+from gateway.handlers.fanout import own_budget, partitioned
 from gateway.handlers.routing import PartitionedApi
 from gateway.protocol import codec
 from gateway.protocol.codec import Request
@@ -81,24 +79,8 @@ DELETE_RECORDS = PartitionedApi(
 
 
 async def handle_delete_records(session: ClientSession, request: Request) -> Any:
-    result = await fan_out(
-        session, request, DELETE_RECORDS, "delete_records", own_budget(session, request)
-    )
-    return codec.build(
-        codec.response_schema(request.api_key, request.api_version),
-        throttle_time=max_throttle(result.responses),
-        topics=result.topics,
-    )
+    return await partitioned(session, request, DELETE_RECORDS, "delete_records")
 
 
 async def handle_describe_log_dirs(session: ClientSession, request: Request) -> Any:
-    def merge(answers: list[Any]) -> Any:
-        errors = [a.error_code for a in answers if getattr(a, "error_code", 0) != 0]
-        return codec.replace(
-            answers[0],
-            error_code=errors[0] if errors else ErrorCode.none,
-            results=tuple(r for a in answers for r in a.results),
-            throttle_time=max_throttle(answers),
-        )
-
-    return await to_every_broker(session, request, merge)
+    return await to_every_broker(session, request, "results")

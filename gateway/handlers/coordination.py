@@ -129,9 +129,11 @@ async def split_by_coordinator(session: ClientSession, request: Request, api: Mu
 
 
 async def to_every_broker(
-    session: ClientSession, request: Request, merge: Callable[[list[Any]], Any]
+    session: ClientSession, request: Request, listed: str, pooled: tuple[str, ...] = ()
 ) -> Any:
-    """Ask every upstream broker (ListGroups, ListTransactions, DescribeLogDirs)."""
+    """Ask every upstream broker (ListGroups, ListTransactions, DescribeLogDirs) and join
+    the answers: the ``listed`` items of all, the union of the ``pooled`` fields, the
+    first error, the longest throttle."""
     pool = session.services.pool
     if not pool.view.brokers:
         await pool.refresh()
@@ -141,4 +143,14 @@ async def to_every_broker(
             for node in sorted(pool.view.brokers)
         )
     )
-    return merge(list(answers))
+    errors = [a.error_code for a in answers if a.error_code != ErrorCode.none]
+    joined = {
+        name: tuple(sorted({v for a in answers for v in getattr(a, name)})) for name in pooled
+    }
+    return codec.replace(
+        answers[0],
+        error_code=errors[0] if errors else ErrorCode.none,
+        throttle_time=max_throttle(list(answers)),
+        **{listed: tuple(item for a in answers for item in getattr(a, listed))},
+        **joined,
+    )

@@ -93,6 +93,19 @@ async def _send(
     return response, list(getattr(response, api.response_topics))
 
 
+async def partitioned(
+    session: ClientSession, request: Request, api: PartitionedApi, name: str
+) -> Any:
+    """The whole answer to a per-partition request whose response is just its topics
+    and a throttle (ListOffsets, OffsetForLeaderEpoch, DeleteRecords, DescribeProducers)."""
+    result = await fan_out(session, request, api, name, own_budget(session, request))
+    return codec.build(
+        codec.response_schema(request.api_key, request.api_version),
+        throttle_time=max_throttle(result.responses),
+        **{api.response_topics: result.topics},
+    )
+
+
 def own_budget(session: ClientSession, request: Request) -> float:
     """The request's own timeout (if it has one) plus the upstream allowance."""
     own = getattr(request.body, "timeout", None)

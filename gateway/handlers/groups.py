@@ -10,16 +10,12 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from kio.schema.errors import ErrorCode
-
 from gateway.handlers.coordination import (
     MultiKeyApi,
     split_by_coordinator,
     to_coordinator,
     to_every_broker,
 )
-from gateway.handlers.fanout import max_throttle
-from gateway.protocol import codec
 from gateway.protocol.codec import Request
 from gateway.session import ClientSession
 from gateway.upstream.coordinators import GROUP
@@ -102,13 +98,4 @@ async def handle_delete_groups(session: ClientSession, request: Request) -> Any:
 
 
 async def handle_list_groups(session: ClientSession, request: Request) -> Any:
-    def merge(answers: list[Any]) -> Any:
-        errors = [a.error_code for a in answers if a.error_code != ErrorCode.none]
-        return codec.replace(
-            answers[0],
-            error_code=errors[0] if errors else ErrorCode.none,
-            groups=tuple(g for a in answers for g in a.groups),
-            throttle_time=max_throttle(answers),
-        )
-
-    return await to_every_broker(session, request, merge)
+    return await to_every_broker(session, request, "groups")

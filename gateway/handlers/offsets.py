@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.handlers.fanout import fan_out, max_throttle, own_budget
+from gateway.handlers.fanout import partitioned
 from gateway.handlers.routing import PartitionedApi
-from gateway.protocol import codec
 from gateway.protocol.codec import Request
 from gateway.session import ClientSession
 
@@ -41,26 +40,8 @@ OFFSET_FOR_LEADER_EPOCH = PartitionedApi(
 
 
 async def handle_list_offsets(session: ClientSession, request: Request) -> Any:
-    result = await fan_out(
-        session, request, LIST_OFFSETS, "list_offsets", own_budget(session, request)
-    )
-    return codec.build(
-        codec.response_schema(request.api_key, request.api_version),
-        throttle_time=max_throttle(result.responses),
-        topics=result.topics,
-    )
+    return await partitioned(session, request, LIST_OFFSETS, "list_offsets")
 
 
 async def handle_offset_for_leader_epoch(session: ClientSession, request: Request) -> Any:
-    result = await fan_out(
-        session,
-        request,
-        OFFSET_FOR_LEADER_EPOCH,
-        "offset_for_leader_epoch",
-        session.services.pool.timeout,
-    )
-    return codec.build(
-        codec.response_schema(request.api_key, request.api_version),
-        throttle_time=max_throttle(result.responses),
-        topics=result.topics,
-    )
+    return await partitioned(session, request, OFFSET_FOR_LEADER_EPOCH, "offset_for_leader_epoch")

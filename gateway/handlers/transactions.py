@@ -17,9 +17,8 @@ from gateway.handlers.coordination import (
     to_coordinator,
     to_every_broker,
 )
-from gateway.handlers.fanout import fan_out, max_throttle
+from gateway.handlers.fanout import partitioned
 from gateway.handlers.routing import PartitionedApi
-from gateway.protocol import codec
 from gateway.protocol.codec import Request
 from gateway.session import ClientSession
 from gateway.upstream.coordinators import GROUP, TRANSACTION
@@ -65,18 +64,9 @@ async def handle_describe_transactions(session: ClientSession, request: Request)
 
 
 async def handle_list_transactions(session: ClientSession, request: Request) -> Any:
-    def merge(answers: list[Any]) -> Any:
-        errors = [a.error_code for a in answers if a.error_code.value != 0]
-        unknown = {f for a in answers for f in a.unknown_state_filters}
-        return codec.replace(
-            answers[0],
-            error_code=errors[0] if errors else answers[0].error_code,
-            unknown_state_filters=tuple(sorted(unknown)),
-            transaction_states=tuple(s for a in answers for s in a.transaction_states),
-            throttle_time=max_throttle(answers),
-        )
-
-    return await to_every_broker(session, request, merge)
+    return await to_every_broker(
+        session, request, "transaction_states", pooled=("unknown_state_filters",)
+    )
 
 
 DESCRIBE_PRODUCERS = PartitionedApi(
@@ -93,11 +83,4 @@ DESCRIBE_PRODUCERS = PartitionedApi(
 
 
 async def handle_describe_producers(session: ClientSession, request: Request) -> Any:
-    result = await fan_out(
-        session, request, DESCRIBE_PRODUCERS, "describe_producers", session.services.pool.timeout
-    )
-    return codec.build(
-        codec.response_schema(request.api_key, request.api_version),
-        throttle_time=max_throttle(result.responses),
-        topics=result.topics,
-    )
+    return await partitioned(session, request, DESCRIBE_PRODUCERS, "describe_producers")
