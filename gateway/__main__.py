@@ -108,6 +108,9 @@ def _cmd_dev(argv: list[str]) -> int:
             with resources.as_file(example) as path:
                 config = load_config(path)
         _run_loop(config, _dev_banner(config))
+    except GatewayError as exc:
+        print(f"gateway dev run: {exc}", file=sys.stderr)
+        return 1
     finally:
         if not already:
             print("stopping the dev clusters", file=sys.stderr)

@@ -13,7 +13,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway import metrics
-from gateway.errors import UpstreamError
+from gateway.errors import GatewayError, UpstreamError
 from gateway.session import Services
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,12 @@ class AdminServer:
     async def start(self) -> None:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port, reuse_address=True)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            raise GatewayError(
+                f"admin HTTP: cannot listen on {self._host}:{self._port}: {exc.strerror}"
+            ) from exc
         log.info("admin HTTP on %s:%d", self._host, self._port)
 
     async def stop(self) -> None:

@@ -11,6 +11,7 @@ import socket
 from gateway import metrics
 from gateway.admin.http import AdminServer
 from gateway.config import Config, ListenerConfig
+from gateway.errors import GatewayError
 from gateway.identity.plain import PlainAuthenticator
 from gateway.protocol.connection import ServerProtocol
 from gateway.server.connection import ClientConnection
@@ -36,10 +37,20 @@ class Gateway:
         self.bound: dict[str, tuple[str, int]] = {}
 
     async def start(self) -> None:
-        await self.services.pool.start()
-        metrics.UPSTREAM_UP.labels(self.services.pool.name).set(1)
-        for listener in self.config.listeners:
-            host, port = listener.bind_address
+        """Connect upstream, then listen; on any failure, undo what was started."""
+        try:
+            await self.services.pool.start()
+            metrics.UPSTREAM_UP.labels(self.services.pool.name).set(1)
+            for listener in self.config.listeners:
+                await self._listen(listener)
+            await self._admin.start()
+        except GatewayError:
+            await self.stop()
+            raise
+
+    async def _listen(self, listener: ListenerConfig) -> None:
+        host, port = listener.bind_address
+        try:
             server = await asyncio.start_server(
                 functools.partial(self._accept, listener),
                 host,
@@ -47,12 +58,13 @@ class Gateway:
                 reuse_address=True,
                 backlog=1024,
             )
-            self._servers.append(server)
-            self.bound[listener.name] = server.sockets[0].getsockname()[:2]
-            log.info(
-                "listener %s on %s:%d (%s)", listener.name, host, port, listener.authentication
-            )
-        await self._admin.start()
+        except OSError as exc:
+            raise GatewayError(
+                f"listener {listener.name}: cannot listen on {host}:{port}: {exc.strerror}"
+            ) from exc
+        self._servers.append(server)
+        self.bound[listener.name] = server.sockets[0].getsockname()[:2]
+        log.info("listener %s on %s:%d (%s)", listener.name, host, port, listener.authentication)
 
     async def _accept(
         self, listener: ListenerConfig, reader: asyncio.StreamReader, writer: asyncio.StreamWriter

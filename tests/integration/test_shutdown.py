@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import socket
 import struct
 from typing import Any
 
 import pytest
 
 from gateway import dev, metrics
+from gateway.errors import GatewayError
 from gateway.protocol import codec
 from gateway.server.app import Gateway
 from tests.integration.clients import Endpoint, acreate_topic, unique_topic
@@ -87,3 +89,21 @@ async def test_stop_answers_an_in_flight_fetch_then_refuses_new_connections(
     writer.close()
     with contextlib.suppress(OSError):
         await writer.wait_closed()
+
+
+async def test_start_with_a_taken_port_names_the_listener_and_leaves_nothing_open(
+    primary: dev.ClusterInfo,
+) -> None:
+    config, ports = gateway_config(primary)
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", ports["sasl"]))
+        squatter.listen()
+        gateway = Gateway(config)
+        with pytest.raises(
+            GatewayError, match=f"listener sasl: cannot listen on 127.0.0.1:{ports['sasl']}"
+        ):
+            await gateway.start()
+
+    # The listener that did start before the failure was closed again.
+    with pytest.raises(OSError):
+        await asyncio.open_connection("127.0.0.1", ports["plain"])
