@@ -24,7 +24,7 @@ from gateway.errors import GatewayError, ProtocolError
 from gateway.handlers import HANDLERS, sasl
 from gateway.protocol import codec, framing
 from gateway.protocol.codec import Chunk, EncodedBody, Request
-from gateway.protocol.connection import AnswerReady, Event, SaslTokenReceived
+from gateway.protocol.connection import AnswerReady, Event, SaslTokenReceived, ServerProtocol
 from gateway.session import ClientSession
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,8 @@ class ClientConnection:
         self._idle_timeout = limits.idle_timeout_seconds
         self._reading_done = False
         self._reading: asyncio.Future[None] | None = None
+        self._last_read = 0.0
+        self._idle_timer: asyncio.TimerHandle | None = None
         self.close_reason = "client closed"
 
     def stop_reading(self) -> None:
@@ -104,22 +106,43 @@ class ClientConnection:
         self.close_reason = reason
         log.info("closing connection from %s: %s: %s", self.session.peer, reason, detail)
 
+    def _check_idle(self) -> None:
+        """One timer per connection instead of one per read: close the connection when
+        nothing arrived for the idle timeout and no answer is owed."""
+        loop = asyncio.get_running_loop()
+        quiet_for = loop.time() - self._last_read
+        if quiet_for >= self._idle_timeout and not self._owed and self._reading is not None:
+            self._closing("idle timeout", f"{self._idle_timeout}s without a request")
+            self._reading.cancel()
+            return
+        wait = (
+            self._idle_timeout - quiet_for if quiet_for < self._idle_timeout else self._idle_timeout
+        )
+        self._idle_timer = loop.call_later(wait, self._check_idle)
+
     async def _read_requests(self) -> None:
         protocol = self.session.protocol
         bytes_in = metrics.BYTES_IN.labels(self.listener)
+        loop = asyncio.get_running_loop()
+        self._last_read = loop.time()
+        self._idle_timer = loop.call_later(self._idle_timeout, self._check_idle)
+        try:
+            await self._read_loop(protocol, bytes_in, loop)
+        finally:
+            if self._idle_timer is not None:
+                self._idle_timer.cancel()
+
+    async def _read_loop(
+        self, protocol: ServerProtocol, bytes_in: Any, loop: asyncio.AbstractEventLoop
+    ) -> None:
         while True:
             try:
-                async with asyncio.timeout(self._idle_timeout):
-                    data = await self.reader.read(READ_CHUNK)
-            except TimeoutError:
-                if not self._owed:
-                    self._closing("idle timeout", f"{self._idle_timeout}s without a request")
-                    return
-                continue
+                data = await self.reader.read(READ_CHUNK)
             except OSError:
                 return
             if not data:
                 return
+            self._last_read = loop.time()
             bytes_in.inc(len(data))
             protocol.receive_data(data)
             try:

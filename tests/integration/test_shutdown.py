@@ -107,3 +107,29 @@ async def test_start_with_a_taken_port_names_the_listener_and_leaves_nothing_ope
     # The listener that did start before the failure was closed again.
     with pytest.raises(OSError):
         await asyncio.open_connection("127.0.0.1", ports["plain"])
+
+
+async def test_idle_connection_is_closed_but_one_with_an_answer_owed_is_not(
+    primary: dev.ClusterInfo, direct: Endpoint
+) -> None:
+    topic = unique_topic("idle")
+    await acreate_topic(direct, topic, 1)
+    config, ports = gateway_config(primary, idle_timeout_seconds=1)
+    gateway = Gateway(config)
+    await gateway.start()
+    try:
+        idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", ports["plain"])
+        busy_reader, busy_writer = await asyncio.open_connection("127.0.0.1", ports["plain"])
+        # A long-poll longer than the idle timeout: its answer is owed meanwhile.
+        busy_writer.write(_frame(_long_poll_fetch(topic), 5))
+        await busy_writer.drain()
+
+        assert await asyncio.wait_for(idle_reader.read(1), 30) == b""
+        size = struct.unpack(">i", await asyncio.wait_for(busy_reader.readexactly(4), 30))[0]
+        assert codec.read_correlation_id(await busy_reader.readexactly(size)) == 5
+        for writer in (idle_writer, busy_writer):
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+    finally:
+        await gateway.stop()
