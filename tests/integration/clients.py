@@ -1055,7 +1055,7 @@ def _confluent_error_cb(sink: list[str]) -> Callable[[Any], None]:
 def _confluent_consume(
     ep: Endpoint, topic: str, partitions: int, expected: int, timeout: float
 ) -> list[Record]:
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
     fatal: list[str] = []
     consumer = Consumer(
@@ -1069,25 +1069,35 @@ def _confluent_consume(
             "error_cb": _confluent_error_cb(fatal),
         }
     )
-    deadline = time.monotonic() + timeout
-    records: list[Record] = []
     try:
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
-        while len(records) < expected and not fatal:
-            left = _deadline_left(deadline)
-            if left <= 0:
-                break
-            for msg in consumer.consume(num_messages=expected, timeout=min(left, 0.5)):
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        continue
-                    raise _fail(ep, f"confluent: consume error: {err}")
-                records.append(_confluent_record(msg))
+        records = _confluent_poll(ep, consumer, expected, timeout, fatal)
     finally:
         consumer.close()
     if fatal:
         raise _fail(ep, f"confluent: {fatal[0]}")
+    return records
+
+
+def _confluent_poll(
+    ep: Endpoint, consumer: Any, expected: int, timeout: float, fatal: list[str]
+) -> list[Record]:
+    """Poll until ``expected`` records, the timeout, or a fatal client error."""
+    from confluent_kafka import KafkaError
+
+    deadline = time.monotonic() + timeout
+    records: list[Record] = []
+    while len(records) < expected and not fatal:
+        left = _deadline_left(deadline)
+        if left <= 0:
+            break
+        for msg in consumer.consume(num_messages=expected, timeout=min(left, 0.5)):
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    continue
+                raise _fail(ep, f"confluent: consume error: {err}")
+            records.append(_confluent_record(msg))
     return records
 
 
@@ -1452,7 +1462,7 @@ def _kcat_consume_group(
 def _confluent_consume_group(
     ep: Endpoint, topic: str, group: str, expected: int, timeout: float, group_protocol: str
 ) -> list[Record]:
-    from confluent_kafka import Consumer, KafkaError, TopicPartition
+    from confluent_kafka import Consumer, TopicPartition
 
     fatal: list[str] = []
     conf: dict[str, Any] = {
@@ -1466,21 +1476,10 @@ def _confluent_consume_group(
     if group_protocol == "classic":
         conf["heartbeat.interval.ms"] = CLASSIC_HEARTBEAT_MS
     consumer = Consumer(conf)
-    deadline = time.monotonic() + timeout
     records: list[Record] = []
     try:
         consumer.subscribe([topic])
-        while len(records) < expected and not fatal:
-            left = _deadline_left(deadline)
-            if left <= 0:
-                break
-            for msg in consumer.consume(num_messages=expected, timeout=min(left, 0.5)):
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        continue
-                    raise _fail(ep, f"confluent: consume error: {err}")
-                records.append(_confluent_record(msg))
+        records = _confluent_poll(ep, consumer, expected, timeout, fatal)
         if records and not fatal:
             consumer.commit(
                 offsets=[
