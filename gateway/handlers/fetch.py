@@ -41,14 +41,18 @@ API = PartitionedApi(
 )
 
 
+SESSIONLESS = {"session_id": 0, "session_epoch": -1, "forgotten_topics_data": (), "rack_id": ""}
+
+
 async def handle(session: ClientSession, request: Request) -> Any:
     body = request.body
-    upstream_body = codec.replace(
-        body, session_id=0, session_epoch=-1, forgotten_topics_data=(), rack_id=""
-    )
-    request = dataclasses.replace(request, body=upstream_body)
+    # Clients that fetch sessionless already (librdkafka, aiokafka) send bytes that can
+    # go upstream as they are; others are rewritten to be.
+    as_sent = all(getattr(body, k, v) == v for k, v in SESSIONLESS.items())
+    if not as_sent:
+        request = dataclasses.replace(request, body=codec.replace(body, **SESSIONLESS))
     budget = body.max_wait.total_seconds() + session.services.pool.timeout
-    passed_on = await _from_one_leader(session, request, budget)
+    passed_on = await _from_one_leader(session, request, budget, as_sent)
     if passed_on is not None:
         return passed_on
     by_id = request.api_version >= 13
@@ -76,7 +80,7 @@ async def handle(session: ClientSession, request: Request) -> Any:
 
 
 async def _from_one_leader(
-    session: ClientSession, request: Request, budget: float
+    session: ClientSession, request: Request, budget: float, as_sent: bool
 ) -> EncodedBody | None:
     """The common case: every partition has one leader and its answer needs no change.
 
@@ -88,9 +92,13 @@ async def _from_one_leader(
     if len(plan.by_leader) != 1 or plan.unroutable:
         return None
     leader = next(iter(plan.by_leader))
-    reply = await session.upstream.request_reply(
-        leader, EncodedRequest.of(request.body, request.client_id), budget
-    )
+    if as_sent:
+        upstream = EncodedRequest(
+            request.api_key, request.api_version, request.body_bytes, request.client_id
+        )
+    else:
+        upstream = EncodedRequest.of(request.body, request.client_id)
+    reply = await session.upstream.request_reply(leader, upstream, budget)
     if not _as_is(reply.entity):
         return None
     return EncodedBody(request.api_key, request.api_version, reply.data)
