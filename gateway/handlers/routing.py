@@ -104,6 +104,10 @@ def split(api: PartitionedApi, view: ClusterView, topics: Iterable[Any]) -> Spli
             index = partition_index(api, partition)
             leader = view.leader(name, index) if name is not None else None
             (lost if leader is None else groups[leader]).append(partition)
+        if len(groups) == 1 and not lost:
+            # The common case: the whole topic goes to one leader, as it came.
+            by_leader[next(iter(groups))].append(topic)
+            continue
         for leader, partitions in groups.items():
             by_leader[leader].append(
                 codec.replace(topic, **{api.request_partitions: tuple(partitions)})
