@@ -66,7 +66,7 @@ async def handle(session: ClientSession, request: Request) -> Any:
     )
     me = session.node_id
     topics = tuple(
-        codec.replace(t, partitions=tuple(_as_gateway(p, me) for p in t.partitions))
+        codec.replace(t, partitions=tuple(routing.hide_upstream(p, me) for p in t.partitions))
         for t in result.topics
     )
     return codec.build(
@@ -109,11 +109,3 @@ def _as_is(response: Any) -> bool:
     if response.error_code != ErrorCode.none or getattr(response, "node_endpoints", ()):
         return False
     return not any(routing.reveals_upstream(p) for t in response.responses for p in t.partitions)
-
-
-def _as_gateway(partition: Any, me: int) -> Any:
-    changes: dict[str, Any] = {"preferred_read_replica": -1}
-    current = getattr(partition, "current_leader", None)
-    if current is not None and current.leader_id >= 0:
-        changes["current_leader"] = codec.replace(current, leader_id=me)
-    return codec.replace(partition, **changes)

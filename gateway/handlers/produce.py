@@ -132,7 +132,10 @@ async def _collect(
     merged = routing.merge_topics(API, topics)
     merged = tuple(
         codec.replace(
-            t, partition_responses=tuple(_hide_leader(session, p) for p in t.partition_responses)
+            t,
+            partition_responses=tuple(
+                routing.hide_upstream(p, session.node_id) for p in t.partition_responses
+            ),
         )
         for t in merged
     )
@@ -150,13 +153,4 @@ def _as_is(response: Any) -> bool:
         return False
     return not any(
         routing.reveals_upstream(p) for t in response.responses for p in t.partition_responses
-    )
-
-
-def _hide_leader(session: ClientSession, partition: Any) -> Any:
-    current = getattr(partition, "current_leader", None)
-    if current is None or current.leader_id < 0:
-        return partition
-    return codec.replace(
-        partition, current_leader=codec.replace(current, leader_id=session.node_id)
     )

@@ -44,6 +44,16 @@ def reveals_upstream(partition: Any) -> bool:
     return current is not None and current.leader_id >= 0
 
 
+def hide_upstream(partition: Any, node_id: int) -> Any:
+    """The response partition as the gateway's clients must see it: a current leader
+    is the gateway itself, and no follower is ever preferred."""
+    changes: dict[str, Any] = {"preferred_read_replica": -1}
+    current = getattr(partition, "current_leader", None)
+    if current is not None and current.leader_id >= 0:
+        changes["current_leader"] = codec.replace(current, leader_id=node_id)
+    return codec.replace(partition, **changes)
+
+
 @dataclass(frozen=True)
 class PartitionedApi:
     """Field and class names of a topics/partitions request and its response."""
