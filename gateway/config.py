@@ -122,6 +122,17 @@ class TlsConfig(_Model):
     check_hostname: bool = Field(True, description="Verify broker host names.")
 
 
+class HealthCheckConfig(_Model):
+    """How the gateway checks an upstream cluster (metadata, then every broker)."""
+
+    interval_seconds: float = Field(
+        5.0, gt=0, description="Time between checks while the cluster answers."
+    )
+    timeout_seconds: float = Field(
+        5.0, gt=0, description="How long one check waits for a broker to connect and answer."
+    )
+
+
 class ClusterConfig(_Model):
     """An upstream Kafka cluster, reached with credentials only the gateway holds."""
 
@@ -131,6 +142,10 @@ class ClusterConfig(_Model):
     )
     sasl: SaslConfig | None = Field(None, description="Required for SASL_* protocols.")
     tls: TlsConfig | None = Field(None, description="Used with SSL and SASL_SSL.")
+    health: HealthCheckConfig = Field(
+        default_factory=HealthCheckConfig,
+        description="Health checks of this cluster (see clusters.*.health).",
+    )
 
     @field_validator("bootstrap_servers")
     @classmethod
@@ -234,6 +249,7 @@ _SECTIONS: tuple[tuple[str, type[BaseModel]], ...] = (
     ("clusters.primary / clusters.secondary", ClusterConfig),
     ("clusters.*.sasl", SaslConfig),
     ("clusters.*.tls", TlsConfig),
+    ("clusters.*.health", HealthCheckConfig),
     ("secret reference (e.g. clusters.*.sasl.password)", SecretRef),
     ("users[]", UserConfig),
     ("admin", AdminConfig),
@@ -249,7 +265,8 @@ def config_reference() -> str:
         for name, info in model.model_fields.items():
             default = "required" if info.is_required() else f"`{info.default!r}`"
             if info.default_factory is not None:
-                default = "`[]`"
+                made = info.default_factory()  # type: ignore[call-arg]
+                default = "`[]`" if made == [] else "see below"
             lines.append(f"| `{name}` | {default} | {info.description or ''} |")
         lines.append("")
     return "\n".join(lines)

@@ -15,7 +15,8 @@ translated at the boundary that calls the third party (``protocol/`` for kio,
     ├── UpstreamError            the active Kafka cluster could not serve the request
     │   ├── UpstreamUnavailable  no connection could be made (or it broke)
     │   ├── UpstreamTimeout      no answer within the request's time budget
-    │   └── MalformedResponse    an upstream answer that does not decode
+    │   ├── MalformedResponse    an upstream answer that does not decode
+    │   └── UpstreamRefused      the cluster answered with an error the client must see
     └── DevClusterError          the local development clusters could not be managed
 """
 
@@ -68,6 +69,16 @@ class UpstreamTimeout(UpstreamError):
 
 class MalformedResponse(UpstreamError):
     """An upstream response does not decode as the response to the request sent."""
+
+
+class UpstreamRefused(UpstreamError):
+    """The upstream answered a request the gateway made on the client's behalf with an
+    error the client must see as it is (e.g. GROUP_AUTHORIZATION_FAILED from
+    FindCoordinator): ``error_code`` is Kafka's code."""
+
+    def __init__(self, message: str, error_code: int) -> None:
+        super().__init__(message)
+        self.error_code = error_code
 
 
 class DevClusterError(GatewayError):

@@ -50,6 +50,23 @@ UPSTREAM_RETRIES = Counter(
     "Partitions retried after a leader change or metadata refresh, by API.",
     ["cluster", "api"],
 )
+UPSTREAM_MALFORMED = Counter(
+    "gateway_upstream_malformed_responses_total",
+    "Upstream answers that did not decode (their connection is reset), by API key.",
+    ["cluster", "api_key"],
+)
 UPSTREAM_UP = Gauge(
-    "gateway_upstream_up", "1 when the cluster answered its last check, else 0.", ["cluster"]
+    "gateway_upstream_up",
+    "1 when the cluster's last health check read its metadata (state up or degraded), else 0.",
+    ["cluster"],
+)
+UPSTREAM_STATE = Gauge(
+    "gateway_upstream_state",
+    "1 for the cluster's current health state (up, degraded, down), 0 for the others.",
+    ["cluster", "state"],
+)
+UPSTREAM_RECOVERIES = Counter(
+    "gateway_upstream_recoveries_total",
+    "Times the cluster came back after its health checks found it down.",
+    ["cluster"],
 )

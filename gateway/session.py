@@ -13,8 +13,9 @@ from gateway.identity import ANONYMOUS, Identity
 from gateway.identity.plain import PlainAuthenticator
 from gateway.protocol.connection import ServerProtocol
 from gateway.protocol.versions import VersionRange, advertised
+from gateway.upstream.connections import UpstreamSession
 from gateway.upstream.coordinators import Coordinators
-from gateway.upstream.pool import ClusterPool, UpstreamSession
+from gateway.upstream.pool import ClusterPool
 
 
 @dataclass
@@ -24,11 +25,11 @@ class Services:
     config: Config
     pool: ClusterPool
     authenticator: PlainAuthenticator
-    coordinators: Coordinators = field(init=False)
     _versions: tuple[object, dict[int, VersionRange]] | None = field(init=False, default=None)
 
-    def __post_init__(self) -> None:
-        self.coordinators = Coordinators(self.pool)
+    @property
+    def coordinators(self) -> Coordinators:
+        return self.pool.coordinators
 
     @property
     def versions(self) -> dict[int, VersionRange]:

@@ -1,19 +1,21 @@
 """Admin HTTP endpoints (aiohttp).
 
-``/healthz``: the process is serving. ``/readyz``: the active upstream cluster
-answered a metadata request just now. ``/metrics``: Prometheus text format.
-No endpoint returns configuration or credentials.
+``/healthz``: the process is serving. ``/readyz``: the active upstream cluster's
+health as the gateway's background checks last found it (ready when ``up`` or
+``degraded``); it never asks the cluster itself, so it answers at once in every state
+and callers cannot make the gateway load the cluster. ``/metrics``: Prometheus text
+format. No endpoint returns configuration or credentials.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway import metrics
-from gateway.errors import GatewayError, UpstreamError
+from gateway.errors import GatewayError
 from gateway.session import Services
 
 log = logging.getLogger(__name__)
@@ -25,18 +27,15 @@ def make_app(services: Services) -> web.Application:
 
     async def readyz(_: web.Request) -> web.Response:
         pool = services.pool
-        try:
-            await pool.refresh()
-        except UpstreamError as exc:
-            metrics.UPSTREAM_UP.labels(pool.name).set(0)
-            return web.json_response(
-                {"status": "unavailable", "cluster": pool.name, "error": type(exc).__name__},
-                status=503,
-            )
-        metrics.UPSTREAM_UP.labels(pool.name).set(1)
-        return web.json_response(
-            {"status": "ready", "cluster": pool.name, "brokers": len(pool.view.brokers)}
-        )
+        health = pool.health
+        body = {
+            "status": "ready" if health.ready else "unavailable",
+            "cluster": pool.name,
+            "state": health.state.value,
+            "for_seconds": round(time.monotonic() - health.since, 1),
+            "brokers": len(pool.view.brokers),
+        }
+        return web.json_response(body, status=200 if health.ready else 503)
 
     async def metrics_endpoint(_: web.Request) -> web.Response:
         response = web.Response(body=generate_latest())

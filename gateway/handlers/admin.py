@@ -12,8 +12,10 @@ called.)
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
+from gateway.errors import UpstreamError
 from gateway.handlers.coordination import to_every_broker
 from gateway.handlers.fanout import own_budget, partitioned
 from gateway.handlers.routing import PartitionedApi
@@ -32,7 +34,9 @@ async def handle_to_controller(session: ClientSession, request: Request) -> Any:
     pool = session.services.pool
     budget = own_budget(session, request)
     response = await session.upstream.request(None, request.body, request.client_id, budget)
-    await pool.refresh()
+    # The change is done: a refresh that fails now must not turn it into an error.
+    with contextlib.suppress(UpstreamError):
+        await pool.refresh()
     return response
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
+from gateway.errors import UpstreamError
 from gateway.handlers.fanout import max_throttle
 from gateway.protocol import codec
 from gateway.protocol.codec import Request
@@ -84,6 +85,12 @@ async def split_by_coordinator(session: ClientSession, request: Request, api: Mu
     """Send each key to its coordinator; join the results into one response."""
     coordinators = session.services.coordinators
     items = list(getattr(request.body, api.request_keys))
+    if not items:
+        return codec.build(
+            codec.response_schema(request.api_key, request.api_version),
+            throttle_time=codec.NO_THROTTLE,
+            **{api.response_results: ()},
+        )
     results: dict[str, Any] = {}
     responses: list[Any] = []
     for _ in range(MAX_ATTEMPTS):
@@ -133,17 +140,26 @@ async def to_every_broker(
 ) -> Any:
     """Ask every upstream broker (ListGroups, ListTransactions, DescribeLogDirs) and join
     the answers: the ``listed`` items of all, the union of the ``pooled`` fields, the
-    first error, the longest throttle."""
+    first error, the longest throttle. A broker that does not answer makes the answer
+    COORDINATOR_NOT_AVAILABLE (retriable) with what the others listed; when none
+    answers, the request fails."""
     pool = session.services.pool
     if not pool.view.brokers:
         await pool.refresh()
-    answers = await asyncio.gather(
+    results = await asyncio.gather(
         *(
             session.upstream.request(node, request.body, request.client_id, pool.timeout)
             for node in sorted(pool.view.brokers)
-        )
+        ),
+        return_exceptions=True,
     )
+    answers = [a for a in results if not isinstance(a, BaseException)]
+    failures = [a for a in results if isinstance(a, BaseException)]
+    if not answers or any(not isinstance(f, UpstreamError) for f in failures):
+        raise failures[0]
     errors = [a.error_code for a in answers if a.error_code != ErrorCode.none]
+    if failures:
+        errors.append(ErrorCode.coordinator_not_available)
     joined = {
         name: tuple(sorted({v for a in answers for v in getattr(a, name)})) for name in pooled
     }

@@ -7,8 +7,10 @@ partition again is harmless. Produce has its own path: it must keep arrival orde
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import logging
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,10 +41,16 @@ async def fan_out(
     api: PartitionedApi,
     name: str,
     budget: float,
-    unroutable_error: ErrorCode = ErrorCode.unknown_topic_or_partition,
+    enough: Enough | None = None,
 ) -> FanOutResult:
     """Route, send, merge; partitions answered with a stale-route error are retried
-    after a metadata refresh, at most :data:`MAX_ROUTE_ATTEMPTS` times in all."""
+    after a metadata refresh, at most :data:`MAX_ROUTE_ATTEMPTS` times in all.
+
+    With ``enough``, the answer goes back as soon as the leaders that answered satisfy
+    it (Fetch's min_bytes), without the partitions of the leaders still waiting, as a
+    broker answers once min_bytes are there; those requests are abandoned (a fetch
+    changes nothing, and the client asks for the same offsets again).
+    """
     pool = session.services.pool
     response_cls = codec.response_schema(request.api_key, request.api_version)
     wanted = list(getattr(request.body, api.request_topics))
@@ -51,27 +59,62 @@ async def fan_out(
     for attempt in range(MAX_ROUTE_ATTEMPTS):
         plan = routing.split(api, pool.view, wanted)
         if plan.unroutable and attempt == 0:
-            await pool.refresh()
+            await refresh_quietly(session)
             plan = routing.split(api, pool.view, wanted)
-        results = await asyncio.gather(
-            *(
+        results, satisfied = await _gather(
+            [
                 _send(session, request, api, leader, topics, response_cls, budget)
                 for leader, topics in plan.by_leader.items()
-            )
+            ],
+            enough,
         )
         topics = [t for response, sent in results for t in sent]
         responses.extend(r for r, _ in results if r is not None)
-        topics += routing.error_topics(api, response_cls, plan.unroutable, unroutable_error)
+        topics += routing.error_topics(
+            api, response_cls, plan.unroutable, ErrorCode.unknown_topic_or_partition
+        )
         stale = routing.stale_partitions(api, topics)
         last = attempt == MAX_ROUTE_ATTEMPTS - 1
-        if not stale or last:
+        if not stale or last or satisfied:
             answered += topics
             break
         metrics.UPSTREAM_RETRIES.labels(pool.name, name).inc(sum(len(s) for s in stale.values()))
         answered += routing.drop(api, topics, stale)
         wanted = routing.select(api, wanted, stale)
-        await pool.refresh()
+        await refresh_quietly(session)
     return FanOutResult(routing.merge_topics(api, answered), responses)
+
+
+Sent = tuple[Any | None, list[Any]]
+Enough = Callable[[list[Any]], bool]
+
+
+async def _gather(
+    sends: list[Coroutine[Any, Any, Sent]], enough: Enough | None
+) -> tuple[list[Sent], bool]:
+    """Every leader's answer; with ``enough``, only those in before it is satisfied
+    (True then), the others cancelled."""
+    if enough is None or len(sends) < 2:
+        return list(await asyncio.gather(*sends)), False
+    pending = {asyncio.ensure_future(send) for send in sends}
+    results: list[Sent] = []
+    try:
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            results += [task.result() for task in done]
+            if pending and enough([t for _, sent in results for t in sent]):
+                return results, True
+    finally:
+        for task in pending:
+            task.cancel()
+    return results, False
+
+
+async def refresh_quietly(session: ClientSession) -> None:
+    """Re-read the layout before routing again; when the cluster cannot be read, route
+    with what is known (what cannot be routed gets a retriable error per partition)."""
+    with contextlib.suppress(UpstreamError):
+        await session.services.pool.refresh()
 
 
 async def _send(

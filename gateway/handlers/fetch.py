@@ -9,6 +9,7 @@ is the only replica a client knows.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from typing import Any
 
 from kio.schema.errors import ErrorCode
@@ -55,19 +56,16 @@ async def handle(session: ClientSession, request: Request) -> Any:
     passed_on = await _from_one_leader(session, request, budget, as_sent)
     if passed_on is not None:
         return passed_on
-    by_id = request.api_version >= 13
-    result = await fan_out(
-        session,
-        request,
-        API,
-        "fetch",
-        budget,
-        ErrorCode.unknown_topic_id if by_id else ErrorCode.unknown_topic_or_partition,
-    )
+    min_bytes: int = body.min_bytes
+
+    def enough(topics: list[Any]) -> bool:
+        return record_bytes(topics) >= min_bytes
+
+    result = await fan_out(session, request, API, "fetch", budget, enough)
     me = session.node_id
     topics = tuple(
         codec.replace(t, partitions=tuple(routing.hide_upstream(p, me) for p in t.partitions))
-        for t in result.topics
+        for t in within_max_bytes(result.topics, getattr(body, "max_bytes", None))
     )
     return codec.build(
         codec.response_schema(request.api_key, request.api_version),
@@ -102,6 +100,33 @@ async def _from_one_leader(
     if not _as_is(reply.entity):
         return None
     return EncodedBody(request.api_key, request.api_version, reply.data)
+
+
+def record_bytes(topics: Iterable[Any]) -> int:
+    """The size of the record batches in response topics."""
+    return sum(len(p.records or b"") for t in topics for p in t.partitions)
+
+
+def within_max_bytes(topics: Iterable[Any], max_bytes: int | None) -> list[Any]:
+    """The merged answer within the client's max_bytes, as a broker keeps it: whole
+    partitions in order while they fit, and always the first partition with records
+    (KIP-74, so that a batch larger than the limit still makes progress). A partition
+    left out keeps its place with no records, and the client asks for it again."""
+    if max_bytes is None:
+        return list(topics)
+    total = 0
+    kept = []
+    for topic in topics:
+        partitions = []
+        for p in topic.partitions:
+            size = len(p.records or b"")
+            if size and total and total + size > max_bytes:
+                p = codec.replace(p, records=b"")
+                size = 0
+            total += size
+            partitions.append(p)
+        kept.append(codec.replace(topic, partitions=tuple(partitions)))
+    return kept
 
 
 def _as_is(response: Any) -> bool:

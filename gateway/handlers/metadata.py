@@ -50,7 +50,10 @@ def _as_virtual_broker(session: ClientSession, response: Any) -> Any:
 async def handle_metadata(session: ClientSession, request: Request) -> Any:
     pool = session.services.pool
     response = await session.upstream.request(None, request.body, request.client_id, pool.timeout)
-    pool.view.update(response, complete=request.body.topics is None)
+    # The shared layout is only read by the gateway's own requests; a topic it does not
+    # know yet (just created) is a reason to read it again.
+    if any(t.error_code == 0 and t.name not in pool.view.topics for t in response.topics):
+        pool.refresh_soon()
     return _as_virtual_broker(session, response)
 
 

@@ -17,12 +17,12 @@ from kio.schema.errors import ErrorCode
 
 from gateway.errors import UpstreamError
 from gateway.handlers import routing
-from gateway.handlers.fanout import max_throttle
+from gateway.handlers.fanout import max_throttle, refresh_quietly
 from gateway.handlers.routing import PartitionedApi
 from gateway.protocol import codec
 from gateway.protocol.codec import EncodedBody, Request
 from gateway.session import ClientSession
-from gateway.upstream.pool import Reply
+from gateway.upstream.connections import Reply
 from gateway.upstream.wire import EncodedRequest
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ async def handle(session: ClientSession, request: Request) -> Any:
     async with session.produce_order:
         plan = routing.split(API, pool.view, body.topic_data)
         if plan.unroutable:
-            await pool.refresh()
+            await refresh_quietly(session)
             plan = routing.split(API, pool.view, body.topic_data)
         sent: list[tuple[Any, Any, EncodedRequest, list[Any]]] = []
         unsent: list[tuple[Any, list[Any]]] = []

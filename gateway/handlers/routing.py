@@ -17,7 +17,7 @@ from typing import Any
 from kio.schema.errors import ErrorCode
 
 from gateway.protocol import codec
-from gateway.upstream.pool import ClusterView
+from gateway.upstream.view import ClusterView
 
 # Errors after which the gateway's routing table is stale.
 STALE_ROUTE_ERRORS = frozenset(
@@ -81,7 +81,8 @@ def partition_index(api: PartitionedApi, partition: Any) -> int:
 
 
 def topic_key(topic: Any) -> TopicKey:
-    """A topic entity's name, or its id in versions that address topics by id."""
+    """A topic entity's name, or its id in versions that address topics by id; a
+    topic with neither (a null name) is the empty name, which no topic has."""
     for field in ("name", "topic"):
         name = getattr(topic, field, None)
         if name is not None:
@@ -89,7 +90,7 @@ def topic_key(topic: Any) -> TopicKey:
     topic_id = getattr(topic, "topic_id", None)
     if isinstance(topic_id, uuid.UUID):
         return topic_id
-    raise ValueError("topic has neither name nor id")
+    return ""
 
 
 def _topic_name(view: ClusterView, key: TopicKey) -> str | None:
@@ -133,19 +134,23 @@ def error_topics(
     lost: list[tuple[Any, list[Any]]],
     error: ErrorCode,
 ) -> list[Any]:
-    """Response topics that answer ``error`` for every lost partition."""
+    """Response topics that answer ``error`` for every lost partition; a topic named
+    by id that is unknown is UNKNOWN_TOPIC_ID, as a broker answers."""
     module = codec.entity_module(response_cls)
     topic_cls = getattr(module, api.response_topic_class)
     partition_cls = getattr(module, api.response_partition_class)
     result = []
     for topic, partitions in lost:
         key = topic_key(topic)
+        code = error
+        if error == ErrorCode.unknown_topic_or_partition and isinstance(key, uuid.UUID):
+            code = ErrorCode.unknown_topic_id
         answers = tuple(
             codec.build(
                 partition_cls,
                 **{
                     api.response_partition: partition_index(api, p),
-                    "error_code": error,
+                    "error_code": code,
                     **api.error_fields(),
                 },
             )

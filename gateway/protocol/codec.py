@@ -13,7 +13,7 @@ import io
 import struct
 import sys
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from types import ModuleType
 from typing import Any
 
@@ -230,7 +230,8 @@ def encode_encoded_response(correlation_id: int, body: EncodedBody) -> list[Chun
     return [prefix, body.data]
 
 
-@cache
+# Keyed by a name each client chooses: bounded.
+@lru_cache(maxsize=1024)
 def _client_id_bytes(client_id: str | None) -> bytes:
     if client_id is None:
         return _I16.pack(-1)

@@ -37,10 +37,18 @@ class Gateway:
         self.bound: dict[str, tuple[str, int]] = {}
 
     async def start(self) -> None:
-        """Connect upstream, then listen; on any failure, undo what was started."""
+        """Check the upstream once, then listen; on any failure, undo what was started.
+
+        An unreachable upstream does not stop the start: the gateway is not ready
+        (``/readyz``), keeps checking, and serves as soon as the cluster answers.
+        """
         try:
             await self.services.pool.start()
-            metrics.UPSTREAM_UP.labels(self.services.pool.name).set(1)
+            if not self.services.pool.health.ready:
+                log.warning(
+                    "cluster %s not reachable yet; serving once it answers",
+                    self.services.pool.name,
+                )
             for listener in self.config.listeners:
                 await self._listen(listener)
             await self._admin.start()
@@ -75,6 +83,12 @@ class Gateway:
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer = writer.get_extra_info("peername")
+        if not self.services.pool.api_versions:
+            # Nothing to advertise before the cluster has answered once: refuse, as a
+            # broker that is still starting does, and let the client retry.
+            metrics.CONNECTIONS_CLOSED.labels(listener.name, "upstream unavailable").inc()
+            writer.close()
+            return
         session = ClientSession(
             services=self.services,
             listener=listener,

@@ -1,10 +1,17 @@
-"""A pool per upstream cluster: credentials, routing metadata, connections.
+"""A pool per upstream cluster: credentials, negotiated versions, layout, health.
 
-The pool owns the cluster's credentials and its view of the cluster (brokers, topic
-leaders, topic ids). Each client connection gets an :class:`UpstreamSession` with
-its own broker connections: a Kafka broker serves one request at a time per
-connection, so sharing one upstream socket between clients would let one client's
-long-polling Fetch stall every other client's Produce.
+The pool owns what every client connection shares about one cluster: the gateway's
+credentials for it, the API versions it speaks, its layout (:mod:`.view`), the cache of
+coordinators, and its health (:mod:`.health`). One background task keeps the layout and
+the health current: a check every ``health.interval_seconds``, sooner when a request
+reports a broker failure, with backoff and jitter while nothing answers. Metadata is
+read from the broker that answered last, then the other known brokers, then the
+configured bootstrap servers (Kafka's re-bootstrap, KIP-899), so a cluster whose every
+broker moved or restarted is found again. Refreshes are shared by all callers and paced,
+so neither clients' requests nor ``/readyz`` can make the gateway hammer the cluster.
+
+Each client connection reaches the brokers through its own
+:class:`~gateway.upstream.connections.UpstreamSession`.
 """
 
 from __future__ import annotations
@@ -12,111 +19,51 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import ssl
-import uuid
-from collections.abc import Awaitable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import errors as aiokafka_errors
 from aiokafka.conn import AIOKafkaConnection, create_conn
 
-from gateway import metrics
 from gateway.config import ClusterConfig
-from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from gateway.errors import UpstreamError, UpstreamUnavailable
 from gateway.protocol import codec
 from gateway.protocol.versions import API_VERSIONS, METADATA, VersionRange
-from gateway.upstream.wire import EncodedRequest
+from gateway.upstream.boundary import map_errors
+from gateway.upstream.connections import UpstreamSession
+from gateway.upstream.coordinators import Coordinators
+from gateway.upstream.health import ClusterHealth
+from gateway.upstream.view import ClusterView
 
 log = logging.getLogger(__name__)
 
 # aiokafka's own per-request timer would cut long-polls and JoinGroups short; the
-# gateway sets a budget per request instead (see UpstreamSession.request).
+# gateway sets a budget per request instead (see UpstreamSession.wait).
 _CONNECTION_TIMEOUT_MS = 15 * 60 * 1000
 _GATEWAY_CLIENT_ID = "soc2-gateway"
 
-
-@contextlib.contextmanager
-def map_errors(where: str) -> Iterator[None]:
-    """Translate aiokafka and socket failures into gateway errors."""
-    try:
-        yield
-    except GatewayError:
-        raise
-    except (TimeoutError, aiokafka_errors.KafkaTimeoutError) as exc:
-        raise UpstreamTimeout(f"{where}: timed out") from exc
-    except (aiokafka_errors.KafkaError, OSError, EOFError) as exc:
-        raise UpstreamUnavailable(f"{where}: {type(exc).__name__}: {exc}") from exc
+# Metadata refreshes start at most this often, however many callers ask.
+MIN_REFRESH_INTERVAL_S = 0.1
+# Kafka clients' retry.backoff.ms / retry.backoff.max.ms, with 20% jitter.
+BACKOFF_INITIAL_S = 0.1
+BACKOFF_MAX_S = 1.0
+BACKOFF_JITTER = 0.2
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """An upstream response: decoded, and the body bytes it was decoded from."""
+class Backoff:
+    """Exponential backoff with jitter, as Kafka clients retry."""
 
-    entity: Any
-    data: memoryview
+    def __init__(self, initial: float = BACKOFF_INITIAL_S, maximum: float = BACKOFF_MAX_S) -> None:
+        self.initial, self.maximum = initial, maximum
+        self.attempts = 0
 
+    def next(self) -> float:
+        delay: float = min(self.maximum, self.initial * 2.0**self.attempts)
+        self.attempts = min(self.attempts + 1, 30)
+        return delay * random.uniform(1 - BACKOFF_JITTER, 1 + BACKOFF_JITTER)  # noqa: S311
 
-@dataclass(slots=True)
-class PartitionRoute:
-    leader: int
-    leader_epoch: int
-
-
-@dataclass(slots=True)
-class TopicRoute:
-    name: str
-    topic_id: uuid.UUID | None
-    partitions: dict[int, PartitionRoute] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class ClusterView:
-    """What the gateway knows of an upstream cluster's layout."""
-
-    brokers: dict[int, tuple[str, int]] = field(default_factory=dict)
-    topics: dict[str, TopicRoute] = field(default_factory=dict)
-    names_by_id: dict[uuid.UUID, str] = field(default_factory=dict)
-    controller_id: int = -1
-    cluster_id: str | None = None
-
-    def leader(self, topic: str, partition: int) -> int | None:
-        route = self.topics.get(topic)
-        if route is None:
-            return None
-        found = route.partitions.get(partition)
-        return None if found is None or found.leader < 0 else found.leader
-
-    def update(self, response: Any, complete: bool) -> None:
-        """Take in a Metadata response; ``complete`` when it listed every topic."""
-        self.brokers = {b.node_id: (b.host, b.port) for b in response.brokers}
-        self.controller_id = getattr(response, "controller_id", -1)
-        self.cluster_id = getattr(response, "cluster_id", None)
-        if complete:
-            self.topics.clear()
-            self.names_by_id.clear()
-        for topic in response.topics:
-            if topic.name is None:
-                continue
-            if topic.error_code != 0:
-                self._forget(topic.name)
-                continue
-            topic_id = getattr(topic, "topic_id", None)
-            if topic_id == uuid.UUID(int=0):
-                topic_id = None
-            route = TopicRoute(topic.name, topic_id)
-            for p in topic.partitions:
-                route.partitions[p.partition_index] = PartitionRoute(
-                    p.leader_id, getattr(p, "leader_epoch", -1)
-                )
-            self.topics[topic.name] = route
-            if topic_id is not None:
-                self.names_by_id[topic_id] = topic.name
-
-    def _forget(self, name: str) -> None:
-        route = self.topics.pop(name, None)
-        if route is not None and route.topic_id is not None:
-            self.names_by_id.pop(route.topic_id, None)
+    def reset(self) -> None:
+        self.attempts = 0
 
 
 class ClusterPool:
@@ -126,49 +73,47 @@ class ClusterPool:
         self.name = name
         self.config = config
         self.timeout = timeout
+        self.check_timeout = min(timeout, config.health.timeout_seconds)
         self.view = ClusterView()
+        self.health = ClusterHealth(name)
         self.api_versions: dict[int, VersionRange] = {}
+        self.coordinators: Coordinators = Coordinators(self)
         self._password = config.sasl.password.resolve() if config.sasl else None
         self._ssl = _ssl_context(config) if config.security_protocol.endswith("SSL") else None
-        self._control: UpstreamSession | None = None
-        self._refreshing: asyncio.Task[None] | None = None
+        self._control: UpstreamSession = UpstreamSession(self)
+        self._last_answered: int | None = None
+        self._refreshing: asyncio.Future[None] | None = None
+        self._last_refresh = float("-inf")
+        self._background: set[asyncio.Future[Any]] = set()
+        self._wake = asyncio.Event()
+        self._watcher: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"<ClusterPool {self.name} {','.join(self.config.bootstrap_servers)}>"
 
     async def start(self) -> None:
-        """Learn the cluster's API versions and layout through a bootstrap server."""
-        self._control = self.session()
-        last: Exception | None = None
-        for host, port in self.config.addresses:
-            try:
-                await self._bootstrap(host, port)
-                return
-            except UpstreamError as exc:
-                last = exc
-                log.warning("cluster %s: bootstrap %s:%d failed: %s", self.name, host, port, exc)
-        raise UpstreamUnavailable(f"cluster {self.name}: no bootstrap server answered: {last}")
+        """Check the cluster once, then keep checking it in the background.
 
-    async def _bootstrap(self, host: str, port: int) -> None:
-        assert self._control is not None
-        conn = await self.connect(host, port)
-        try:
-            request = codec.build(codec.request_schema(API_VERSIONS, 0))
-            response = await self._control.send_on(conn, request, None, self.timeout)
-            self.api_versions = {
-                k.api_key: VersionRange(k.min_version, k.max_version) for k in response.api_keys
-            }
-            await self._refresh(conn)
-        finally:
-            conn.close()
+        An unreachable cluster does not stop the gateway: it starts not ready and
+        serves as soon as a check succeeds.
+        """
+        with contextlib.suppress(UpstreamError):
+            await self.check()
+        self._watcher = asyncio.ensure_future(self._watch())
 
     async def close(self) -> None:
-        if self._refreshing is not None:
-            self._refreshing.cancel()
-        if self._control is not None:
-            await self._control.close()
+        tasks = [t for t in (self._watcher, self._refreshing, *self._background) if t]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._control.close()
 
-    async def connect(self, host: str, port: int) -> AIOKafkaConnection:
+    def session(self) -> UpstreamSession:
+        return UpstreamSession(self)
+
+    async def connect(
+        self, host: str, port: int, budget: float | None = None
+    ) -> AIOKafkaConnection:
         """Open an authenticated connection to one broker."""
         sasl = self.config.sasl
         with map_errors(f"cluster {self.name} connect {host}:{port}"):
@@ -184,33 +129,138 @@ class ClusterPool:
                     sasl_plain_username=sasl.username if sasl else None,
                     sasl_plain_password=self._password,
                 ),
-                self.timeout,
+                self.timeout if budget is None else budget,
             )
 
-    def session(self) -> UpstreamSession:
-        return UpstreamSession(self)
+    # -- health -----------------------------------------------------------------------
+
+    async def check(self) -> None:
+        """Read the layout, then ask every other broker it lists for its API versions;
+        the outcome sets :attr:`health`. Raises UpstreamError when nothing answered."""
+        await self.refresh()
+        unreachable: dict[int, str] = {}
+        others = [n for n in self.view.brokers if n != self._last_answered]
+        results = await asyncio.gather(
+            *(self._ping(node) for node in others), return_exceptions=True
+        )
+        for node, result in zip(others, results, strict=True):
+            if isinstance(result, UpstreamError):
+                unreachable[node] = str(result)
+            elif isinstance(result, BaseException):
+                raise result
+        self.health.checked(unreachable)
+
+    async def _ping(self, node: int) -> None:
+        conn = await self._control.connection(node, self.check_timeout)
+        await self._control.send_on(conn, self._api_versions_request(), None, self.check_timeout)
+
+    def report_failure(self) -> None:
+        """A request failed for want of a broker: check the cluster soon."""
+        self._wake.set()
+
+    async def _watch(self) -> None:
+        backoff = Backoff()
+        interval = self.config.health.interval_seconds
+        while True:
+            try:
+                await self.check()
+                backoff.reset()
+                delay = interval
+            except UpstreamError:
+                delay = backoff.next()
+            except Exception:
+                log.exception("cluster %s: health check failed unexpectedly", self.name)
+                delay = backoff.next()
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
+
+    # -- layout -----------------------------------------------------------------------
+
+    async def refresh(self) -> None:
+        """Re-read the whole layout; concurrent callers share one request, and a new
+        one starts at most every :data:`MIN_REFRESH_INTERVAL_S`."""
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = asyncio.ensure_future(self._paced_refresh())
+            self._refreshing.add_done_callback(_retrieve)
+        await asyncio.shield(self._refreshing)
+
+    def refresh_soon(self) -> None:
+        """Start a refresh without waiting for it (its failure is in the health state)."""
+        task = asyncio.ensure_future(self.refresh())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(_retrieve)
+
+    async def _paced_refresh(self) -> None:
+        loop = asyncio.get_running_loop()
+        wait = self._last_refresh + MIN_REFRESH_INTERVAL_S - loop.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        self._last_refresh = loop.time()
+        try:
+            await self._refresh_from_any()
+        except UpstreamError as exc:
+            self.health.failed(str(exc))
+            raise
+
+    async def _refresh_from_any(self) -> None:
+        failures: list[str] = []
+        for node, host, port in self._candidates():
+            try:
+                response = await self._metadata_from(node, host, port)
+            except UpstreamError as exc:
+                failures.append(f"{host}:{port}: {exc}")
+                continue
+            if not self.view.update(response):
+                failures.append(f"{host}:{port}: the answer listed no broker")
+                continue
+            self._last_answered = node if node is not None else self._node_at(host, port)
+            return
+        raise UpstreamUnavailable(f"cluster {self.name}: no broker answered: {'; '.join(failures)}")
+
+    def _candidates(self) -> list[tuple[int | None, str, int]]:
+        """Where to ask: the broker that answered last, the other known brokers, then
+        the bootstrap servers not among them."""
+        known = sorted(self.view.brokers.items(), key=lambda b: b[0] != self._last_answered)
+        found: list[tuple[int | None, str, int]] = [(n, h, p) for n, (h, p) in known]
+        addresses = set(self.view.brokers.values())
+        found += [(None, h, p) for h, p in self.config.addresses if (h, p) not in addresses]
+        return found
+
+    def _node_at(self, host: str, port: int) -> int | None:
+        return next((n for n, a in self.view.brokers.items() if a == (host, port)), None)
+
+    async def _metadata_from(self, node: int | None, host: str, port: int) -> Any:
+        budget = self.check_timeout
+        if node is not None:
+            conn = await self._control.connection(node, budget)
+            if not self.api_versions:
+                await self._learn_versions(conn)
+            return await self._control.send_on(conn, self._metadata_request(), None, budget)
+        conn = await self.connect(host, port, budget)
+        try:
+            # A bootstrap server may be a new broker or a new version: learn afresh.
+            await self._learn_versions(conn)
+            return await self._control.send_on(conn, self._metadata_request(), None, budget)
+        finally:
+            conn.close()
+
+    async def _learn_versions(self, conn: AIOKafkaConnection) -> None:
+        response = await self._control.send_on(
+            conn, self._api_versions_request(), None, self.check_timeout
+        )
+        self.api_versions = {
+            k.api_key: VersionRange(k.min_version, k.max_version) for k in response.api_keys
+        }
+
+    def _api_versions_request(self) -> Any:
+        return codec.build(codec.request_schema(API_VERSIONS, 0))
 
     def metadata_version(self) -> int:
         supported = self.api_versions.get(METADATA, VersionRange(0, 0))
         return min(12, supported.max)
-
-    async def refresh(self) -> None:
-        """Re-read the whole layout; concurrent callers share one request."""
-        if self._refreshing is None or self._refreshing.done():
-            self._refreshing = asyncio.ensure_future(self._refresh())
-        await asyncio.shield(self._refreshing)
-
-    def refresh_soon(self) -> None:
-        """Start a refresh without waiting for it (failures are logged)."""
-        task = asyncio.ensure_future(self.refresh())
-        task.add_done_callback(_log_failure)
-
-    async def _refresh(self, conn: AIOKafkaConnection | None = None) -> None:
-        assert self._control is not None
-        if conn is None:
-            conn = await self._control.connection(self.any_broker())
-        response = await self._control.send_on(conn, self._metadata_request(), None, self.timeout)
-        self.view.update(response, complete=True)
 
     def _metadata_request(self) -> Any:
         return codec.build(
@@ -230,98 +280,10 @@ class ClusterPool:
         return min(self.view.brokers)
 
 
-class UpstreamSession:
-    """The broker connections that serve one client connection."""
-
-    def __init__(self, pool: ClusterPool) -> None:
-        self.pool = pool
-        self._conns: dict[int, AIOKafkaConnection] = {}
-        self._locks: dict[int, asyncio.Lock] = {}
-        self._closed = False
-
-    async def connection(self, node_id: int) -> AIOKafkaConnection:
-        conn = self._conns.get(node_id)
-        if conn is not None and conn.connected():
-            return conn
-        lock = self._locks.setdefault(node_id, asyncio.Lock())
-        async with lock:
-            conn = self._conns.get(node_id)
-            if conn is not None and conn.connected():
-                return conn
-            address = self.pool.view.brokers.get(node_id)
-            if address is None:
-                raise UpstreamUnavailable(f"cluster {self.pool.name}: unknown broker {node_id}")
-            if self._closed:
-                raise UpstreamUnavailable("session closed")
-            conn = await self.pool.connect(*address)
-            self._conns[node_id] = conn
-            metrics.UPSTREAM_CONNECTIONS.labels(self.pool.name).inc()
-            return conn
-
-    def send_now(
-        self,
-        conn: AIOKafkaConnection,
-        request: EncodedRequest,
-        expect_response: bool = True,
-    ) -> Awaitable[Any]:
-        """Write the request to the socket before returning, so that the order of
-        calls is the order on the wire; the awaitable yields the response bytes."""
-        with map_errors(f"cluster {self.pool.name} send"):
-            return conn.send(request, expect_response=expect_response)  # type: ignore[no-any-return]
-
-    async def wait(
-        self,
-        conn: AIOKafkaConnection,
-        pending: Awaitable[Any],
-        request: EncodedRequest,
-        budget: float,
-    ) -> Reply:
-        """Await a response sent with :meth:`send_now` and decode it with kio."""
-        try:
-            with map_errors(f"cluster {self.pool.name} api_key={request.api_key}"):
-                async with asyncio.timeout(budget):
-                    data = await pending
-        except UpstreamError:
-            metrics.UPSTREAM_ERRORS.labels(self.pool.name, str(request.api_key)).inc()
-            # A request that timed out leaves the connection out of step with its
-            # responses; start afresh on the next request.
-            conn.close()
-            raise
-        return Reply(codec.decode_response(request.api_key, request.api_version, data, 0), data)
-
-    async def send_on(
-        self, conn: AIOKafkaConnection, entity: Any, client_id: str | None, budget: float
-    ) -> Any:
-        request = EncodedRequest.of(entity, client_id)
-        reply = await self.wait(conn, self.send_now(conn, request), request, budget)
-        return reply.entity
-
-    async def request(
-        self, node_id: int | None, entity: Any, client_id: str | None, budget: float
-    ) -> Any:
-        """Send one request to a broker (any broker when ``node_id`` is None)."""
-        return (
-            await self.request_reply(node_id, EncodedRequest.of(entity, client_id), budget)
-        ).entity
-
-    async def request_reply(
-        self, node_id: int | None, request: EncodedRequest, budget: float
-    ) -> Reply:
-        """Send an encoded request; the reply keeps the response's bytes."""
-        conn = await self.connection(self.pool.any_broker() if node_id is None else node_id)
-        return await self.wait(conn, self.send_now(conn, request), request, budget)
-
-    async def close(self) -> None:
-        self._closed = True
-        for conn in self._conns.values():
-            conn.close()
-            metrics.UPSTREAM_CONNECTIONS.labels(self.pool.name).dec()
-        self._conns.clear()
-
-
-def _log_failure(task: asyncio.Future[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("metadata refresh failed: %s", task.exception())
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Mark a background failure as seen: the health state already reports it."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _ssl_context(config: ClusterConfig) -> ssl.SSLContext:

@@ -15,7 +15,7 @@ from kio.schema.produce.v9 import response as produce_response
 
 from gateway.handlers import fetch, produce, routing
 from gateway.protocol import codec
-from gateway.upstream.pool import ClusterView, PartitionRoute, TopicRoute
+from gateway.upstream.view import ClusterView, PartitionRoute, TopicRoute
 
 ORDERS_ID = uuid.UUID("00000000-0000-0000-0000-0000000000a1")
 PAYMENTS_ID = uuid.UUID("00000000-0000-0000-0000-0000000000b2")
