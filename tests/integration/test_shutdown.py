@@ -7,11 +7,14 @@ import contextlib
 import datetime
 import socket
 import struct
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
-from gateway import dev, metrics
+from gateway import dev
 from gateway.errors import GatewayError
 from gateway.protocol import codec
 from gateway.server.app import Gateway
@@ -59,20 +62,61 @@ def _long_poll_fetch(topic: str) -> Any:
     )
 
 
+@dataclass(frozen=True)
+class _Sample:
+    """One sample of this process's metrics (every in-process gateway shares them)."""
+
+    name: str
+    labels: tuple[tuple[str, str], ...]
+
+    def value(self) -> float:
+        return REGISTRY.get_sample_value(self.name, dict(self.labels)) or 0.0
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 10) -> bool:
+    """Poll ``condition`` until it holds (True) or ``timeout`` passes (False)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() >= deadline:
+            return False
+        await asyncio.sleep(0.01)
+    return True
+
+
+UPSTREAM = _Sample("gateway_upstream_connections_open", (("cluster", "primary"),))
+PLAIN_OPEN = _Sample("gateway_connections_open", (("listener", "plain"),))
+PLAIN_RECEIVED = _Sample("gateway_bytes_received_total", (("listener", "plain"),))
+CLOSED_BY_SHUTDOWN = _Sample(
+    "gateway_connections_closed_total", (("listener", "plain"), ("reason", "shutdown"))
+)
+CLOSED_IDLE = _Sample(
+    "gateway_connections_closed_total", (("listener", "plain"), ("reason", "idle timeout"))
+)
+
+
 async def test_stop_answers_an_in_flight_fetch_then_refuses_new_connections(
     primary: dev.ClusterInfo, direct: Endpoint
 ) -> None:
     topic = unique_topic("shutdown")
     await acreate_topic(direct, topic, 1)
     config, ports = gateway_config(primary, shutdown_grace_seconds=10)
+    before = {m: m.value() for m in (UPSTREAM, PLAIN_OPEN, CLOSED_BY_SHUTDOWN)}
     gateway = Gateway(config)
     await gateway.start()
-    upstream_before = metrics.UPSTREAM_CONNECTIONS.labels("primary")._value.get()
+    started_upstream = UPSTREAM.value()
+    received = PLAIN_RECEIVED.value()
 
     reader, writer = await asyncio.open_connection("127.0.0.1", ports["plain"])
-    writer.write(_frame(_long_poll_fetch(topic), 99))
+    fetch = _frame(_long_poll_fetch(topic), 99)
+    writer.write(fetch)
     await writer.drain()
-    await asyncio.sleep(0.5)  # the fetch is now waiting upstream (empty partition)
+    # In flight: the gateway has read the whole request and opened this client's own
+    # connection to the partition's leader (the empty partition keeps it there).
+    assert await _until(
+        lambda: (
+            PLAIN_RECEIVED.value() == received + len(fetch) and UPSTREAM.value() > started_upstream
+        )
+    )
     stopping = asyncio.ensure_future(gateway.stop())
 
     size = struct.unpack(">i", await asyncio.wait_for(reader.readexactly(4), 10))[0]
@@ -85,7 +129,10 @@ async def test_stop_answers_an_in_flight_fetch_then_refuses_new_connections(
 
     with pytest.raises(OSError):
         await asyncio.open_connection("127.0.0.1", ports["plain"])
-    assert metrics.UPSTREAM_CONNECTIONS.labels("primary")._value.get() <= upstream_before
+    # Every connection this gateway opened, upstream and client, is closed and counted.
+    assert UPSTREAM.value() == before[UPSTREAM]
+    assert PLAIN_OPEN.value() == before[PLAIN_OPEN]
+    assert CLOSED_BY_SHUTDOWN.value() == before[CLOSED_BY_SHUTDOWN] + 1
     writer.close()
     with contextlib.suppress(OSError):
         await writer.wait_closed()
@@ -115,6 +162,7 @@ async def test_idle_connection_is_closed_but_one_with_an_answer_owed_is_not(
     topic = unique_topic("idle")
     await acreate_topic(direct, topic, 1)
     config, ports = gateway_config(primary, idle_timeout_seconds=1)
+    idle_closed = CLOSED_IDLE.value()
     gateway = Gateway(config)
     await gateway.start()
     try:
@@ -127,6 +175,8 @@ async def test_idle_connection_is_closed_but_one_with_an_answer_owed_is_not(
         assert await asyncio.wait_for(idle_reader.read(1), 30) == b""
         size = struct.unpack(">i", await asyncio.wait_for(busy_reader.readexactly(4), 30))[0]
         assert codec.read_correlation_id(await busy_reader.readexactly(size)) == 5
+        # Only the idle connection was closed for idleness.
+        assert CLOSED_IDLE.value() == idle_closed + 1
         for writer in (idle_writer, busy_writer):
             writer.close()
             with contextlib.suppress(OSError):
