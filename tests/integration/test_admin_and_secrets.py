@@ -143,24 +143,35 @@ async def test_metrics_count_the_requests_bytes_and_connection_of_one_client(
     gateway: GatewayUnderTest,
 ) -> None:
     plain = {"listener": "plain"}
-    # Connections of earlier tests close asynchronously: start when the listener is idle.
+    # Requests are counted for every connection of the process: start when the
+    # connections of earlier tests are closed (the gateway may finish them late).
     before = await _wait_for_scrape(
-        gateway, lambda s: _value(s, "gateway_connections_open", **plain) == 0
+        gateway,
+        lambda s: (
+            _value(s, "gateway_connections_open", **plain)
+            == _value(s, "gateway_connections_open", listener="sasl")
+            == 0
+        ),
+        timeout=30,
     )
+    assert _value(before, "gateway_connections_open", **plain) == 0
+    assert _value(before, "gateway_connections_open", listener="sasl") == 0
     requests = _client_requests()
     reader, writer = await _connect(gateway.plain)
     sent = received = 0
-    for correlation_id, body in enumerate(requests, start=1):
-        frame = _request_frame(body, correlation_id)
-        writer.write(frame)
-        await writer.drain()
-        answer = await _read_frame(reader)
-        assert codec.read_correlation_id(answer) == correlation_id
-        sent, received = sent + len(frame), received + 4 + len(answer)
-    during = await _scrape(gateway)
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
+    try:
+        for correlation_id, body in enumerate(requests, start=1):
+            frame = _request_frame(body, correlation_id)
+            writer.write(frame)
+            await writer.drain()
+            answer = await _read_frame(reader)
+            assert codec.read_correlation_id(answer) == correlation_id
+            sent, received = sent + len(frame), received + 4 + len(answer)
+        during = await _scrape(gateway)
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
     closed = {"listener": "plain", "reason": "client closed"}
     after = await _wait_for_scrape(
         gateway,
