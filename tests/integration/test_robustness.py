@@ -11,7 +11,9 @@ import pytest
 from aiokafka import errors as aiokafka_errors
 from aiokafka.conn import create_conn
 from kio.schema.errors import ErrorCode
+from prometheus_client import REGISTRY
 
+from gateway.errors import MalformedRequest
 from gateway.protocol import codec
 from tests.integration.clients import (
     Endpoint,
@@ -21,7 +23,7 @@ from tests.integration.clients import (
     aproduce,
     unique_topic,
 )
-from tests.integration.conftest import GatewayUnderTest
+from tests.integration.conftest import GatewayUnderTest, SessionLog
 
 pytestmark = pytest.mark.integration
 
@@ -73,40 +75,114 @@ async def _still_serves(gateway: GatewayUnderTest) -> None:
     assert [(r.key, r.value) for r in got] == [(b"k", b"still-served")]
 
 
-BAD_INPUTS = {
-    "oversized_prefix_before_auth": struct.pack(">i", 600 * 1024) + b"\x00" * 16,
-    "negative_size": struct.pack(">i", -5),
-    "unknown_api_key": _framed(struct.pack(">hhi", 9999, 0, 1) + b"\x00\x00"),
-    "random_bytes_in_a_frame": _framed(struct.pack(">hhi", 3, 12, 1) + os.urandom(64)),
-    "metadata_before_authentication": _framed(
-        codec.encode_request_header(3, 12, 1, "x")
-        + codec.encode_body(
-            codec.build(
-                codec.request_schema(3, 12),
-                topics=None,
-                allow_auto_topic_creation=False,
-                include_topic_authorized_operations=False,
-            )
+_METADATA_V12 = _framed(
+    codec.encode_request_header(3, 12, 1, "x")
+    + codec.encode_body(
+        codec.build(
+            codec.request_schema(3, 12),
+            topics=None,
+            allow_auto_topic_creation=False,
+            include_topic_authorized_operations=False,
         )
+    )
+)
+
+# Sent to the SASL listener before authenticating: each input, and why the gateway
+# must close the connection (the reason it logs).
+BAD_INPUTS = {
+    "oversized_prefix_before_auth": (
+        struct.pack(">i", 600 * 1024) + b"\x00" * 16,
+        f"frame size {600 * 1024} outside 0..524288 bytes",
     ),
+    "negative_size": (struct.pack(">i", -5), "frame size -5 outside 0..524288 bytes"),
+    "unknown_api_key": (
+        _framed(struct.pack(">hhi", 9999, 0, 1) + b"\x00\x00"),
+        "api_key=9999 version=0 is not served",
+    ),
+    "metadata_before_authentication": (_METADATA_V12, "api_key=3 before authentication"),
 }
 
 
+def _closing_line(writer: asyncio.StreamWriter, reason: str) -> str:
+    """The line the gateway logs when it closes this client's connection for ``reason``."""
+    host, port = writer.get_extra_info("sockname")[:2]
+    return f"closing connection from {host}:{port}: {reason}"
+
+
+def _malformed_metadata_frame(correlation_id: int) -> tuple[bytes, str]:
+    """A Metadata v12 frame: a valid header, then a random body the decoder rejects.
+
+    Returns the frame and the decoder's own complaint about it, which the gateway logs.
+    """
+    header = codec.encode_request_header(3, 12, correlation_id, "it")
+    for _ in range(1000):
+        payload = header + os.urandom(64)
+        try:
+            codec.decode_request(payload)
+        except MalformedRequest as exc:
+            return _framed(payload), str(exc)
+    raise AssertionError("1000 random bodies all decoded as Metadata v12")
+
+
+async def _answers_api_versions(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, correlation_id: int
+) -> bool:
+    writer.write(_api_versions_frame(correlation_id))
+    await writer.drain()
+    size = struct.unpack(">i", await asyncio.wait_for(reader.readexactly(4), 10))[0]
+    body = await reader.readexactly(size)
+    return codec.read_correlation_id(body) == correlation_id
+
+
+def _sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def _sample_moves_to(name: str, labels: dict[str, str], target: float) -> float:
+    """Poll the in-process metric until it reaches ``target`` (or 10 s pass); its value."""
+    deadline = asyncio.get_running_loop().time() + 10
+    while _sample(name, **labels) < target and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.02)
+    return _sample(name, **labels)
+
+
 @pytest.mark.parametrize("name", sorted(BAD_INPUTS))
-async def test_bad_frame_closes_only_its_connection(gateway: GatewayUnderTest, name: str) -> None:
+async def test_bad_frame_closes_only_its_connection(
+    gateway: GatewayUnderTest, session_log: SessionLog, name: str
+) -> None:
+    data, reason = BAD_INPUTS[name]
     bystander_reader, bystander_writer = await _open(gateway.sasl)
     reader, writer = await _open(gateway.sasl)
-    writer.write(BAD_INPUTS[name])
+    writer.write(data)
     await writer.drain()
 
     assert await _closed_by_gateway(reader)
+    assert _closing_line(writer, f"protocol error: {reason}") in "\n".join(session_log.lines)
     await _close(writer)
     # A connection opened before the bad one is still open and served.
-    bystander_writer.write(_api_versions_frame(42))
-    await bystander_writer.drain()
-    size = struct.unpack(">i", await bystander_reader.readexactly(4))[0]
-    body = await bystander_reader.readexactly(size)
-    assert struct.unpack(">i", body[:4])[0] == 42
+    assert await _answers_api_versions(bystander_reader, bystander_writer, 42)
+    await _close(bystander_writer)
+    await _still_serves(gateway)
+
+
+async def test_random_request_body_is_rejected_by_the_decoder_and_closes_only_its_connection(
+    gateway: GatewayUnderTest, session_log: SessionLog
+) -> None:
+    # The plain listener needs no authentication, so the frame passes the gate and
+    # reaches the request decoder.
+    frame, complaint = _malformed_metadata_frame(correlation_id=1)
+    closed = ("gateway_connections_closed_total", {"listener": "plain", "reason": "protocol error"})
+    closed_before = _sample(closed[0], **closed[1])
+    bystander_reader, bystander_writer = await _open(gateway.plain)
+    reader, writer = await _open(gateway.plain)
+    writer.write(frame)
+    await writer.drain()
+
+    assert await _closed_by_gateway(reader)
+    assert _closing_line(writer, f"protocol error: {complaint}") in "\n".join(session_log.lines)
+    assert await _sample_moves_to(*closed, closed_before + 1) == closed_before + 1
+    await _close(writer)
+    assert await _answers_api_versions(bystander_reader, bystander_writer, 43)
     await _close(bystander_writer)
     await _still_serves(gateway)
 

@@ -7,11 +7,14 @@ import contextlib
 import datetime
 import socket
 import struct
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
-from gateway import dev, metrics
+from gateway import dev
 from gateway.errors import GatewayError
 from gateway.protocol import codec
 from gateway.server.app import Gateway
@@ -59,36 +62,100 @@ def _long_poll_fetch(topic: str) -> Any:
     )
 
 
+@dataclass(frozen=True)
+class _Sample:
+    """One sample of this process's metrics (every in-process gateway shares them)."""
+
+    name: str
+    labels: tuple[tuple[str, str], ...]
+
+    def value(self) -> float:
+        return REGISTRY.get_sample_value(self.name, dict(self.labels)) or 0.0
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 10) -> bool:
+    """Poll ``condition`` until it holds (True) or ``timeout`` passes (False)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() >= deadline:
+            return False
+        await asyncio.sleep(0.01)
+    return True
+
+
+UPSTREAM = _Sample("gateway_upstream_connections_open", (("cluster", "primary"),))
+PLAIN_OPEN = _Sample("gateway_connections_open", (("listener", "plain"),))
+SASL_OPEN = _Sample("gateway_connections_open", (("listener", "sasl"),))
+PLAIN_RECEIVED = _Sample("gateway_bytes_received_total", (("listener", "plain"),))
+CLOSED_BY_SHUTDOWN = _Sample(
+    "gateway_connections_closed_total", (("listener", "plain"), ("reason", "shutdown"))
+)
+CLOSED_IDLE = _Sample(
+    "gateway_connections_closed_total", (("listener", "plain"), ("reason", "idle timeout"))
+)
+
+
+async def _no_client_connections() -> None:
+    """Wait until every in-process gateway's client connections are closed.
+
+    A client connection gives its upstream connections back only once the gateway has
+    finished with it, which for a long-polling client of an earlier test can be after
+    that test ended; the gauges are shared by every gateway of the process.
+    """
+    assert await _until(lambda: PLAIN_OPEN.value() == SASL_OPEN.value() == 0, timeout=30), (
+        f"client connections of earlier tests still open: {PLAIN_OPEN.value()} plain, "
+        f"{SASL_OPEN.value()} sasl"
+    )
+
+
 async def test_stop_answers_an_in_flight_fetch_then_refuses_new_connections(
     primary: dev.ClusterInfo, direct: Endpoint
 ) -> None:
     topic = unique_topic("shutdown")
     await acreate_topic(direct, topic, 1)
     config, ports = gateway_config(primary, shutdown_grace_seconds=10)
+    await _no_client_connections()
+    upstream_before, closed_before = UPSTREAM.value(), CLOSED_BY_SHUTDOWN.value()
     gateway = Gateway(config)
     await gateway.start()
-    upstream_before = metrics.UPSTREAM_CONNECTIONS.labels("primary")._value.get()
+    upstream_started, received = UPSTREAM.value(), PLAIN_RECEIVED.value()
 
     reader, writer = await asyncio.open_connection("127.0.0.1", ports["plain"])
-    writer.write(_frame(_long_poll_fetch(topic), 99))
-    await writer.drain()
-    await asyncio.sleep(0.5)  # the fetch is now waiting upstream (empty partition)
-    stopping = asyncio.ensure_future(gateway.stop())
+    stopping: asyncio.Future[None] | None = None
+    try:
+        fetch = _frame(_long_poll_fetch(topic), 99)
+        writer.write(fetch)
+        await writer.drain()
+        # In flight: the gateway has read the whole request and opened this client's
+        # own connection to the partition's leader (the empty partition keeps it there).
+        assert await _until(
+            lambda: (
+                PLAIN_RECEIVED.value() == received + len(fetch)
+                and UPSTREAM.value() == upstream_started + 1
+            )
+        )
+        stopping = asyncio.ensure_future(gateway.stop())
 
-    size = struct.unpack(">i", await asyncio.wait_for(reader.readexactly(4), 10))[0]
-    answer = await reader.readexactly(size)
-    response = codec.decode_response(1, 12, answer, 4 + 1)
-    assert codec.read_correlation_id(answer) == 99
-    assert [p.error_code.value for t in response.responses for p in t.partitions] == [0]
-    assert await asyncio.wait_for(reader.read(1), 10) == b""  # then the gateway closes
-    await asyncio.wait_for(stopping, 15)
+        size = struct.unpack(">i", await asyncio.wait_for(reader.readexactly(4), 10))[0]
+        answer = await reader.readexactly(size)
+        response = codec.decode_response(1, 12, answer, 4 + 1)
+        assert codec.read_correlation_id(answer) == 99
+        assert [p.error_code.value for t in response.responses for p in t.partitions] == [0]
+        assert await asyncio.wait_for(reader.read(1), 10) == b""  # then the gateway closes
+        await asyncio.wait_for(stopping, 15)
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        if stopping is None:  # the test failed before stopping the gateway
+            await gateway.stop()
 
     with pytest.raises(OSError):
         await asyncio.open_connection("127.0.0.1", ports["plain"])
-    assert metrics.UPSTREAM_CONNECTIONS.labels("primary")._value.get() <= upstream_before
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
+    # Every connection this gateway opened, upstream and client, is closed and counted.
+    assert UPSTREAM.value() == upstream_before
+    assert PLAIN_OPEN.value() == 0
+    assert CLOSED_BY_SHUTDOWN.value() == closed_before + 1
 
 
 async def test_start_with_a_taken_port_names_the_listener_and_leaves_nothing_open(
@@ -115,6 +182,8 @@ async def test_idle_connection_is_closed_but_one_with_an_answer_owed_is_not(
     topic = unique_topic("idle")
     await acreate_topic(direct, topic, 1)
     config, ports = gateway_config(primary, idle_timeout_seconds=1)
+    await _no_client_connections()
+    idle_closed = CLOSED_IDLE.value()
     gateway = Gateway(config)
     await gateway.start()
     try:
@@ -127,6 +196,8 @@ async def test_idle_connection_is_closed_but_one_with_an_answer_owed_is_not(
         assert await asyncio.wait_for(idle_reader.read(1), 30) == b""
         size = struct.unpack(">i", await asyncio.wait_for(busy_reader.readexactly(4), 30))[0]
         assert codec.read_correlation_id(await busy_reader.readexactly(size)) == 5
+        # Only the idle connection was closed for idleness.
+        assert CLOSED_IDLE.value() == idle_closed + 1
         for writer in (idle_writer, busy_writer):
             writer.close()
             with contextlib.suppress(OSError):

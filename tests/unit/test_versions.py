@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kio.schema.errors import ErrorCode
 
+from gateway.protocol import codec
 from gateway.protocol.versions import (
     API_VERSIONS,
     FETCH,
@@ -17,6 +19,7 @@ from gateway.protocol.versions import (
     SASL_HANDSHAKE,
     VersionRange,
     advertised,
+    api_versions_response,
     kio_range,
 )
 
@@ -95,8 +98,23 @@ def test_locally_answered_apis_are_kept_regardless_of_upstream(
         assert result[api_key] == servable(api_key)
 
 
-def test_locally_answered_apis_are_the_sasl_api_versions_and_coordinator_ones() -> None:
-    assert {API_VERSIONS, SASL_HANDSHAKE, SASL_AUTHENTICATE, FIND_COORDINATOR} <= LOCAL_APIS
+@FAST
+@given(upstream_tables, st.integers(min_value=0, max_value=4))
+def test_api_versions_answer_a_client_decodes_lists_exactly_the_advertised_versions(
+    upstream: dict[int, VersionRange], version: int
+) -> None:
+    table = advertised(upstream)
+
+    encoded = codec.encode_response(7, api_versions_response(version, table))
+    # Size and correlation id; ApiVersions answers have no header tags in any version.
+    answer = codec.decode_response(API_VERSIONS, version, encoded, 4 + 4)
+
+    assert answer.error_code == ErrorCode.none
+    listed = {k.api_key: VersionRange(k.min_version, k.max_version) for k in answer.api_keys}
+    assert listed == table
+    # Whatever the upstream lacks, a client can still authenticate and find coordinators.
+    for api_key in (API_VERSIONS, SASL_HANDSHAKE, SASL_AUTHENTICATE, FIND_COORDINATOR):
+        assert api_key in listed
 
 
 def test_an_empty_upstream_leaves_only_locally_answered_apis() -> None:
