@@ -1,0 +1,117 @@
+"""Processes this package starts: spawn detached, find by pid, signal, stop, log files.
+
+A pid is only ever trusted together with the config file it was started with: a pid is
+"ours" while /proc shows a live process whose command line names that file, so a pid
+recycled by the system is never signalled. Linux only (reads /proc).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+STOP_TIMEOUT_S = 30.0
+LOG_ROTATE_BYTES = 20 * 1024 * 1024
+LOG_TAIL_LINES = 40
+
+
+def _reap(pid: int) -> None:
+    # A process started by this one turns into a zombie when it exits; reap it so that
+    # liveness checks see it gone.
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def process_state(pid: int | None, main_class: str, config: Path) -> str | None:
+    """The /proc state letter ('R', 'S', 'T' for stopped...) of our live process, else None.
+
+    Ours means: pid runs `main_class` with `config` on its command line and has not exited.
+    """
+    if pid is None or pid <= 0:
+        return None
+    _reap(pid)
+    proc = Path("/proc") / str(pid)
+    try:
+        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        argv = (proc / "cmdline").read_bytes().split(b"\0")
+    except (OSError, IndexError):
+        return None
+    if state in ("Z", "X"):
+        return None
+    if main_class.encode() in argv and str(config).encode() in argv:
+        return state
+    return None
+
+
+def is_ours(pid: int | None, main_class: str, config: Path) -> bool:
+    """True if pid is a live `main_class` process started with this config file."""
+    return process_state(pid, main_class, config) is not None
+
+
+def port_answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def stop_pid(pid: int, main_class: str, config: Path, timeout: float = STOP_TIMEOUT_S) -> None:
+    """SIGTERM our process, wait for it to exit, and SIGKILL it after `timeout`."""
+    if not is_ours(pid, main_class, config):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not is_ours(pid, main_class, config):
+            return
+        time.sleep(0.2)
+    log.warning("pid %d ignored SIGTERM for %.0fs; sending SIGKILL", pid, timeout)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    while is_ours(pid, main_class, config):
+        time.sleep(0.1)
+
+
+def spawn(argv: list[str], log_file: Path) -> int:
+    """Start argv detached (own session), stdout and stderr appended to log_file."""
+    # posix_spawn instead of subprocess.Popen: the child must outlive this process, and a
+    # Popen object dropped while its child runs emits a ResourceWarning (an error under
+    # pytest's filterwarnings=error). setsid detaches it from our terminal's signals.
+    file_actions = [
+        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_OPEN, 1, str(log_file), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600),
+        (os.POSIX_SPAWN_DUP2, 1, 2),
+    ]
+    return os.posix_spawn(argv[0], argv, dict(os.environ), file_actions=file_actions, setsid=True)
+
+
+def open_log(log_file: Path, what: str) -> int:
+    """Rotate an oversized log, write a start marker and return the offset of this run."""
+    if log_file.exists() and log_file.stat().st_size > LOG_ROTATE_BYTES:
+        os.replace(log_file, log_file.with_name(log_file.name + ".1"))
+    fd = os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "a", encoding="utf-8") as handle:
+        handle.write(f"===== gateway dev up: starting {what} at {time.ctime()} =====\n")
+        handle.flush()
+        return handle.tell()
+
+
+def log_tail(log_file: Path, offset: int) -> str:
+    """The last lines written to log_file since offset (unredacted: callers redact)."""
+    try:
+        with log_file.open("rb") as handle:
+            handle.seek(offset)
+            data = handle.read()
+    except OSError as err:
+        return f"(cannot read {log_file}: {err})"
+    lines = data.decode("utf-8", errors="replace").splitlines()[-LOG_TAIL_LINES:]
+    return "\n".join(lines) or "(log is empty)"
