@@ -1,11 +1,13 @@
 """Local primary and secondary Apache Kafka clusters for trying and testing the gateway.
 
-`python -m gateway dev up | down | status [--json]` runs two single-node Kafka 4.1.1
-clusters in KRaft mode on loopback, straight from the jars published on Maven Central
-(resolved once with Maven into a cache). Each cluster has one SASL_PLAINTEXT listener
-with SCRAM-SHA-256/512 and an admin user whose generated password lives in a 0600 file,
-so the gateway's upstream credentials are real. Integration tests and `make run` use
-the same functions: `up()`, `down()`, `status()`.
+`python -m gateway dev up | down | status [--json]` runs two Kafka 4.1.1 clusters in
+KRaft mode on loopback, straight from the jars published on Maven Central (resolved once
+with Maven into a cache): single-node by default, the primary optionally as three nodes
+(`--primary-brokers 3` or `GATEWAY_DEV_PRIMARY_BROKERS=3`). Each cluster has one
+SASL_PLAINTEXT listener with SCRAM-SHA-256/512 and an admin user whose generated password
+lives in a 0600 file, so the gateway's upstream credentials are real. Integration tests
+and `make run` use the same functions: `up()`, `down()`, `status()`, `nodes()`, and the
+fault controls of `faults.py` (`dev node pause|resume|kill|stop|start|restart ID`).
 
 One module per component; this file only names the public API:
 
@@ -14,20 +16,24 @@ One module per component; this file only names the public API:
     layout.py       ports and file paths of each cluster (pure)
     credentials.py  the admin SCRAM password and the 0600 files that carry it
     processes.py    spawning, liveness by pid + config file, stopping, log files
-    state.py        state.json and the run dir lock
-    kafka.py        broker configuration, storage format, start, readiness
-    clusters.py     up / down / status across the clusters
+    state.py        state.json, the run dir lock, ClusterInfo and NodeInfo
+    kafka_config.py server.properties, JVM options and command lines of a node (pure)
+    kafka.py        a node's storage format, start, readiness and stop
+    clusters.py     up / down / status / nodes across the clusters
+    faults.py       pause, resume, kill, stop, start, restart one node (for tests)
     cli.py          `python -m gateway dev ...`
 
 Layout of the run directory (`$GATEWAY_DEV_DIR`, default `~/.cache/soc2-gateway/dev`):
 
     state.json                 pids and addresses of what `up` started (no secrets)
     broker-log4j2.xml          broker logging: INFO to the cluster's log file
-    <name>/server.properties   0600: holds the inter-broker SCRAM password
     <name>/client.properties   0600: ready-made config for Kafka's Java tools
     <name>/admin.password      0600: the admin password, no trailing newline
-    <name>/kafka.log           broker output
-    <name>/data/               log.dirs and KRaft metadata, kept across down/up
+    <name>/server.properties   0600: holds the inter-broker SCRAM password   } a single
+    <name>/kafka.log           broker output                                } node
+    <name>/data/               log.dirs and KRaft metadata, kept across     }
+                               down/up
+    <name>/node-<id>/...       the same three per node of a three-node cluster
 
 Linux only: liveness checks read /proc.
 """
@@ -35,7 +41,7 @@ Linux only: liveness checks read /proc.
 from __future__ import annotations
 
 from gateway.dev.cli import main
-from gateway.dev.clusters import down, status, up
+from gateway.dev.clusters import down, nodes, status, up
 from gateway.dev.credentials import (
     ADMIN_USER,
     SASL_MECHANISM,
@@ -45,6 +51,14 @@ from gateway.dev.credentials import (
     read_password,
 )
 from gateway.dev.errors import DevError, ToolMissingError
+from gateway.dev.faults import (
+    kill_node,
+    pause_node,
+    restart_node,
+    resume_node,
+    start_node,
+    stop_node,
+)
 from gateway.dev.jars import (
     KAFKA_VERSION,
     LOG4J_VERSION,
@@ -58,10 +72,12 @@ from gateway.dev.layout import (
     CLUSTER_NAMES,
     DEFAULT_PORTS,
     HOST,
+    NODE_COUNTS,
     PORT_ENV,
+    PRIMARY_BROKERS_ENV,
     default_run_dir,
 )
-from gateway.dev.state import ClusterInfo
+from gateway.dev.state import ClusterInfo, NodeInfo
 
 __all__ = [
     "ADMIN_USER",
@@ -69,14 +85,17 @@ __all__ = [
     "DEFAULT_PORTS",
     "HOST",
     "KAFKA_VERSION",
+    "NODE_COUNTS",
     "LOG4J_VERSION",
     "PORT_ENV",
+    "PRIMARY_BROKERS_ENV",
     "SASL_MECHANISM",
     "SCALA_VERSION",
     "SCRAM_MECHANISMS",
     "SECURITY_PROTOCOL",
     "START_TIMEOUT_S",
     "ClusterInfo",
+    "NodeInfo",
     "DevError",
     "ToolMissingError",
     "client_config_file",
@@ -86,8 +105,15 @@ __all__ = [
     "java_executable",
     "java_tool_command",
     "kafka_classpath",
+    "kill_node",
     "main",
+    "nodes",
+    "pause_node",
     "read_password",
+    "restart_node",
+    "resume_node",
+    "start_node",
     "status",
+    "stop_node",
     "up",
 ]

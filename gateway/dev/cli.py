@@ -1,4 +1,4 @@
-"""`python -m gateway dev up | down | status [--json]`: argparse and output, nothing else.
+"""`python -m gateway dev up | down | status | node`: argparse and output, nothing else.
 
 `dev run` (clusters plus a gateway in the foreground) lives in `gateway/__main__.py`,
 because it runs the gateway itself, which this package does not import.
@@ -11,19 +11,32 @@ import dataclasses
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+from gateway.dev import faults
 from gateway.dev.clusters import down, status, up
 from gateway.dev.errors import DevError, ToolMissingError
-from gateway.dev.state import ClusterInfo
+from gateway.dev.layout import CLUSTER_NAMES, NODE_COUNTS, PRIMARY_BROKERS_ENV
+from gateway.dev.state import ClusterInfo, NodeInfo
+
+NODE_ACTIONS: dict[str, Callable[..., NodeInfo]] = {
+    "pause": faults.pause_node,
+    "resume": faults.resume_node,
+    "kill": faults.kill_node,
+    "stop": faults.stop_node,
+    "start": faults.start_node,
+    "restart": faults.restart_node,
+}
 
 
 def _print_table(infos: list[ClusterInfo]) -> None:
-    rows = [("NAME", "STATE", "BOOTSTRAP", "CONTROLLER", "PID", "LOG")]
+    rows = [("NAME", "NODE", "STATE", "BOOTSTRAP", "CONTROLLER", "PID", "LOG")]
     for info in infos:
-        state = "running" if info.pid is not None else "stopped"
-        pid = str(info.pid) if info.pid is not None else "-"
-        rows.append((info.name, state, info.bootstrap, info.controller, pid, info.log_file))
+        for node in info.nodes:
+            pid = str(node.pid) if node.pid is not None else "-"
+            where = (node.bootstrap, node.controller, pid, node.log_file)
+            rows.append((info.name, str(node.node_id), node.state, *where))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
@@ -43,11 +56,44 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     up_parser = sub.add_parser("up", help="start both clusters (no-op if running)")
+    up_parser.add_argument(
+        "--primary-brokers",
+        type=int,
+        choices=NODE_COUNTS,
+        help=f"nodes in the primary cluster (default: ${PRIMARY_BROKERS_ENV}, else as it "
+        "runs, else 1)",
+    )
     up_parser.add_argument("--json", action="store_true", help="print cluster info as JSON")
     sub.add_parser("down", help="stop the clusters started by `up` (data is kept)")
     status_parser = sub.add_parser("status", help="show addresses and whether each is running")
     status_parser.add_argument("--json", action="store_true", help="print cluster info as JSON")
+    node_parser = sub.add_parser("node", help="fault controls: pause, kill, move one node")
+    node_parser.add_argument("action", choices=sorted(NODE_ACTIONS))
+    node_parser.add_argument("node_id", type=int, help="1, or 1..3 for a three-node primary")
+    node_parser.add_argument("--cluster", choices=CLUSTER_NAMES, default="primary")
+    node_parser.add_argument(
+        "--new-address", action="store_true", help="restart: come back on the other client port"
+    )
+    node_parser.add_argument("--json", action="store_true", help="print node info as JSON")
     return parser
+
+
+def _node_command(args: argparse.Namespace) -> NodeInfo:
+    extra = {"new_address": True} if args.new_address else {}
+    if extra and args.action != "restart":
+        raise DevError("--new-address goes with `node restart` only")
+    return NODE_ACTIONS[args.action](args.cluster, args.node_id, **extra)
+
+
+def _run(args: argparse.Namespace) -> list[ClusterInfo] | NodeInfo | None:
+    if args.command == "down":
+        down()
+        return None
+    if args.command == "node":
+        return _node_command(args)
+    if args.command == "up":
+        return up(primary_brokers=args.primary_brokers)
+    return status()
 
 
 def main(argv: list[str]) -> int:
@@ -57,19 +103,22 @@ def main(argv: list[str]) -> int:
     # The readiness probe's per-login INFO lines are noise on a terminal.
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     try:
-        if args.command == "down":
-            down()
-            print("dev clusters stopped")
-            return 0
-        infos = up() if args.command == "up" else status()
+        result = _run(args)
     except ToolMissingError as err:
         print(err, file=sys.stderr)
         return 2
     except DevError as err:
         print(f"gateway dev {args.command}: {err}", file=sys.stderr)
         return 1
-    if args.json:
-        print(json.dumps([dataclasses.asdict(info) for info in infos], indent=2))
+    if result is None:
+        print("dev clusters stopped")
+    elif isinstance(result, NodeInfo):
+        doc = dataclasses.asdict(result)
+        print(
+            json.dumps(doc, indent=2) if args.json else " ".join(f"{k}={v}" for k, v in doc.items())
+        )
+    elif args.json:
+        print(json.dumps([dataclasses.asdict(info) for info in result], indent=2))
     else:
-        _print_table(infos)
+        _print_table(result)
     return 0

@@ -1,7 +1,23 @@
-"""Where each dev cluster's files live and which loopback ports it uses.
+"""Where each dev cluster's files live and which loopback ports its nodes use.
 
-Pure: reads only the environment it is given. Ports come from `GATEWAY_DEV_PRIMARY_PORT`
-and `GATEWAY_DEV_SECONDARY_PORT`; the run dir from `GATEWAY_DEV_DIR`.
+Pure: reads only the environment it is given. The primary's first port comes from
+`GATEWAY_DEV_PRIMARY_PORT` (default 19092), the secondary's from
+`GATEWAY_DEV_SECONDARY_PORT` (default 29092), the primary's node count from
+`GATEWAY_DEV_PRIMARY_BROKERS` (1 or 3, default 1), the run dir from `GATEWAY_DEV_DIR`.
+
+Ports of a cluster of n nodes whose first port is P (node ids 1..n, i = id - 1):
+
+    node i client listener      P + 2i
+    node i controller listener  P + 2i + 1
+    node i spare client port    P + 2n + i   (where `restart_node(new_address=True)`
+                                              moves the node's client listener)
+
+so a single node uses P, P+1 (spare P+2) as it always did, and three nodes use
+P..P+5 (spares P+6..P+8). No two ports of all clusters may coincide.
+
+A single node keeps its files in `<run>/<cluster>/`; each node of a three-node cluster
+has `<run>/<cluster>/node-<id>/`, so the two shapes never share data and switching
+between them (after `dev down`) keeps both.
 """
 
 from __future__ import annotations
@@ -17,31 +33,25 @@ HOST = "127.0.0.1"
 CLUSTER_NAMES = ("primary", "secondary")
 DEFAULT_PORTS = {"primary": 19092, "secondary": 29092}
 PORT_ENV = {"primary": "GATEWAY_DEV_PRIMARY_PORT", "secondary": "GATEWAY_DEV_SECONDARY_PORT"}
+PRIMARY_BROKERS_ENV = "GATEWAY_DEV_PRIMARY_BROKERS"
+# One node, or a quorum of three that survives losing any one of them.
+NODE_COUNTS = (1, 3)
 
 
 @dataclass(frozen=True)
-class Layout:
-    """Where one cluster's files live and which ports it uses."""
+class NodeLayout:
+    """One Kafka process (broker and controller) of a cluster: its ports and files."""
 
-    name: str
+    cluster: str
+    node_id: int
     port: int
+    controller_port: int
+    spare_port: int
     root: Path
-
-    @property
-    def controller_port(self) -> int:
-        return self.port + 1
 
     @property
     def config(self) -> Path:
         return self.root / "server.properties"
-
-    @property
-    def client_config(self) -> Path:
-        return self.root / "client.properties"
-
-    @property
-    def password_file(self) -> Path:
-        return self.root / "admin.password"
 
     @property
     def log_file(self) -> Path:
@@ -50,6 +60,57 @@ class Layout:
     @property
     def data_dir(self) -> Path:
         return self.root / "data"
+
+    @property
+    def label(self) -> str:
+        return f"{self.cluster} node {self.node_id}"
+
+
+@dataclass(frozen=True)
+class ClusterLayout:
+    """A cluster's nodes and the files they share (the admin credential)."""
+
+    name: str
+    port: int
+    root: Path
+    nodes: tuple[NodeLayout, ...]
+
+    @property
+    def password_file(self) -> Path:
+        return self.root / "admin.password"
+
+    @property
+    def client_config(self) -> Path:
+        return self.root / "client.properties"
+
+    @property
+    def ports(self) -> list[int]:
+        return [p for n in self.nodes for p in (n.port, n.controller_port, n.spare_port)]
+
+    def node(self, node_id: int) -> NodeLayout:
+        for node in self.nodes:
+            if node.node_id == node_id:
+                return node
+        ids = ", ".join(str(n.node_id) for n in self.nodes)
+        raise DevError(f"{self.name} has no node {node_id} (its nodes: {ids})")
+
+
+def cluster_layout(name: str, port: int, root: Path, size: int = 1) -> ClusterLayout:
+    """The layout of a cluster of `size` nodes whose first client port is `port`."""
+    if size not in NODE_COUNTS:
+        raise DevError(f"{name} can have 1 or 3 nodes, not {size}")
+    nodes = tuple(
+        NodeLayout(
+            cluster=name,
+            node_id=i + 1,
+            port=port + 2 * i,
+            controller_port=port + 2 * i + 1,
+            spare_port=port + 2 * size + i,
+            root=root if size == 1 else root / f"node-{i + 1}",
+        )
+        for i in range(size)
+    )
+    return ClusterLayout(name, port, root, nodes)
 
 
 def default_run_dir() -> Path:
@@ -72,9 +133,32 @@ def _port(name: str, environ: Mapping[str, str]) -> int:
     return port
 
 
-def layouts(run_dir: Path, environ: Mapping[str, str] = os.environ) -> list[Layout]:
-    result = [Layout(name, _port(name, environ), run_dir / name) for name in CLUSTER_NAMES]
-    used = [p for lay in result for p in (lay.port, lay.controller_port)]
+def requested_primary_brokers(environ: Mapping[str, str] = os.environ) -> int | None:
+    """The primary's node count asked for by `GATEWAY_DEV_PRIMARY_BROKERS`, if set."""
+    raw = environ.get(PRIMARY_BROKERS_ENV, "").strip()
+    if not raw:
+        return None
+    if raw not in {str(n) for n in NODE_COUNTS}:
+        raise DevError(f"{PRIMARY_BROKERS_ENV}={raw!r} must be 1 or 3")
+    return int(raw)
+
+
+def layouts(
+    run_dir: Path, sizes: Mapping[str, int] | None = None, environ: Mapping[str, str] = os.environ
+) -> list[ClusterLayout]:
+    """Every cluster's layout; `sizes` gives node counts by name (default 1 each)."""
+    sizes = sizes or {}
+    result = [
+        cluster_layout(name, _port(name, environ), run_dir / name, sizes.get(name, 1))
+        for name in CLUSTER_NAMES
+    ]
+    used = [p for cluster in result for p in cluster.ports]
     if len(set(used)) != len(used):
-        raise DevError(f"dev cluster ports overlap: {sorted(used)} (controller = port + 1)")
+        shown = ", ".join(f"{c.name} {min(c.ports)}-{max(c.ports)}" for c in result)
+        raise DevError(
+            f"dev cluster ports overlap ({shown}); set {PORT_ENV['primary']} and "
+            f"{PORT_ENV['secondary']} further apart"
+        )
+    if max(used) > 65535:
+        raise DevError(f"dev cluster ports run past 65535 ({max(used)}); choose lower ports")
     return result

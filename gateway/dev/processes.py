@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -29,8 +30,18 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
+def _threads_left(proc: Path) -> bool:
+    # A multi-threaded process (a JVM) whose main thread has exited shows "Z" while its
+    # other threads still run and hold its sockets open; it is gone when they are.
+    try:
+        return len(os.listdir(proc / "task")) > 1
+    except OSError:
+        return False
+
+
 def process_state(pid: int | None, main_class: str, config: Path) -> str | None:
-    """The /proc state letter ('R', 'S', 'T' for stopped...) of our live process, else None.
+    """The /proc state letter ('R', 'S', 'T' if stopped, 'Z' while exiting) of our live
+    process, else None.
 
     Ours means: pid runs `main_class` with `config` on its command line and has not exited.
     """
@@ -44,7 +55,8 @@ def process_state(pid: int | None, main_class: str, config: Path) -> str | None:
     except (OSError, IndexError):
         return None
     if state in ("Z", "X"):
-        return None
+        # The pid cannot be reused before it is reaped, and a zombie's cmdline is empty.
+        return state if _threads_left(proc) else None
     if main_class.encode() in argv and str(config).encode() in argv:
         return state
     return None
@@ -63,22 +75,34 @@ def port_answers(host: str, port: int) -> bool:
         return False
 
 
-def stop_pid(pid: int, main_class: str, config: Path, timeout: float = STOP_TIMEOUT_S) -> None:
-    """SIGTERM our process, wait for it to exit, and SIGKILL it after `timeout`."""
-    if not is_ours(pid, main_class, config):
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
+def wait_exit(
+    procs: Sequence[tuple[int, Path]], main_class: str, timeout: float = STOP_TIMEOUT_S
+) -> None:
+    """Wait for our processes (pid, config) to exit; SIGKILL those left after `timeout`."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not is_ours(pid, main_class, config):
-            return
-        time.sleep(0.2)
-    log.warning("pid %d ignored SIGTERM for %.0fs; sending SIGKILL", pid, timeout)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    while is_ours(pid, main_class, config):
-        time.sleep(0.1)
+    left = list(procs)
+    while left and time.monotonic() < deadline:
+        left = [(pid, config) for pid, config in left if is_ours(pid, main_class, config)]
+        if left:
+            time.sleep(0.2)
+    for pid, config in left:
+        if is_ours(pid, main_class, config):
+            log.warning("pid %d did not exit within %.0fs; sending SIGKILL", pid, timeout)
+            kill(pid, main_class, config, signal.SIGKILL)
+    for pid, config in left:
+        while is_ours(pid, main_class, config):
+            time.sleep(0.1)
+
+
+def kill(pid: int, main_class: str, config: Path, signum: signal.Signals) -> bool:
+    """Send signum to pid if it is still ours; False if it was not (nothing sent)."""
+    if not is_ours(pid, main_class, config):
+        return False
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def spawn(argv: list[str], log_file: Path) -> int:
