@@ -29,11 +29,11 @@ Layout of the run directory (`$GATEWAY_DEV_DIR`, default `~/.cache/soc2-gateway/
     broker-log4j2.xml          broker logging: INFO to the cluster's log file
     <name>/client.properties   0600: ready-made config for Kafka's Java tools
     <name>/admin.password      0600: the admin password, no trailing newline
-    <name>/server.properties   0600: holds the inter-broker SCRAM password   } a single
-    <name>/kafka.log           broker output                                } node
-    <name>/data/               log.dirs and KRaft metadata, kept across     }
-                               down/up
-    <name>/node-<id>/...       the same three per node of a three-node cluster
+    <name>/server.properties   0600: holds the inter-broker SCRAM password
+    <name>/kafka.log           broker output
+    <name>/data/               log.dirs and KRaft metadata, kept across down/up
+    <name>/node-<id>/          a three-node cluster's server.properties, kafka.log and
+                               data/ per node (kept apart from the single node's)
 
 Linux only: liveness checks read /proc.
 """
