@@ -7,14 +7,19 @@ leader and only replica of every partition, the controller and every coordinator
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from kio.schema.errors import ErrorCode
 
+from gateway.errors import UpstreamError
 from gateway.protocol import codec
 from gateway.protocol.codec import Request
 from gateway.protocol.versions import DESCRIBE_CLUSTER, FIND_COORDINATOR
 from gateway.session import ClientSession
+from gateway.upstream.view import ClusterView
+
+_NO_TOPIC_ID = uuid.UUID(int=0)
 
 
 def _as_virtual_broker(session: ClientSession, response: Any) -> Any:
@@ -49,12 +54,72 @@ def _as_virtual_broker(session: ClientSession, response: Any) -> Any:
 
 async def handle_metadata(session: ClientSession, request: Request) -> Any:
     pool = session.services.pool
-    response = await session.upstream.request(None, request.body, request.client_id, pool.timeout)
+    try:
+        response = await session.upstream.request(
+            None, request.body, request.client_id, pool.timeout
+        )
+    except UpstreamError:
+        if not pool.view.brokers:
+            raise
+        # The cluster is away: answer from the last layout the gateway read, as a
+        # broker answers from its metadata cache. Clients keep their topics and retry
+        # their requests instead of forgetting every partition.
+        return _as_virtual_broker(session, _from_view(pool.view, request))
     # The shared layout is only read by the gateway's own requests; a topic it does not
     # know yet (just created) is a reason to read it again.
     if any(t.error_code == 0 and t.name not in pool.view.topics for t in response.topics):
         pool.refresh_soon()
     return _as_virtual_broker(session, response)
+
+
+def _from_view(view: ClusterView, request: Request) -> Any:
+    """A Metadata answer of the request's version built from the gateway's layout;
+    a topic it does not know is LEADER_NOT_AVAILABLE (retriable: it may exist)."""
+    cls = codec.response_schema(request.api_key, request.api_version)
+    module = codec.entity_module(cls)
+    asked = request.body.topics
+    if asked is None:
+        names: list[tuple[str | None, Any]] = [(n, None) for n in view.topics]
+    else:
+        names = [(t.name, getattr(t, "topic_id", None)) for t in asked]
+    topics = []
+    for name, topic_id in names:
+        known = name if name is not None else view.names_by_id.get(topic_id)
+        route = view.topics.get(known) if known is not None else None
+        topics.append(
+            codec.build(
+                module.MetadataResponseTopic,
+                error_code=ErrorCode.none if route else ErrorCode.leader_not_available,
+                name=known,
+                topic_id=(route.topic_id if route else topic_id) or _NO_TOPIC_ID,
+                is_internal=bool(route and route.is_internal),
+                partitions=tuple(
+                    codec.build(
+                        module.MetadataResponsePartition,
+                        error_code=ErrorCode.none,
+                        partition_index=index,
+                        leader_id=p.leader,
+                        leader_epoch=p.leader_epoch,
+                        replica_nodes=(),
+                        isr_nodes=(),
+                        offline_replicas=(),
+                    )
+                    for index, p in sorted(route.partitions.items())
+                )
+                if route
+                else (),
+                topic_authorized_operations=-(2**31),
+            )
+        )
+    return codec.build(
+        cls,
+        throttle_time=codec.NO_THROTTLE,
+        brokers=(),
+        cluster_id=None,
+        controller_id=-1,
+        topics=tuple(topics),
+        cluster_authorized_operations=-(2**31),
+    )
 
 
 async def handle_describe_cluster(session: ClientSession, request: Request) -> Any:

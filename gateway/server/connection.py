@@ -17,14 +17,16 @@ import logging
 import time
 from typing import Any
 
+from kio.schema.errors import ErrorCode
 from kio.schema.index import api_key_map
 
 from gateway import metrics
-from gateway.errors import GatewayError, ProtocolError
+from gateway.errors import GatewayError, ProtocolError, UpstreamError, UpstreamRefused
 from gateway.handlers import HANDLERS, sasl
-from gateway.protocol import codec, framing
+from gateway.protocol import codec, framing, items
 from gateway.protocol.codec import Chunk, EncodedBody, Request
 from gateway.protocol.connection import AnswerReady, Event, SaslTokenReceived, ServerProtocol
+from gateway.protocol.versions import PRODUCE
 from gateway.session import ClientSession
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,21 @@ def _request_metrics(api_key: int, api_version: int, outcome: str) -> tuple[Any,
         metrics.REQUESTS.labels(name, str(api_version), outcome),
         metrics.REQUEST_LATENCY.labels(name),
     )
+
+
+def _upstream_failure(request: Request, exc: UpstreamError) -> Any:
+    """The answer to a request the upstream could not serve. The cluster's own refusal
+    (UpstreamRefused) is passed on; anything else is the retriable error a broker
+    gives for that API when its leader, coordinator or controller is away. The
+    cluster state that explains it is logged once by the health checks."""
+    log.debug("api_key=%d answered with errors: %s", request.api_key, exc)
+    if request.api_key == PRODUCE and request.body.acks == 0:
+        return None
+    if isinstance(exc, UpstreamRefused):
+        code = ErrorCode(exc.error_code)
+        return items.error_response(request.body, code, code.name)
+    code = items.unavailable_error(request.api_key)
+    return items.error_response(request.body, code, "the cluster is not reachable; retry")
 
 
 class ClientConnection:
@@ -182,6 +199,11 @@ class ClientConnection:
         try:
             response: Any = await HANDLERS[request.api_key](self.session, request)
             outcome = "ok"
+        except UpstreamError as exc:
+            # As a broker would: every item of the request answered with a retriable
+            # error, the connection and the requests behind this one kept.
+            response = _upstream_failure(request, exc)
+            outcome = "upstream_error"
         finally:
             counted, timed = _request_metrics(request.api_key, request.api_version, outcome)
             counted.inc()

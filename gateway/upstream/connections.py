@@ -136,7 +136,11 @@ class UpstreamSession:
         conn = await self.connection(self.pool.any_broker() if node_id is None else node_id)
         return await self.wait(conn, self.send_now(conn, request), request, budget)
 
-    async def close(self) -> None:
-        self._closed = True
+    def reset(self) -> None:
+        """Close every connection; the next request opens new ones."""
         for node_id in list(self._conns):
             self._forget(node_id)
+
+    async def close(self) -> None:
+        self._closed = True
+        self.reset()

@@ -23,10 +23,11 @@ import random
 import ssl
 from typing import Any
 
+from aiokafka import errors as aiokafka_errors
 from aiokafka.conn import AIOKafkaConnection, create_conn
 
 from gateway.config import ClusterConfig
-from gateway.errors import UpstreamError, UpstreamUnavailable
+from gateway.errors import ConfigError, UpstreamError, UpstreamUnavailable
 from gateway.protocol import codec
 from gateway.protocol.versions import API_VERSIONS, METADATA, VersionRange
 from gateway.upstream.boundary import map_errors
@@ -42,8 +43,15 @@ log = logging.getLogger(__name__)
 _CONNECTION_TIMEOUT_MS = 15 * 60 * 1000
 _GATEWAY_CLIENT_ID = "soc2-gateway"
 
+_AUTH_ERRORS = (
+    aiokafka_errors.AuthenticationFailedError,
+    aiokafka_errors.SaslAuthenticationFailed,
+)
+
 # Metadata refreshes start at most this often, however many callers ask.
 MIN_REFRESH_INTERVAL_S = 0.1
+# How long a metadata request may go unanswered before the next broker is asked too.
+STAGGER_S = 0.5
 # Kafka clients' retry.backoff.ms / retry.backoff.max.ms, with 20% jitter.
 BACKOFF_INITIAL_S = 0.1
 BACKOFF_MAX_S = 1.0
@@ -82,6 +90,7 @@ class ClusterPool:
         self._ssl = _ssl_context(config) if config.security_protocol.endswith("SSL") else None
         self._control: UpstreamSession = UpstreamSession(self)
         self._last_answered: int | None = None
+        self._credentials_refused = False
         self._refreshing: asyncio.Future[None] | None = None
         self._last_refresh = float("-inf")
         self._background: set[asyncio.Future[Any]] = set()
@@ -114,7 +123,32 @@ class ClusterPool:
     async def connect(
         self, host: str, port: int, budget: float | None = None
     ) -> AIOKafkaConnection:
-        """Open an authenticated connection to one broker."""
+        """Open an authenticated connection to one broker.
+
+        When the cluster refuses the gateway's credentials, the secret is read again
+        from its source, so that a password rotated in its file or variable is used
+        from the next attempt on, without a restart.
+        """
+        sasl = self.config.sasl
+        try:
+            return await self._connect(host, port, budget)
+        except UpstreamUnavailable as exc:
+            if sasl is not None and isinstance(exc.__cause__, _AUTH_ERRORS):
+                self._reread_secret()
+                # The check's own connections were opened with the old credentials:
+                # the next check logs in afresh, so that health tells the truth.
+                self._credentials_refused = True
+                self.report_failure()
+            raise
+
+    def _reread_secret(self) -> None:
+        assert self.config.sasl is not None
+        try:
+            self._password = self.config.sasl.password.resolve()
+        except ConfigError as exc:
+            log.warning("cluster %s: credentials refused and not re-read: %s", self.name, exc)
+
+    async def _connect(self, host: str, port: int, budget: float | None) -> AIOKafkaConnection:
         sasl = self.config.sasl
         with map_errors(f"cluster {self.name} connect {host}:{port}"):
             return await asyncio.wait_for(
@@ -137,6 +171,9 @@ class ClusterPool:
     async def check(self) -> None:
         """Read the layout, then ask every other broker it lists for its API versions;
         the outcome sets :attr:`health`. Raises UpstreamError when nothing answered."""
+        if self._credentials_refused:
+            self._credentials_refused = False
+            self._control.reset()
         await self.refresh()
         unreachable: dict[int, str] = {}
         others = [n for n in self.view.brokers if n != self._last_answered]
@@ -206,19 +243,45 @@ class ClusterPool:
             raise
 
     async def _refresh_from_any(self) -> None:
+        """Ask the candidates in turn, starting the next one as soon as one fails or
+        has not answered within :data:`STAGGER_S` (a paused broker holds a request
+        until the timeout); the first usable answer wins, the rest are cancelled."""
+        waiting = self._candidates()
         failures: list[str] = []
-        for node, host, port in self._candidates():
-            try:
-                response = await self._metadata_from(node, host, port)
-            except UpstreamError as exc:
-                failures.append(f"{host}:{port}: {exc}")
-                continue
-            if not self.view.update(response):
-                failures.append(f"{host}:{port}: the answer listed no broker")
-                continue
-            self._last_answered = node if node is not None else self._node_at(host, port)
-            return
+        pending: dict[asyncio.Future[Any], tuple[int | None, str, int]] = {}
+        try:
+            while waiting or pending:
+                if waiting:
+                    start = waiting.pop(0)
+                    pending[asyncio.ensure_future(self._metadata_from(*start))] = start
+                done, _ = await asyncio.wait(
+                    pending,
+                    timeout=STAGGER_S if waiting else None,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                for task in done:
+                    if self._take(task, *pending.pop(task), failures):
+                        return
+        finally:
+            for task in pending:
+                task.cancel()
         raise UpstreamUnavailable(f"cluster {self.name}: no broker answered: {'; '.join(failures)}")
+
+    def _take(
+        self, task: asyncio.Future[Any], node: int | None, host: str, port: int, failures: list[str]
+    ) -> bool:
+        """Use a candidate's answer if it is a usable one; else note why not."""
+        exc = task.exception()
+        if isinstance(exc, UpstreamError):
+            failures.append(f"{host}:{port}: {exc}")
+            return False
+        if exc is not None:
+            raise exc
+        if not self.view.update(task.result()):
+            failures.append(f"{host}:{port}: the answer listed no broker")
+            return False
+        self._last_answered = node if node is not None else self._node_at(host, port)
+        return True
 
     def _candidates(self) -> list[tuple[int | None, str, int]]:
         """Where to ask: the broker that answered last, the other known brokers, then

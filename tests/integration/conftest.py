@@ -8,7 +8,9 @@ worker threads so that the loop keeps serving them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -76,7 +78,10 @@ def session_log() -> Iterator[SessionLog]:
 @pytest.fixture(scope="session")
 def clusters() -> Iterator[dict[str, dev.ClusterInfo]]:
     was_running = {info.name for info in dev.status() if info.pid is not None}
-    infos = {info.name: info for info in dev.up()}
+    # Three primary nodes, so that routing to several leaders, leader moves and
+    # coordinator moves are exercised (GATEWAY_DEV_PRIMARY_BROKERS=1 for one).
+    brokers = int(os.environ.get("GATEWAY_DEV_PRIMARY_BROKERS", "3"))
+    infos = {info.name: info for info in dev.up(primary_brokers=brokers)}
     yield infos
     if not was_running:
         dev.down()
@@ -109,7 +114,7 @@ def gateway_config(primary: dev.ClusterInfo, **limits: object) -> tuple[Config, 
         ],
         "clusters": {
             "primary": {
-                "bootstrap_servers": [primary.bootstrap],
+                "bootstrap_servers": primary.bootstrap_servers.split(","),
                 "security_protocol": primary.security_protocol,
                 "sasl": {
                     "mechanism": primary.sasl_mechanism,
@@ -125,25 +130,36 @@ def gateway_config(primary: dev.ClusterInfo, **limits: object) -> tuple[Config, 
     return parse_config(data, "integration-test", environ={}), ports
 
 
+@contextlib.asynccontextmanager
+async def running_gateway(
+    cluster: dev.ClusterInfo, **limits: object
+) -> AsyncIterator[GatewayUnderTest]:
+    """A gateway in front of ``cluster``, on free ports, stopped on exit."""
+    config, ports = gateway_config(cluster, **limits)
+    running = Gateway(config)
+    await running.start()
+    try:
+        yield GatewayUnderTest(
+            gateway=running,
+            config=config,
+            plain=Endpoint(f"127.0.0.1:{ports['plain']}"),
+            sasl=Endpoint(
+                f"127.0.0.1:{ports['sasl']}",
+                security_protocol="SASL_PLAINTEXT",
+                sasl_mechanism="PLAIN",
+                username=CLIENT_USER,
+                password=CLIENT_PASSWORD,
+            ),
+            admin_url=f"http://127.0.0.1:{ports['admin']}",
+            upstream_password=Path(cluster.password_file).read_text(encoding="utf-8").strip(),
+        )
+    finally:
+        await running.stop()
+
+
 @pytest.fixture(scope="session")
 async def gateway(
     primary: dev.ClusterInfo, session_log: SessionLog
 ) -> AsyncIterator[GatewayUnderTest]:
-    config, ports = gateway_config(primary)
-    running = Gateway(config)
-    await running.start()
-    yield GatewayUnderTest(
-        gateway=running,
-        config=config,
-        plain=Endpoint(f"127.0.0.1:{ports['plain']}"),
-        sasl=Endpoint(
-            f"127.0.0.1:{ports['sasl']}",
-            security_protocol="SASL_PLAINTEXT",
-            sasl_mechanism="PLAIN",
-            username=CLIENT_USER,
-            password=CLIENT_PASSWORD,
-        ),
-        admin_url=f"http://127.0.0.1:{ports['admin']}",
-        upstream_password=Path(primary.password_file).read_text(encoding="utf-8").strip(),
-    )
-    await running.stop()
+    async with running_gateway(primary) as running:
+        yield running

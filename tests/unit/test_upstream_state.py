@@ -199,3 +199,46 @@ async def test_gather_waits_for_every_leader_while_not_enough() -> None:
     )
     assert not satisfied
     assert len(results) == 2
+
+
+def metadata_request(version: int, topics: list[str] | None) -> Any:
+    cls = codec.request_schema(3, version)
+    module = codec.entity_module(cls)
+    return codec.build(
+        cls,
+        topics=None
+        if topics is None
+        else tuple(codec.build(module.MetadataRequestTopic, name=n, topic_id=None) for n in topics),
+        allow_auto_topic_creation=False,
+        include_cluster_authorized_operations=False,
+        include_topic_authorized_operations=False,
+    )
+
+
+@pytest.mark.parametrize("version", [1, 5, 9, 12])
+def test_metadata_from_the_layout_lists_known_topics_and_asks_to_retry_unknown_ones(
+    version: int,
+) -> None:
+    from gateway.handlers import metadata as metadata_handler
+    from gateway.protocol.codec import Request
+
+    view = ClusterView()
+    view.update(metadata({1: 9092, 2: 9093}, {"orders": 2, "__consumer_offsets": 1}))
+    request = Request(
+        api_key=3,
+        api_version=version,
+        correlation_id=1,
+        client_id="c",
+        body=metadata_request(version, ["orders", "unknown"]),
+        size=0,
+    )
+    answer = metadata_handler._from_view(view, request)
+    codec.encode_response(1, answer)  # a valid answer of the client's version
+    by_name = {t.name: t for t in answer.topics}
+    assert by_name["orders"].error_code == ErrorCode.none
+    assert [p.leader_id for p in by_name["orders"].partitions] == [2]
+    assert by_name["unknown"].error_code == ErrorCode.leader_not_available
+    every = metadata_handler._from_view(
+        view, Request(3, version, 1, "c", metadata_request(version, None), 0)
+    )
+    assert {t.name for t in every.topics} == {"orders", "__consumer_offsets"}
