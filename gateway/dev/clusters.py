@@ -46,7 +46,9 @@ log = logging.getLogger(__name__)
 def cluster_sizes(
     state: Mapping[str, ClusterInfo], primary_brokers: int | None, *, strict: bool = True
 ) -> dict[str, int]:
-    """Node counts: the request (argument, then env), else the running shape, else 1.
+    """Node counts: the request (argument, then env), else the running shape, else the
+    shape last started (so `up` after a crash of every node restarts the same cluster,
+    on its own data), else 1.
 
     With `strict`, a request that differs from a running primary is an error, because
     the two shapes keep separate data and one must stop before the other starts.
@@ -54,8 +56,9 @@ def cluster_sizes(
     requested = primary_brokers if primary_brokers is not None else requested_primary_brokers()
     primary = state.get("primary")
     running = len(primary.nodes) if primary is not None and live_nodes(primary) else None
+    recorded = len(primary.nodes) if primary is not None and primary.nodes else None
     if requested is None or (running is not None and not strict):
-        return {"primary": running or requested or 1}
+        return {"primary": running or requested or recorded or 1}
     if running is not None and running != requested:
         raise DevError(
             f"the primary runs {running} node(s), not {requested}; run "

@@ -114,6 +114,7 @@ def _from_view(view: ClusterView, request: Request) -> Any:
     return codec.build(
         cls,
         throttle_time=codec.NO_THROTTLE,
+        error_code=ErrorCode.none,
         brokers=(),
         cluster_id=None,
         controller_id=-1,

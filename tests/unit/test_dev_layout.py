@@ -179,3 +179,14 @@ def test_state_written_before_clusters_had_nodes_reads_as_one_node(tmp_path: Pat
     (node,) = info.nodes
     assert (node.node_id, node.bootstrap, node.state) == (1, "127.0.0.1:19092", "stopped")
     assert node.config_file == str(tmp_path / "primary" / "server.properties")
+
+
+def test_without_a_request_a_primary_whose_nodes_all_died_restarts_in_its_last_shape(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("GATEWAY_DEV_PRIMARY_BROKERS", raising=False)
+    dead = _running(3)["primary"]
+    dead = dataclasses.replace(
+        dead, pid=None, nodes=tuple(dataclasses.replace(n, pid=None) for n in dead.nodes)
+    )
+    assert cluster_sizes({"primary": dead}, None) == {"primary": 3}
