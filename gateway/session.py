@@ -14,7 +14,6 @@ from gateway.identity.plain import PlainAuthenticator
 from gateway.protocol.connection import ServerProtocol
 from gateway.protocol.versions import VersionRange, advertised
 from gateway.upstream.connections import UpstreamSession
-from gateway.upstream.coordinators import Coordinators
 from gateway.upstream.pool import ClusterPool
 
 
@@ -26,10 +25,6 @@ class Services:
     pool: ClusterPool
     authenticator: PlainAuthenticator
     _versions: tuple[object, dict[int, VersionRange]] | None = field(init=False, default=None)
-
-    @property
-    def coordinators(self) -> Coordinators:
-        return self.pool.coordinators
 
     @property
     def versions(self) -> dict[int, VersionRange]:

@@ -31,12 +31,12 @@ _BROKER_TYPES = frozenset({BROKER, BROKER_LOGGER})
 
 async def handle_to_controller(session: ClientSession, request: Request) -> Any:
     """CreateTopics, DeleteTopics, CreatePartitions, ElectLeaders."""
-    pool = session.services.pool
+    upstream = session.upstream
     budget = own_budget(session, request)
     response = await session.upstream.request(None, request.body, request.client_id, budget)
     # The change is done: a refresh that fails now must not turn it into an error.
     with contextlib.suppress(UpstreamError):
-        await pool.refresh()
+        await upstream.refresh()
     return response
 
 
@@ -48,8 +48,8 @@ def _names_the_gateway(session: ClientSession, resource: Any) -> bool:
 
 async def handle_configs(session: ClientSession, request: Request) -> Any:
     """DescribeConfigs, AlterConfigs, IncrementalAlterConfigs."""
-    pool = session.services.pool
-    target = pool.any_broker()
+    upstream = session.upstream
+    target = upstream.any_broker()
     asked = request.body.resources
     resources = tuple(
         codec.replace(r, resource_name=str(target)) if _names_the_gateway(session, r) else r
@@ -57,7 +57,10 @@ async def handle_configs(session: ClientSession, request: Request) -> Any:
     )
     as_gateway = {r.resource_type for r in asked if _names_the_gateway(session, r)}
     response = await session.upstream.request(
-        target, codec.replace(request.body, resources=resources), request.client_id, pool.timeout
+        target,
+        codec.replace(request.body, resources=resources),
+        request.client_id,
+        upstream.timeout,
     )
     results_field = "results" if request.api_key == DESCRIBE_CONFIGS else "responses"
     results = tuple(

@@ -57,8 +57,8 @@ async def to_coordinator(
     extra_budget: float = 0.0,
 ) -> Any:
     """Send ``request`` to the coordinator of ``key``, following coordinator moves."""
-    coordinators = session.services.coordinators
-    budget = session.services.pool.timeout + extra_budget
+    coordinators = session.upstream.coordinators
+    budget = session.upstream.timeout + extra_budget
     response: Any = None
     for _ in range(MAX_ATTEMPTS):
         node = await coordinators.find(session.upstream, key_type, key)
@@ -83,7 +83,7 @@ class MultiKeyApi:
 
 async def split_by_coordinator(session: ClientSession, request: Request, api: MultiKeyApi) -> Any:
     """Send each key to its coordinator; join the results into one response."""
-    coordinators = session.services.coordinators
+    coordinators = session.upstream.coordinators
     items = list(getattr(request.body, api.request_keys))
     if not items:
         return codec.build(
@@ -104,7 +104,7 @@ async def split_by_coordinator(session: ClientSession, request: Request, api: Mu
                     node,
                     codec.replace(request.body, **{api.request_keys: tuple(subset)}),
                     request.client_id,
-                    session.services.pool.timeout,
+                    session.upstream.timeout,
                 )
                 for node, subset in by_node.items()
             )
@@ -143,13 +143,13 @@ async def to_every_broker(
     first error, the longest throttle. A broker that does not answer makes the answer
     COORDINATOR_NOT_AVAILABLE (retriable) with what the others listed; when none
     answers, the request fails."""
-    pool = session.services.pool
-    if not pool.view.brokers:
-        await pool.refresh()
+    upstream = session.upstream
+    if not upstream.view.brokers:
+        await upstream.refresh()
     results = await asyncio.gather(
         *(
-            session.upstream.request(node, request.body, request.client_id, pool.timeout)
-            for node in sorted(pool.view.brokers)
+            session.upstream.request(node, request.body, request.client_id, upstream.timeout)
+            for node in sorted(upstream.view.brokers)
         ),
         return_exceptions=True,
     )

@@ -51,16 +51,16 @@ async def fan_out(
     broker answers once min_bytes are there; those requests are abandoned (a fetch
     changes nothing, and the client asks for the same offsets again).
     """
-    pool = session.services.pool
+    upstream = session.upstream
     response_cls = codec.response_schema(request.api_key, request.api_version)
     wanted = list(getattr(request.body, api.request_topics))
     answered: list[Any] = []
     responses: list[Any] = []
     for attempt in range(MAX_ROUTE_ATTEMPTS):
-        plan = routing.split(api, pool.view, wanted)
+        plan = routing.split(api, upstream.view, wanted)
         if plan.unroutable and attempt == 0:
             await refresh_quietly(session)
-            plan = routing.split(api, pool.view, wanted)
+            plan = routing.split(api, upstream.view, wanted)
         results, satisfied = await _gather(
             [
                 _send(session, request, api, leader, topics, response_cls, budget)
@@ -78,7 +78,9 @@ async def fan_out(
         if not stale or last or satisfied:
             answered += topics
             break
-        metrics.UPSTREAM_RETRIES.labels(pool.name, name).inc(sum(len(s) for s in stale.values()))
+        metrics.UPSTREAM_RETRIES.labels(upstream.cluster, name).inc(
+            sum(len(s) for s in stale.values())
+        )
         answered += routing.drop(api, topics, stale)
         wanted = routing.select(api, wanted, stale)
         await refresh_quietly(session)
@@ -114,7 +116,7 @@ async def refresh_quietly(session: ClientSession) -> None:
     """Re-read the layout before routing again; when the cluster cannot be read, route
     with what is known (what cannot be routed gets a retriable error per partition)."""
     with contextlib.suppress(UpstreamError):
-        await session.services.pool.refresh()
+        await session.upstream.refresh()
 
 
 async def _send(
@@ -153,7 +155,7 @@ def own_budget(session: ClientSession, request: Request) -> float:
     """The request's own timeout (if it has one) plus the upstream allowance."""
     own = getattr(request.body, "timeout", None)
     seconds = own.total_seconds() if isinstance(own, datetime.timedelta) else 0.0
-    return seconds + session.services.pool.timeout
+    return seconds + session.upstream.timeout
 
 
 def max_throttle(responses: list[Any]) -> Any:

@@ -52,7 +52,7 @@ async def handle(session: ClientSession, request: Request) -> Any:
     as_sent = all(getattr(body, k, v) == v for k, v in SESSIONLESS.items())
     if not as_sent:
         request = dataclasses.replace(request, body=codec.replace(body, **SESSIONLESS))
-    budget = body.max_wait.total_seconds() + session.services.pool.timeout
+    budget = body.max_wait.total_seconds() + session.upstream.timeout
     passed_on = await _from_one_leader(session, request, budget, as_sent)
     if passed_on is not None:
         return passed_on
@@ -86,7 +86,7 @@ async def _from_one_leader(
     encoding them again. Anything else returns None for the general path (a fetch
     is safe to send again).
     """
-    plan = routing.split(API, session.services.pool.view, request.body.topics)
+    plan = routing.split(API, session.upstream.view, request.body.topics)
     if len(plan.by_leader) != 1 or plan.unroutable:
         return None
     leader = next(iter(plan.by_leader))

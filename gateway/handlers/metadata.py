@@ -53,22 +53,22 @@ def _as_virtual_broker(session: ClientSession, response: Any) -> Any:
 
 
 async def handle_metadata(session: ClientSession, request: Request) -> Any:
-    pool = session.services.pool
+    upstream = session.upstream
     try:
         response = await session.upstream.request(
-            None, request.body, request.client_id, pool.timeout
+            None, request.body, request.client_id, upstream.timeout
         )
     except UpstreamError:
-        if not pool.view.brokers:
+        if not upstream.view.brokers:
             raise
         # The cluster is away: answer from the last layout the gateway read, as a
         # broker answers from its metadata cache. Clients keep their topics and retry
         # their requests instead of forgetting every partition.
-        return _as_virtual_broker(session, _from_view(pool.view, request))
+        return _as_virtual_broker(session, _from_view(upstream.view, request))
     # The shared layout is only read by the gateway's own requests; a topic it does not
     # know yet (just created) is a reason to read it again.
-    if any(t.error_code == 0 and t.name not in pool.view.topics for t in response.topics):
-        pool.refresh_soon()
+    if any(t.error_code == 0 and t.name not in upstream.view.topics for t in response.topics):
+        upstream.refresh_soon()
     return _as_virtual_broker(session, response)
 
 

@@ -48,14 +48,14 @@ API = PartitionedApi(
 
 async def handle(session: ClientSession, request: Request) -> Any:
     body = request.body
-    pool = session.services.pool
-    timeout = body.timeout.total_seconds() + pool.timeout
+    upstream = session.upstream
+    timeout = body.timeout.total_seconds() + upstream.timeout
     expect_response = body.acks != 0
     async with session.produce_order:
-        plan = routing.split(API, pool.view, body.topic_data)
+        plan = routing.split(API, upstream.view, body.topic_data)
         if plan.unroutable:
             await refresh_quietly(session)
-            plan = routing.split(API, pool.view, body.topic_data)
+            plan = routing.split(API, upstream.view, body.topic_data)
         sent: list[tuple[Any, Any, EncodedRequest, list[Any]]] = []
         unsent: list[tuple[Any, list[Any]]] = []
         whole = len(plan.by_leader) == 1 and not plan.unroutable
@@ -128,7 +128,7 @@ async def _collect(
         topics += routing.error_topics(API, response_cls, lost, error)
     if routing.stale_partitions(API, topics):
         # Refresh now so that the client's retry, which comes soon, finds the new leader.
-        session.services.pool.refresh_soon()
+        session.upstream.refresh_soon()
     merged = routing.merge_topics(API, topics)
     merged = tuple(
         codec.replace(

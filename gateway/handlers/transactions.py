@@ -29,9 +29,9 @@ async def handle_init_producer_id(session: ClientSession, request: Request) -> A
     budget = request.body.transaction_timeout.total_seconds()
     if transactional_id is None:
         # An idempotent producer's id can come from any broker.
-        pool = session.services.pool
+        upstream = session.upstream
         return await session.upstream.request(
-            None, request.body, request.client_id, pool.timeout + budget
+            None, request.body, request.client_id, upstream.timeout + budget
         )
     return await to_coordinator(session, request, TRANSACTION, transactional_id, budget)
 

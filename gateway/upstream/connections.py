@@ -1,4 +1,5 @@
-"""The broker connections that serve one client connection.
+"""The broker connections that serve one client connection, and the one way handlers
+reach the active cluster (its layout, coordinators, refreshes and brokers).
 
 A Kafka broker serves one request at a time per connection, so sharing one upstream
 socket between clients would let one client's long-polling Fetch stall every other
@@ -25,7 +26,9 @@ from gateway.upstream.boundary import map_errors
 from gateway.upstream.wire import EncodedRequest
 
 if TYPE_CHECKING:
+    from gateway.upstream.coordinators import Coordinators
     from gateway.upstream.pool import ClusterPool
+    from gateway.upstream.view import ClusterView
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +47,34 @@ class UpstreamSession:
         self._conns: dict[int, AIOKafkaConnection] = {}
         self._locks: dict[int, asyncio.Lock] = {}
         self._closed = False
+
+    # What handlers need of the cluster they serve, so that they reach it through this
+    # one object (and a later switch of clusters happens behind it).
+
+    @property
+    def cluster(self) -> str:
+        return self.pool.name
+
+    @property
+    def view(self) -> ClusterView:
+        return self.pool.view
+
+    @property
+    def timeout(self) -> float:
+        return self.pool.timeout
+
+    @property
+    def coordinators(self) -> Coordinators:
+        return self.pool.coordinators
+
+    def any_broker(self) -> int:
+        return self.pool.any_broker()
+
+    async def refresh(self) -> None:
+        await self.pool.refresh()
+
+    def refresh_soon(self) -> None:
+        self.pool.refresh_soon()
 
     async def connection(self, node_id: int, budget: float | None = None) -> AIOKafkaConnection:
         conn = self._conns.get(node_id)
