@@ -575,6 +575,16 @@ async def test_metadata_answer_from_the_last_layout_names_only_the_gateway() -> 
         }
 
 
+async def test_metadata_before_any_layout_is_read_lists_the_gateway_as_its_broker() -> None:
+    async with Harness() as h:
+        # The cluster answered ApiVersions once but no layout has been read yet.
+        h.client.send(metadata("orders"))
+        (answer,) = await h.answers(1)
+        assert h.pool.sent == []
+        assert metadata_items(answer.body) == {"orders": ErrorCode.leader_not_available}
+        assert [b.node_id for b in answer.body.brokers] == [GATEWAY_NODE]
+
+
 async def test_malformed_upstream_answer_is_counted_and_its_connection_replaced() -> None:
     labels = {"cluster": "harness", "api_key": "1"}
     malformed_before = counter("gateway_upstream_malformed_responses_total", **labels)
