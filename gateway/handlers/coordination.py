@@ -62,7 +62,13 @@ async def to_coordinator(
     response: Any = None
     for _ in range(MAX_ATTEMPTS):
         node = await coordinators.find(session.upstream, key_type, key)
-        response = await session.upstream.request(node, request.body, request.client_id, budget)
+        try:
+            response = await session.upstream.request(node, request.body, request.client_id, budget)
+        except UpstreamError:
+            # Its broker is away and the coordinator may have moved: look it up again
+            # on the client's retry (Java's clients mark it unknown on a disconnect).
+            coordinators.forget(key_type, key)
+            raise
         if stale_coordinator_error(response) is None:
             break
         coordinators.forget(key_type, key)

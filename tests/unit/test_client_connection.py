@@ -29,6 +29,7 @@ from kio.schema.produce.v9 import request as produce_request
 from kio.schema.produce.v9 import response as produce_response
 from prometheus_client import REGISTRY
 
+from gateway.protocol.versions import FIND_COORDINATOR
 from gateway.upstream.coordinators import GROUP
 from tests.unit.harness import (
     ADVERTISED,
@@ -194,6 +195,18 @@ def joined(request: Any) -> Any:
         leader="member-1",
         member_id="member-1",
         members=(),
+    )
+
+
+def coordinator_at(node: int) -> Any:
+    """The controller's answer to the gateway's FindCoordinator (v3)."""
+    return find_coordinator_response.FindCoordinatorResponse(
+        throttle_time=NO_TIME,
+        error_code=ErrorCode.none,
+        error_message=None,
+        node_id=node,
+        host=f"broker-{node}.test",
+        port=9092,
     )
 
 
@@ -517,6 +530,10 @@ async def _served_next(h: Harness, api: Api, previous: int) -> None:
     assert h.is_open
     (next_id,) = h.client.send(api.request())
     sent = (await h.sends(previous + 1))[previous]
+    if sent.api_key == FIND_COORDINATOR:
+        # The failure made the gateway forget the coordinator: it is looked up again.
+        sent.reply(coordinator_at(api.node))
+        sent = (await h.sends(previous + 2))[previous + 1]
     assert sent.node == api.node and sent.connection.connected()
     sent.reply(api.answer(sent.body))
     answers = await h.answers(2)
@@ -539,18 +556,34 @@ async def test_failed_coordinator_lookup_is_coordinator_not_available_and_is_loo
 
         (retried,) = h.client.send(join_group("payments"))
         lookup = (await h.sends(2))[1]
-        lookup.reply(
-            find_coordinator_response.FindCoordinatorResponse(
-                throttle_time=NO_TIME,
-                error_code=ErrorCode.none,
-                error_message=None,
-                node_id=2,
-                host="broker-2.test",
-                port=9092,
-            )
-        )
+        lookup.reply(coordinator_at(2))
         join = (await h.sends(3))[2]
         assert join.node == 2
+        join.reply(joined(join.body))
+        answers = await h.answers(2)
+        assert answers[1].correlation_id == retried
+        assert join_group_items(answers[1].body) == {"group": ErrorCode.none}
+
+
+async def test_coordinator_that_cannot_be_reached_is_looked_up_again_on_the_next_request() -> None:
+    async with Harness() as h:
+        with_layout(h.pool)
+        h.pool.coordinators.remember(GROUP, "payments", 2)
+        h.client.send(join_group("payments"))
+        (join,) = await h.sends(1)
+        assert join.node == 2
+        join.fail(KafkaConnectionError("Connection at broker-2.test:9092 closed"))
+        (answer,) = await h.answers(1)
+        assert join_group_items(answer.body) == {"group": ErrorCode.coordinator_not_available}
+
+        # Broker 2 is gone and the group moved to broker 1: the retry finds it there.
+        h.pool.refuse[2] = KafkaConnectionError("Unable to connect to broker-2.test:9092")
+        (retried,) = h.client.send(join_group("payments"))
+        lookup = (await h.sends(2))[1]
+        assert (lookup.node, lookup.api_key) == (1, FIND_COORDINATOR)
+        lookup.reply(coordinator_at(1))
+        join = (await h.sends(3))[2]
+        assert join.node == 1
         join.reply(joined(join.body))
         answers = await h.answers(2)
         assert answers[1].correlation_id == retried
