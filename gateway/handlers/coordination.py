@@ -23,7 +23,7 @@ from gateway.handlers.fanout import max_throttle
 from gateway.protocol import codec
 from gateway.protocol.codec import Request
 from gateway.session import ClientSession
-from gateway.upstream.coordinators import STALE_COORDINATOR_ERRORS
+from gateway.upstream.coordinators import STALE_COORDINATOR_ERRORS, Coordinators
 
 MAX_ATTEMPTS = 3
 
@@ -62,7 +62,13 @@ async def to_coordinator(
     response: Any = None
     for _ in range(MAX_ATTEMPTS):
         node = await coordinators.find(session.upstream, key_type, key)
-        response = await session.upstream.request(node, request.body, request.client_id, budget)
+        try:
+            response = await session.upstream.request(node, request.body, request.client_id, budget)
+        except UpstreamError:
+            # Its broker is away and the coordinator may have moved: look it up again
+            # on the client's retry (Java's clients mark it unknown on a disconnect).
+            coordinators.forget(key_type, key)
+            raise
         if stale_coordinator_error(response) is None:
             break
         coordinators.forget(key_type, key)
@@ -98,7 +104,7 @@ async def split_by_coordinator(session: ClientSession, request: Request, api: Mu
         for item in items:
             key = api.key_of_item(item)
             by_node[await coordinators.find(session.upstream, api.key_type, key)].append(item)
-        answers = await asyncio.gather(
+        outcomes = await asyncio.gather(
             *(
                 session.upstream.request(
                     node,
@@ -107,8 +113,10 @@ async def split_by_coordinator(session: ClientSession, request: Request, api: Mu
                     session.upstream.timeout,
                 )
                 for node, subset in by_node.items()
-            )
+            ),
+            return_exceptions=True,
         )
+        answers = _answers_or_forget(coordinators, api, by_node, outcomes)
         responses.extend(answers)
         stale: set[str] = set()
         for answer in answers:
@@ -133,6 +141,24 @@ async def split_by_coordinator(session: ClientSession, request: Request, api: Mu
         **{api.response_results: ordered},
         throttle_time=max_throttle(responses),
     )
+
+
+def _answers_or_forget(
+    coordinators: Coordinators,
+    api: MultiKeyApi,
+    by_node: dict[int, list[Any]],
+    outcomes: list[Any],
+) -> list[Any]:
+    """The coordinators' answers; when one could not be reached, its keys are looked up
+    again on the client's retry and the first failure is raised."""
+    failed = [o for o in outcomes if isinstance(o, BaseException)]
+    for subset, outcome in zip(by_node.values(), outcomes, strict=True):
+        if isinstance(outcome, UpstreamError):
+            for item in subset:
+                coordinators.forget(api.key_type, api.key_of_item(item))
+    if failed:
+        raise failed[0]
+    return outcomes
 
 
 async def to_every_broker(

@@ -59,11 +59,11 @@ async def handle_metadata(session: ClientSession, request: Request) -> Any:
             None, request.body, request.client_id, upstream.timeout
         )
     except UpstreamError:
-        if not upstream.view.brokers:
-            raise
         # The cluster is away: answer from the last layout the gateway read, as a
         # broker answers from its metadata cache. Clients keep their topics and retry
-        # their requests instead of forgetting every partition.
+        # their requests instead of forgetting every partition. Before any layout is
+        # read, every named topic is LEADER_NOT_AVAILABLE, and the gateway is still the
+        # one broker listed: librdkafka forgets a broker an answer with topics leaves out.
         return _as_virtual_broker(session, _from_view(upstream.view, request))
     # The shared layout is only read by the gateway's own requests; a topic it does not
     # know yet (just created) is a reason to read it again.

@@ -87,6 +87,17 @@ def codecs_in_segment(dump: str, segment: Path) -> set[str]:
     return codecs
 
 
+def first_segment(cluster: dev.ClusterInfo, partition_dir: str) -> Path:
+    """The first log segment of a partition, on whichever node of the cluster holds it."""
+    found = [
+        Path(node.data_dir) / partition_dir / f"{0:020d}.log"
+        for node in cluster.nodes
+        if (Path(node.data_dir) / partition_dir).is_dir()
+    ]
+    assert found, f"no node of {cluster.name} holds {partition_dir}"
+    return found[0]
+
+
 async def test_batches_stored_in_kafka_keep_the_producers_codec(
     endpoint: Endpoint, primary: dev.ClusterInfo
 ) -> None:
@@ -95,7 +106,7 @@ async def test_batches_stored_in_kafka_keep_the_producers_codec(
         topic = unique_topic(f"cmp-stored-{codec}")
         await acreate_topic(endpoint, topic, 1)
         await aproduce("confluent", endpoint, topic, make_records(codec), compression=codec)
-        segments[codec] = Path(primary.data_dir) / f"{topic}-0" / f"{0:020d}.log"
+        segments[codec] = first_segment(primary, f"{topic}-0")
 
     dump = await arun_java_tool(
         endpoint,
