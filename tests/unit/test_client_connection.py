@@ -681,3 +681,35 @@ async def test_requests_sharing_a_failed_upstream_connection_are_all_answered() 
         assert fresh.connection is not timed_out.connection
         fresh.reply(fetched(fresh.body))
         assert fetch_items((await h.answers(3))[2].body) == {"orders/0": ErrorCode.none}
+
+
+def describe_groups(*groups: str) -> Any:
+    from kio.schema.describe_groups.v5 import request as describe_groups_request
+
+    return describe_groups_request.DescribeGroupsRequest(
+        groups=groups, include_authorized_operations=False
+    )
+
+
+async def test_multi_key_request_to_an_unreachable_coordinator_looks_it_up_again() -> None:
+    async with Harness() as h:
+        with_layout(h.pool)
+        h.pool.coordinators.remember(GROUP, "payments", 2)
+        h.client.send(describe_groups("payments"))
+        (describe,) = await h.sends(1)
+        assert describe.node == 2
+        describe.fail(KafkaConnectionError("Connection at broker-2.test:9092 closed"))
+        (answer,) = await h.answers(1)
+        assert [(g.group_id, g.error_code) for g in answer.body.groups] == [
+            ("payments", ErrorCode.coordinator_not_available)
+        ]
+        # The next request asks where the group is now instead of going back to broker 2.
+        h.pool.refuse[2] = KafkaConnectionError("Unable to connect to broker-2.test:9092")
+        h.client.send(describe_groups("payments"))
+        lookup = (await h.sends(2))[1]
+        assert (lookup.node, lookup.api_key) == (1, FIND_COORDINATOR)
+        lookup.reply(coordinator_at(1))
+        moved = (await h.sends(3))[2]
+        assert moved.node == 1
+        moved.fail(KafkaConnectionError("test over"))
+        await h.answers(2)
