@@ -311,7 +311,10 @@ async def test_consumer_with_kip848_group_protocol_consumes_every_record(
     sent = round_of_records("kip848")
     await aproduce("confluent", endpoint, topic, sent)
 
-    got = await aconsume_group(client, endpoint, topic, group, len(sent), group_protocol="consumer")
+    # A generous idle limit: a JVM starting on a busy 2-core machine can take a while.
+    got = await aconsume_group(
+        client, endpoint, topic, group, len(sent), timeout=120, group_protocol="consumer"
+    )
 
     reference = await aconsume("aiokafka", endpoint, topic, PARTITIONS, len(sent))
     assert got == reference
