@@ -156,6 +156,7 @@ def readyz(admin_url: str) -> tuple[int, float]:
     """``/readyz``'s status code and how long it took to answer."""
     started = time.monotonic()
     try:
+        # A /readyz that blocks fails the test; how fast it answers is reported.
         with urllib.request.urlopen(f"{admin_url}/readyz", timeout=10) as response:  # noqa: S310
             status = int(response.status)
     except urllib.error.HTTPError as exc:

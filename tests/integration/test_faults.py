@@ -15,7 +15,7 @@ import contextlib
 import dataclasses
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -29,7 +29,7 @@ from tests.integration.clients import (
     librdkafka_config,
     unique_topic,
 )
-from tests.integration.conftest import SessionLog, running_gateway
+from tests.integration.conftest import GatewayUnderTest, SessionLog, running_gateway
 from tests.integration.faults import (
     PacedProducer,
     ametric,
@@ -60,86 +60,85 @@ def paused_guard() -> Iterator[list[int]]:
             dev.resume_node("primary", node)
 
 
+@dataclasses.dataclass
+class Load:
+    """A gateway of the test's own with an idempotent producer writing through it."""
+
+    gateway: GatewayUnderTest
+    producer: PacedProducer
+    finished_at: float = 0.0
+
+
+@contextlib.asynccontextmanager
+async def producing_through_a_gateway(
+    primary: dev.ClusterInfo, direct: Endpoint, prefix: str
+) -> AsyncIterator[Load]:
+    """Load for a fault injected in the ``async with`` body; on the way out, what the
+    producer is owed: every record reported, none failed, every acknowledged one in the
+    log once and in order, and no client connection closed for an upstream failure."""
+    topic = unique_topic(prefix)
+    await acreate_topic(direct, topic, PARTITIONS)
+    closed = ("gateway_connections_closed_total",)
+    async with running_gateway(primary) as gw:
+        dropped_before = await ametric(gw.admin_url, *closed, reason="request failed")
+        load = Load(gw, PacedProducer(gw.sasl, topic, COUNT, RATE))
+        load.producer.start()
+        await asyncio.sleep(5)
+        yield load
+        deliveries = await load.producer.finish()
+        load.finished_at = time.monotonic()
+        dropped = await ametric(gw.admin_url, *closed, reason="request failed")
+    assert deliveries.reported == COUNT
+    check_log(direct, topic, PARTITIONS, deliveries)
+    assert not deliveries.failed, (
+        f"{len(deliveries.failed)} records failed: {set(deliveries.failed.values())}"
+    )
+    assert dropped == dropped_before, "a client connection was closed for an upstream failure"
+
+
 async def test_idempotent_producer_rides_through_a_15s_broker_pause(
     primary: dev.ClusterInfo,
     direct: Endpoint,
     session_log: SessionLog,
     paused_guard: list[int],
 ) -> None:
-    topic = unique_topic("pause")
-    await acreate_topic(direct, topic, PARTITIONS)
-    async with running_gateway(primary) as gw:
-        dropped_before = await ametric(
-            gw.admin_url, "gateway_connections_closed_total", reason="request failed"
-        )
-        producer = PacedProducer(gw.sasl, topic, COUNT, RATE)
-        producer.start()
-        await asyncio.sleep(5)
+    async with producing_through_a_gateway(primary, direct, "pause") as load:
+        admin = load.gateway.admin_url
         for node in node_ids("primary"):  # the whole cluster, however many nodes
             await asyncio.to_thread(dev.pause_node, "primary", node)
             paused_guard.append(node)
         # Checks run every 5 s and give a broker 5 s: by now one has found none.
         await asyncio.sleep(13.5)
-        status, took = await asyncio.to_thread(readyz, gw.admin_url)
+        status, took = await asyncio.to_thread(readyz, admin)
         await asyncio.sleep(1.5)
         for node in paused_guard:
             await asyncio.to_thread(dev.resume_node, "primary", node)
         resumed = time.monotonic()
         assert status == 503, "the gateway said it was ready while every broker was paused"
-        ready_after = await wait_ready(gw.admin_url)
-        deliveries = await producer.finish()
-        done_after = time.monotonic() - resumed
-        dropped = await ametric(
-            gw.admin_url, "gateway_connections_closed_total", reason="request failed"
-        )
-        recoveries = await ametric(
-            gw.admin_url, "gateway_upstream_recoveries_total", cluster="primary"
-        )
-    assert deliveries.reported == COUNT
-    check_log(direct, topic, PARTITIONS, deliveries)
-    assert not deliveries.failed, (
-        f"{len(deliveries.failed)} records failed: {set(deliveries.failed.values())}"
-    )
-    assert dropped == dropped_before, "a client connection was closed for an upstream failure"
+        ready_after = await wait_ready(admin)
+        recoveries = await ametric(admin, "gateway_upstream_recoveries_total", cluster="primary")
     assert recoveries >= 1
     timings(
         "broker paused 15s",
         readyz_while_paused=took,
         ready_after_resume=ready_after,
-        producer_done_after_resume=done_after,
+        producer_done_after_resume=load.finished_at - resumed,
     )
 
 
 async def test_idempotent_producer_rides_through_a_broker_killed_and_restarted(
     primary: dev.ClusterInfo, direct: Endpoint, session_log: SessionLog
 ) -> None:
-    topic = unique_topic("kill")
-    await acreate_topic(direct, topic, PARTITIONS)
-    async with running_gateway(primary) as gw:
-        dropped_before = await ametric(
-            gw.admin_url, "gateway_connections_closed_total", reason="request failed"
-        )
-        producer = PacedProducer(gw.sasl, topic, COUNT, RATE)
-        producer.start()
-        await asyncio.sleep(5)
+    async with producing_through_a_gateway(primary, direct, "kill") as load:
+        admin = load.gateway.admin_url
         for node in node_ids("primary"):
             await asyncio.to_thread(dev.kill_node, "primary", node)
-        status, took = await asyncio.to_thread(readyz, gw.admin_url)
-        noticed = await wait_status(gw.admin_url, 503)
+        _, took = await asyncio.to_thread(readyz, admin)
+        noticed = await wait_status(admin, 503)
         killed = time.monotonic()
         await asyncio.to_thread(dev.up, only=["primary"])
         restarted = time.monotonic() - killed
-        ready_after = await wait_ready(gw.admin_url)
-        deliveries = await producer.finish()
-        dropped = await ametric(
-            gw.admin_url, "gateway_connections_closed_total", reason="request failed"
-        )
-    assert deliveries.reported == COUNT
-    check_log(direct, topic, PARTITIONS, deliveries)
-    assert not deliveries.failed, (
-        f"{len(deliveries.failed)} records failed: {set(deliveries.failed.values())}"
-    )
-    assert dropped == dropped_before, "a client connection was closed for an upstream failure"
+        ready_after = await wait_ready(admin)
     timings(
         "broker killed and restarted",
         readyz_while_dead=took,
