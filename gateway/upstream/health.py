@@ -85,6 +85,8 @@ class ClusterHealth:
                 was_for,
                 reason,
             )
+        elif state is ClusterState.UP:
+            log.info("cluster %s is up: %s", self.cluster, reason)
         else:
             log.warning("cluster %s is %s: %s", self.cluster, state.value, reason)
 

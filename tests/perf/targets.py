@@ -95,7 +95,7 @@ def gateway_config(
         ],
         "clusters": {
             "primary": {
-                "bootstrap_servers": [primary.bootstrap],
+                "bootstrap_servers": primary.bootstrap_servers.split(","),
                 "security_protocol": primary.security_protocol,
                 "sasl": {
                     "mechanism": primary.sasl_mechanism,
