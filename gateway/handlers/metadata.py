@@ -119,6 +119,7 @@ def _from_view(view: ClusterView, request: Request) -> Any:
         controller_id=-1,
         topics=tuple(topics),
         cluster_authorized_operations=-(2**31),
+        error_code=ErrorCode.none,  # v13 on
     )
 
 

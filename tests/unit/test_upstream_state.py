@@ -215,7 +215,7 @@ def metadata_request(version: int, topics: list[str] | None) -> Any:
     )
 
 
-@pytest.mark.parametrize("version", [1, 5, 9, 12])
+@pytest.mark.parametrize("version", [1, 5, 9, 12, 13])
 def test_metadata_from_the_layout_lists_known_topics_and_asks_to_retry_unknown_ones(
     version: int,
 ) -> None:
