@@ -47,9 +47,11 @@ async def fan_out(
     after a metadata refresh, at most :data:`MAX_ROUTE_ATTEMPTS` times in all.
 
     With ``enough``, the answer goes back as soon as the leaders that answered satisfy
-    it (Fetch's min_bytes), without the partitions of the leaders still waiting, as a
-    broker answers once min_bytes are there; those requests are abandoned (a fetch
-    changes nothing, and the client asks for the same offsets again).
+    it (Fetch's min_bytes), as a broker answers once min_bytes are there; the requests
+    to the leaders still waiting are abandoned (a fetch changes nothing, and the client
+    asks for the same offsets again) and their partitions are answered without records
+    or watermarks. They must be in the answer: a sessionless fetch is a full one, and
+    the Java consumer drops a full answer that leaves out a partition it asked for.
     """
     pool = session.services.pool
     response_cls = codec.response_schema(request.api_key, request.api_version)
@@ -61,15 +63,20 @@ async def fan_out(
         if plan.unroutable and attempt == 0:
             await refresh_quietly(session)
             plan = routing.split(api, pool.view, wanted)
-        results, satisfied = await _gather(
+        results, abandoned = await _gather(
             [
-                _send(session, request, api, leader, topics, response_cls, budget)
+                (_send(session, request, api, leader, topics, response_cls, budget), topics)
                 for leader, topics in plan.by_leader.items()
             ],
             enough,
         )
+        satisfied = abandoned is not None
         topics = [t for response, sent in results for t in sent]
         responses.extend(r for r, _ in results if r is not None)
+        if abandoned:
+            topics += routing.error_topics(
+                api, response_cls, _whole(api, abandoned), ErrorCode.none
+            )
         topics += routing.error_topics(
             api, response_cls, plan.unroutable, ErrorCode.unknown_topic_or_partition
         )
@@ -90,24 +97,31 @@ Enough = Callable[[list[Any]], bool]
 
 
 async def _gather(
-    sends: list[Coroutine[Any, Any, Sent]], enough: Enough | None
-) -> tuple[list[Sent], bool]:
-    """Every leader's answer; with ``enough``, only those in before it is satisfied
-    (True then), the others cancelled."""
+    sends: list[tuple[Coroutine[Any, Any, Sent], list[Any]]], enough: Enough | None
+) -> tuple[list[Sent], list[Any] | None]:
+    """Every leader's answer; with ``enough``, only those in before it is satisfied,
+    the others cancelled (their request topics are returned then, else None)."""
     if enough is None or len(sends) < 2:
-        return list(await asyncio.gather(*sends)), False
-    pending = {asyncio.ensure_future(send) for send in sends}
+        return list(await asyncio.gather(*(send for send, _ in sends))), None
+    pending = {asyncio.ensure_future(send): topics for send, topics in sends}
     results: list[Sent] = []
     try:
         while pending:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             results += [task.result() for task in done]
+            for task in done:
+                del pending[task]
             if pending and enough([t for _, sent in results for t in sent]):
-                return results, True
+                return results, [t for topics in pending.values() for t in topics]
     finally:
         for task in pending:
             task.cancel()
-    return results, False
+    return results, None
+
+
+def _whole(api: PartitionedApi, topics: list[Any]) -> list[tuple[Any, list[Any]]]:
+    """Request topics with every one of their partitions."""
+    return [(t, list(getattr(t, api.request_partitions))) for t in topics]
 
 
 async def refresh_quietly(session: ClientSession) -> None:
@@ -131,7 +145,7 @@ async def _send(
         response = await session.upstream.request(leader, sub, request.client_id, budget)
     except UpstreamError as exc:
         log.warning("leader %d unavailable for api_key=%d: %s", leader, request.api_key, exc)
-        lost = [(t, list(getattr(t, api.request_partitions))) for t in topics]
+        lost = _whole(api, topics)
         return None, routing.error_topics(api, response_cls, lost, ErrorCode.not_leader_or_follower)
     return response, list(getattr(response, api.response_topics))
 
