@@ -4,7 +4,8 @@ Single-key requests (JoinGroup, EndTxn, ...) go to one coordinator; multi-key on
 (DescribeGroups, DeleteGroups, batched OffsetFetch, DescribeTransactions, ...) are
 split by coordinator and their results joined. An answer of NOT_COORDINATOR or
 COORDINATOR_NOT_AVAILABLE makes the gateway look the coordinator up again and retry,
-so a coordinator move upstream is invisible to the client.
+so a coordinator move upstream is invisible to the client; a coordinator that cannot
+be reached is looked up again on the client's retry.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
-from gateway.errors import UpstreamError
+from gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from gateway.handlers.fanout import max_throttle
 from gateway.protocol import codec
 from gateway.protocol.codec import Request
@@ -62,11 +63,34 @@ async def to_coordinator(
     response: Any = None
     for _ in range(MAX_ATTEMPTS):
         node = await coordinators.find(session.upstream, key_type, key)
-        response = await session.upstream.request(node, request.body, request.client_id, budget)
+        response = await _to_node(
+            session, node, key_type, [key], request.body, request.client_id, budget
+        )
         if stale_coordinator_error(response) is None:
             break
         coordinators.forget(key_type, key)
     return response
+
+
+async def _to_node(
+    session: ClientSession,
+    node: int,
+    key_type: int,
+    keys: list[str],
+    body: Any,
+    client_id: str | None,
+    budget: float,
+) -> Any:
+    """Send to the node coordinating ``keys``. When it cannot be reached (stopped,
+    crashed, paused) its keys are looked up afresh on the next request: the cluster
+    elects another coordinator, and a cached node would fail the group until the old
+    one came back."""
+    try:
+        return await session.upstream.request(node, body, client_id, budget)
+    except (UpstreamUnavailable, UpstreamTimeout):
+        for key in keys:
+            session.services.coordinators.forget(key_type, key)
+        raise
 
 
 @dataclass(frozen=True)
@@ -100,8 +124,11 @@ async def split_by_coordinator(session: ClientSession, request: Request, api: Mu
             by_node[await coordinators.find(session.upstream, api.key_type, key)].append(item)
         answers = await asyncio.gather(
             *(
-                session.upstream.request(
+                _to_node(
+                    session,
                     node,
+                    api.key_type,
+                    [api.key_of_item(item) for item in subset],
                     codec.replace(request.body, **{api.request_keys: tuple(subset)}),
                     request.client_id,
                     session.services.pool.timeout,
