@@ -42,6 +42,7 @@ async def fan_out(
     name: str,
     budget: float,
     enough: Enough | None = None,
+    patience: float | None = None,
 ) -> FanOutResult:
     """Route, send, merge; partitions answered with a stale-route error are retried
     after a metadata refresh, at most :data:`MAX_ROUTE_ATTEMPTS` times in all.
@@ -52,6 +53,9 @@ async def fan_out(
     asks for the same offsets again) and their partitions are answered without records
     or watermarks. They must be in the answer: a sessionless fetch is a full one, and
     the Java consumer drops a full answer that leaves out a partition it asked for.
+    With ``patience`` too, leaders that have not answered after that many seconds are
+    abandoned the same way (Fetch's max_wait: a paused leader must not hold the data
+    of the others).
     """
     pool = session.services.pool
     response_cls = codec.response_schema(request.api_key, request.api_version)
@@ -69,6 +73,7 @@ async def fan_out(
                 for leader, topics in plan.by_leader.items()
             ],
             enough,
+            patience,
         )
         satisfied = abandoned is not None
         topics = [t for response, sent in results for t in sent]
@@ -97,21 +102,28 @@ Enough = Callable[[list[Any]], bool]
 
 
 async def _gather(
-    sends: list[tuple[Coroutine[Any, Any, Sent], list[Any]]], enough: Enough | None
+    sends: list[tuple[Coroutine[Any, Any, Sent], list[Any]]],
+    enough: Enough | None,
+    patience: float | None = None,
 ) -> tuple[list[Sent], list[Any] | None]:
-    """Every leader's answer; with ``enough``, only those in before it is satisfied,
-    the others cancelled (their request topics are returned then, else None)."""
+    """Every leader's answer; with ``enough``, only those in before it is satisfied
+    or ``patience`` seconds have passed, the others cancelled (their request topics
+    are returned then, else None)."""
     if enough is None or len(sends) < 2:
         return list(await asyncio.gather(*(send for send, _ in sends))), None
+    loop = asyncio.get_running_loop()
+    deadline = None if patience is None else loop.time() + patience
     pending = {asyncio.ensure_future(send): topics for send, topics in sends}
     results: list[Sent] = []
     try:
         while pending:
-            done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            left = None if deadline is None else max(0.0, deadline - loop.time())
+            done, _ = await asyncio.wait(pending, timeout=left, return_when=asyncio.FIRST_COMPLETED)
             results += [task.result() for task in done]
             for task in done:
                 del pending[task]
-            if pending and enough([t for _, sent in results for t in sent]):
+            out_of_time = deadline is not None and loop.time() >= deadline
+            if pending and (out_of_time or enough([t for _, sent in results for t in sent])):
                 return results, [t for topics in pending.values() for t in topics]
     finally:
         for task in pending:

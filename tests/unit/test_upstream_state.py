@@ -191,6 +191,23 @@ async def test_gather_answers_once_enough_arrived_and_cancels_the_slow_leader() 
     assert slow_cancelled.is_set()
 
 
+async def test_gather_answers_without_a_leader_silent_past_its_patience() -> None:
+    async def empty() -> fanout.Sent:
+        return None, [fetch_topic("a", [0])]
+
+    async def paused() -> fanout.Sent:
+        await asyncio.sleep(3600)
+        return None, []
+
+    results, abandoned = await fanout._gather(
+        [(empty(), ["sent to the idle leader"]), (paused(), ["sent to the paused leader"])],
+        lambda topics: fetch.record_bytes(topics) >= 1,
+        patience=0.05,
+    )
+    assert abandoned == ["sent to the paused leader"]
+    assert [t.topic for _, sent in results for t in sent] == ["a"]
+
+
 async def test_gather_waits_for_every_leader_while_not_enough() -> None:
     async def empty(delay: float) -> fanout.Sent:
         await asyncio.sleep(delay)
