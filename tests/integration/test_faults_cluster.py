@@ -230,7 +230,7 @@ async def _commits_move_on(cluster: Endpoint, load: Load, before: dict[int, int]
     while True:
         with contextlib.suppress(Exception):  # the cluster is electing a new coordinator
             now = await asyncio.to_thread(
-                committed_offsets, cluster, load.group, load.topic, PARTITIONS, timeout=5
+                committed_offsets, cluster, load.group, load.topic, PARTITIONS
             )
             if all(now[p] > before[p] for p in before):
                 return time.monotonic() - started

@@ -26,6 +26,9 @@ from tests.integration.clients.common import (
     last_offsets,
 )
 
+# How much longer than an admin request's own timeout its result is waited for.
+_GRACE_S = 10.0
+
 
 def committed_offsets(
     ep: Endpoint, group: str, topic: str, partitions: int, *, timeout: float = 30
@@ -43,7 +46,10 @@ def committed_offsets(
             group, [TopicPartition(topic, p) for p in range(partitions)]
         )
         (future,) = admin.list_consumer_group_offsets([request], request_timeout=timeout).values()
-        return {tp.partition: tp.offset for tp in future.result(timeout).topic_partitions}
+        # Longer than the request's own timeout: an admin client dropped while its
+        # request is still out can crash the process (librdkafka).
+        result = future.result(timeout + _GRACE_S)
+        return {tp.partition: tp.offset for tp in result.topic_partitions}
 
 
 def watermarks(
@@ -113,12 +119,10 @@ def group_coordinator(ep: Endpoint, group: str, *, timeout: float = 30) -> int:
     with client_errors("confluent describe_consumer_groups", ep):
         admin = AdminClient(librdkafka_config(ep))
         (future,) = admin.describe_consumer_groups([group], request_timeout=timeout).values()
-        return int(future.result(timeout).coordinator.id)
+        return int(future.result(timeout + _GRACE_S).coordinator.id)
 
 
-def elect_preferred_leaders(
-    ep: Endpoint, topic: str, partitions: int, *, timeout: float = 30
-) -> dict[int, str | None]:
+def elect_preferred_leaders(ep: Endpoint, topic: str, partitions: int) -> dict[int, str | None]:
     """Run a preferred leader election on ``topic``: ``{partition: error or None}``
     (ELECTION_NOT_NEEDED counts as done)."""
     from confluent_kafka import ElectionType, KafkaError, KafkaException, TopicPartition
@@ -126,12 +130,13 @@ def elect_preferred_leaders(
 
     with client_errors("confluent elect_leaders", ep):
         admin = AdminClient(librdkafka_config(ep))
-        # No request_timeout: confluent-kafka 2.16 fails to parse it (SystemError).
+        # No request_timeout: confluent-kafka 2.16 fails to parse it (SystemError); the
+        # default is socket.timeout.ms (60 s).
         future = admin.elect_leaders(
             ElectionType.PREFERRED, [TopicPartition(topic, p) for p in range(partitions)]
         )
         outcome: dict[int, str | None] = {}
-        for tp, error in future.result(timeout).items():
+        for tp, error in future.result(60 + _GRACE_S).items():
             if isinstance(error, KafkaException):
                 error = error.args[0]
             done = error is None or error.code() == KafkaError.ELECTION_NOT_NEEDED
