@@ -42,14 +42,20 @@ async def fan_out(
     name: str,
     budget: float,
     enough: Enough | None = None,
+    patience: float | None = None,
 ) -> FanOutResult:
     """Route, send, merge; partitions answered with a stale-route error are retried
     after a metadata refresh, at most :data:`MAX_ROUTE_ATTEMPTS` times in all.
 
     With ``enough``, the answer goes back as soon as the leaders that answered satisfy
-    it (Fetch's min_bytes), without the partitions of the leaders still waiting, as a
-    broker answers once min_bytes are there; those requests are abandoned (a fetch
-    changes nothing, and the client asks for the same offsets again).
+    it (Fetch's min_bytes), as a broker answers once min_bytes are there; the requests
+    to the leaders still waiting are abandoned (a fetch changes nothing, and the client
+    asks for the same offsets again) and their partitions are answered without records
+    or watermarks. They must be in the answer: a sessionless fetch is a full one, and
+    the Java consumer drops a full answer that leaves out a partition it asked for.
+    With ``patience`` too, leaders that have not answered after that many seconds are
+    abandoned the same way (Fetch's max_wait: a paused leader must not hold the data
+    of the others).
     """
     upstream = session.upstream
     response_cls = codec.response_schema(request.api_key, request.api_version)
@@ -61,15 +67,21 @@ async def fan_out(
         if plan.unroutable and attempt == 0:
             await refresh_quietly(session)
             plan = routing.split(api, upstream.view, wanted)
-        results, satisfied = await _gather(
+        results, abandoned = await _gather(
             [
-                _send(session, request, api, leader, topics, response_cls, budget)
+                (_send(session, request, api, leader, topics, response_cls, budget), topics)
                 for leader, topics in plan.by_leader.items()
             ],
             enough,
+            patience,
         )
+        satisfied = abandoned is not None
         topics = [t for response, sent in results for t in sent]
         responses.extend(r for r, _ in results if r is not None)
+        if abandoned:
+            topics += routing.error_topics(
+                api, response_cls, _whole(api, abandoned), ErrorCode.none
+            )
         topics += routing.error_topics(
             api, response_cls, plan.unroutable, ErrorCode.unknown_topic_or_partition
         )
@@ -92,24 +104,38 @@ Enough = Callable[[list[Any]], bool]
 
 
 async def _gather(
-    sends: list[Coroutine[Any, Any, Sent]], enough: Enough | None
-) -> tuple[list[Sent], bool]:
+    sends: list[tuple[Coroutine[Any, Any, Sent], list[Any]]],
+    enough: Enough | None,
+    patience: float | None = None,
+) -> tuple[list[Sent], list[Any] | None]:
     """Every leader's answer; with ``enough``, only those in before it is satisfied
-    (True then), the others cancelled."""
+    or ``patience`` seconds have passed, the others cancelled (their request topics
+    are returned then, else None)."""
     if enough is None or len(sends) < 2:
-        return list(await asyncio.gather(*sends)), False
-    pending = {asyncio.ensure_future(send) for send in sends}
+        return list(await asyncio.gather(*(send for send, _ in sends))), None
+    loop = asyncio.get_running_loop()
+    deadline = None if patience is None else loop.time() + patience
+    pending = {asyncio.ensure_future(send): topics for send, topics in sends}
     results: list[Sent] = []
     try:
         while pending:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            left = None if deadline is None else max(0.0, deadline - loop.time())
+            done, _ = await asyncio.wait(pending, timeout=left, return_when=asyncio.FIRST_COMPLETED)
             results += [task.result() for task in done]
-            if pending and enough([t for _, sent in results for t in sent]):
-                return results, True
+            for task in done:
+                del pending[task]
+            out_of_time = deadline is not None and loop.time() >= deadline
+            if pending and (out_of_time or enough([t for _, sent in results for t in sent])):
+                return results, [t for topics in pending.values() for t in topics]
     finally:
         for task in pending:
             task.cancel()
-    return results, False
+    return results, None
+
+
+def _whole(api: PartitionedApi, topics: list[Any]) -> list[tuple[Any, list[Any]]]:
+    """Request topics with every one of their partitions."""
+    return [(t, list(getattr(t, api.request_partitions))) for t in topics]
 
 
 async def refresh_quietly(session: ClientSession) -> None:
@@ -132,8 +158,8 @@ async def _send(
     try:
         response = await session.upstream.request(leader, sub, request.client_id, budget)
     except UpstreamError as exc:
-        log.warning("leader %d unavailable for api_key=%d: %s", leader, request.api_key, exc)
-        lost = [(t, list(getattr(t, api.request_partitions))) for t in topics]
+        log.debug("leader %d unavailable for api_key=%d: %s", leader, request.api_key, exc)
+        lost = _whole(api, topics)
         return None, routing.error_topics(api, response_cls, lost, ErrorCode.not_leader_or_follower)
     return response, list(getattr(response, api.response_topics))
 

@@ -42,6 +42,10 @@ API = PartitionedApi(
 )
 
 
+# A leader that is up answers a fetch by its max_wait; one that has not answered this
+# much later (paused, overloaded) no longer holds the other leaders' data back.
+LEADER_GRACE_S = 1.0
+
 SESSIONLESS = {"session_id": 0, "session_epoch": -1, "forgotten_topics_data": (), "rack_id": ""}
 
 
@@ -61,7 +65,8 @@ async def handle(session: ClientSession, request: Request) -> Any:
     def enough(topics: list[Any]) -> bool:
         return record_bytes(topics) >= min_bytes
 
-    result = await fan_out(session, request, API, "fetch", budget, enough)
+    patience = body.max_wait.total_seconds() + LEADER_GRACE_S
+    result = await fan_out(session, request, API, "fetch", budget, enough, patience)
     me = session.node_id
     topics = tuple(
         codec.replace(t, partitions=tuple(routing.hide_upstream(p, me) for p in t.partitions))

@@ -72,7 +72,7 @@ async def handle(session: ClientSession, request: Request) -> Any:
                 conn = await session.upstream.connection(leader)
                 pending = session.upstream.send_now(conn, sub, expect_response)
             except UpstreamError as exc:
-                log.warning("produce to leader %d failed: %s", leader, exc)
+                log.debug("produce to leader %d failed: %s", leader, exc)
                 unsent += [(t, list(t.partition_data)) for t in topics]
                 continue
             sent.append((conn, pending, sub, topics))

@@ -4,29 +4,39 @@
 and keeps every delivery report; :func:`check_log` reads the topic back directly from
 Kafka and checks what an application is owed: every acknowledged record is there
 exactly once, no record is there twice, and each partition holds the producer's
-records in the order they were sent. Timings are measured and returned for the report;
-the tests assert correctness only.
+records in the order they were sent. :func:`check_group` checks a consumer group the
+same way: it read every record of the log, each partition in order, and committed the
+end of every partition. :class:`Progress` samples a count (records acknowledged,
+records consumed) to measure how long a fault held it still, and
+:func:`restore_primary` puts the primary's nodes back as the session started them.
+Timings are measured and returned for the report; the tests assert correctness only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from gateway import dev
+from gateway.dev.layout import layouts
+from gateway.dev.state import resolve_run_dir
 from tests.integration.clients import (
     ClientError,
     Endpoint,
     Record,
+    committed_offsets,
     consume,
     librdkafka_config,
     watermarks,
@@ -132,6 +142,32 @@ def check_log(direct: Endpoint, topic: str, partitions: int, deliveries: Deliver
         assert in_order == sorted(in_order), f"partition {partition} is out of send order"
 
 
+def check_group(
+    direct: Endpoint, topic: str, partitions: int, group: str, consumed: list[Record]
+) -> None:
+    """``consumed`` (in arrival order) holds every record of the topic, each partition
+    in log order (a record read again after a rebalance is allowed, a gap or a step
+    back to an unread offset is not), and ``group`` committed the end of every
+    partition."""
+    marks = _settled_watermarks(direct, topic, partitions)
+    for partition, (low, high) in marks.items():
+        first_seen = list(dict.fromkeys(r.offset for r in consumed if r.partition == partition))
+        assert first_seen == list(range(low, high)), (
+            f"partition {partition}: the group read {len(first_seen)} of {high - low} "
+            f"records, or out of order"
+        )
+    committed = committed_offsets(direct, group, topic, partitions)
+    ends = {partition: high for partition, (_, high) in marks.items()}
+    assert committed == ends, f"committed {committed}, the partitions end at {ends}"
+
+
+def consumed_all(direct: Endpoint, topic: str, partitions: int) -> Callable[[list[Record]], bool]:
+    """A predicate: the records read so far cover the whole topic as it is now."""
+    marks = _settled_watermarks(direct, topic, partitions)
+    wanted = sum(high - low for low, high in marks.values())
+    return lambda records: len({(r.partition, r.offset) for r in records}) >= wanted
+
+
 def _settled_watermarks(
     direct: Endpoint, topic: str, partitions: int, limit: float = 60
 ) -> dict[int, tuple[int, int]]:
@@ -150,6 +186,25 @@ def _settled_watermarks(
 def _by_partition(records: list[Record]) -> Iterator[tuple[int, list[int]]]:
     for partition in sorted({r.partition for r in records}):
         yield partition, [int(r.value) for r in records if r.partition == partition]
+
+
+def readiness(admin_url: str) -> tuple[int, str]:
+    """``/readyz``'s status code and the cluster state it reports (up, degraded, down)."""
+    try:
+        with urllib.request.urlopen(f"{admin_url}/readyz", timeout=10) as response:  # noqa: S310
+            status, body = int(response.status), response.read()
+    except urllib.error.HTTPError as exc:
+        status, body = exc.code, exc.read()
+    return status, str(json.loads(body)["state"])
+
+
+async def wait_state(admin_url: str, wanted: str, limit: float = 120) -> float:
+    """Seconds until ``/readyz`` reports the cluster ``wanted``; fails after ``limit``."""
+    started = time.monotonic()
+    while (await asyncio.to_thread(readiness, admin_url))[1] != wanted:
+        assert time.monotonic() - started < limit, f"/readyz never reported {wanted}"
+        await asyncio.sleep(0.2)
+    return time.monotonic() - started
 
 
 def readyz(admin_url: str) -> tuple[int, float]:
@@ -201,3 +256,61 @@ def timings(name: str, **figures: float) -> None:
     if target:
         with open(target, "a", encoding="utf-8") as out:
             out.write(line + "\n")
+
+
+class Progress:
+    """Samples ``count()`` every ``every`` seconds in the background and keeps the
+    times at which it changed, to measure how long a fault held it still."""
+
+    def __init__(self, count: Callable[[], int], every: float = 0.1) -> None:
+        self._count, self._every = count, every
+        self.changes: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._sample())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _sample(self) -> None:
+        last = self._count()
+        while True:
+            await asyncio.sleep(self._every)
+            now = self._count()
+            if now != last:
+                self.changes.append(time.monotonic())
+                last = now
+
+    def longest_stall(self, since: float) -> float:
+        """The longest time without a change that ended after ``since``."""
+        times = [since, *(t for t in self.changes if t > since)]
+        earlier = [t for t in self.changes if t <= since]
+        if earlier:
+            times[0] = earlier[-1]
+        return max((b - a for a, b in zip(times, times[1:], strict=False)), default=0.0)
+
+    def resumed_after(self, since: float) -> float:
+        """Seconds from ``since`` to the first change after it (inf if none yet)."""
+        later = [t for t in self.changes if t > since]
+        return later[0] - since if later else float("inf")
+
+
+def restore_primary() -> None:
+    """Every primary node running, none paused, each on its home address, whatever a
+    test did to them (for fixtures: tests share the cluster)."""
+    current = dev.nodes("primary")
+    (primary,) = [
+        c for c in layouts(resolve_run_dir(None), {"primary": len(current)}) if c.name == "primary"
+    ]
+    for node in current:
+        if node.state == "paused":
+            dev.resume_node("primary", node.node_id)
+        elif node.pid is None:
+            dev.start_node("primary", node.node_id)
+    for node in dev.nodes("primary"):
+        if node.port != primary.node(node.node_id).port:
+            dev.restart_node("primary", node.node_id, new_address=True)

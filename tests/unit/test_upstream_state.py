@@ -180,13 +180,32 @@ async def test_gather_answers_once_enough_arrived_and_cancels_the_slow_leader() 
             raise
         return None, []
 
-    results, satisfied = await fanout._gather(
-        [fast(), slow()], lambda topics: fetch.record_bytes(topics) >= 1
+    results, abandoned = await fanout._gather(
+        [(fast(), ["sent to the fast leader"]), (slow(), ["sent to the slow leader"])],
+        lambda topics: fetch.record_bytes(topics) >= 1,
     )
-    assert satisfied
+    # The slow leader's request topics come back, to be answered without records.
+    assert abandoned == ["sent to the slow leader"]
     assert [t.topic for _, sent in results for t in sent] == ["a"]
     await asyncio.sleep(0)
     assert slow_cancelled.is_set()
+
+
+async def test_gather_answers_without_a_leader_silent_past_its_patience() -> None:
+    async def empty() -> fanout.Sent:
+        return None, [fetch_topic("a", [0])]
+
+    async def paused() -> fanout.Sent:
+        await asyncio.sleep(3600)
+        return None, []
+
+    results, abandoned = await fanout._gather(
+        [(empty(), ["sent to the idle leader"]), (paused(), ["sent to the paused leader"])],
+        lambda topics: fetch.record_bytes(topics) >= 1,
+        patience=0.05,
+    )
+    assert abandoned == ["sent to the paused leader"]
+    assert [t.topic for _, sent in results for t in sent] == ["a"]
 
 
 async def test_gather_waits_for_every_leader_while_not_enough() -> None:
@@ -194,10 +213,10 @@ async def test_gather_waits_for_every_leader_while_not_enough() -> None:
         await asyncio.sleep(delay)
         return None, [fetch_topic(f"t{delay}", [0])]
 
-    results, satisfied = await fanout._gather(
-        [empty(0), empty(0.01)], lambda topics: fetch.record_bytes(topics) >= 1
+    results, abandoned = await fanout._gather(
+        [(empty(0), []), (empty(0.01), [])], lambda topics: fetch.record_bytes(topics) >= 1
     )
-    assert not satisfied
+    assert abandoned is None
     assert len(results) == 2
 
 

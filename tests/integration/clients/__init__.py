@@ -27,7 +27,8 @@ and starts at the earliest offset. ``consume_group`` subscribes as the only memb
 a consumer group, starts at the group's committed offsets (else the earliest) and
 commits what it read before leaving. ``produce`` can compress (``compression``).
 
-Besides the drivers: ``committed_offsets``, ``watermarks`` and ``describe_group``
+Besides the drivers: ``committed_offsets``, ``watermarks``, ``describe_group``,
+``partition_leaders``, ``group_coordinator`` and ``elect_preferred_leaders``
 (confluent-kafka's admin client), ``list_topics`` per client, ``run_java_tool`` (any
 Kafka command line tool, with the endpoint's connection settings in a properties
 file), ``JavaGroupConsumer`` (a console consumer kept running as a group member) and
@@ -54,7 +55,10 @@ from tests.integration.clients.confluent import (
     GroupDescription,
     committed_offsets,
     describe_group,
+    elect_preferred_leaders,
+    group_coordinator,
     librdkafka_config,
+    partition_leaders,
     watermarks,
 )
 from tests.integration.clients.dispatch import (
@@ -101,9 +105,12 @@ __all__ = [
     "consume_group",
     "create_topic",
     "describe_group",
+    "elect_preferred_leaders",
+    "group_coordinator",
     "java_default_partition",
     "librdkafka_config",
     "list_topics",
+    "partition_leaders",
     "produce",
     "python_client_config",
     "run_java_tool",

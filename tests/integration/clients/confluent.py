@@ -3,7 +3,8 @@
 The Python binding insists on a ``group.id`` even in assign mode, so ``consume`` sets a
 throw-away one with auto-commit off; it never joins nor commits, but librdkafka still
 looks up (FindCoordinator) that group's coordinator. ``committed_offsets``,
-``watermarks`` and ``describe_group`` ask with the admin client.
+``watermarks``, ``describe_group``, ``partition_leaders`` and ``group_coordinator`` ask
+with the admin client; ``elect_preferred_leaders`` moves leadership back.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from tests.integration.clients.common import (
     last_offsets,
 )
 
+# How much longer than an admin request's own timeout its result is waited for.
+_GRACE_S = 10.0
+
 
 def committed_offsets(
     ep: Endpoint, group: str, topic: str, partitions: int, *, timeout: float = 30
@@ -42,7 +46,10 @@ def committed_offsets(
             group, [TopicPartition(topic, p) for p in range(partitions)]
         )
         (future,) = admin.list_consumer_group_offsets([request], request_timeout=timeout).values()
-        return {tp.partition: tp.offset for tp in future.result(timeout).topic_partitions}
+        # Longer than the request's own timeout: an admin client dropped while its
+        # request is still out can crash the process (librdkafka).
+        result = future.result(timeout + _GRACE_S)
+        return {tp.partition: tp.offset for tp in result.topic_partitions}
 
 
 def watermarks(
@@ -91,6 +98,50 @@ def describe_group(ep: Endpoint, group: str, *, timeout: float = 30) -> GroupDes
                 for m in desc.members
             },
         )
+
+
+def partition_leaders(ep: Endpoint, topic: str, *, timeout: float = 30) -> dict[int, int]:
+    """``{partition: leader node id}`` of ``topic`` (-1 while a partition has none)."""
+    from confluent_kafka.admin import AdminClient
+
+    with client_errors("confluent list_topics", ep):
+        admin = AdminClient(librdkafka_config(ep))
+        found = admin.list_topics(topic, timeout=timeout).topics[topic]
+        if found.error is not None:
+            raise fail(ep, f"confluent: {topic}: {found.error}")
+        return {p.id: p.leader for p in found.partitions.values()}
+
+
+def group_coordinator(ep: Endpoint, group: str, *, timeout: float = 30) -> int:
+    """The node id of the broker coordinating ``group``, as DescribeGroups reports it."""
+    from confluent_kafka.admin import AdminClient
+
+    with client_errors("confluent describe_consumer_groups", ep):
+        admin = AdminClient(librdkafka_config(ep))
+        (future,) = admin.describe_consumer_groups([group], request_timeout=timeout).values()
+        return int(future.result(timeout + _GRACE_S).coordinator.id)
+
+
+def elect_preferred_leaders(ep: Endpoint, topic: str, partitions: int) -> dict[int, str | None]:
+    """Run a preferred leader election on ``topic``: ``{partition: error or None}``
+    (ELECTION_NOT_NEEDED counts as done)."""
+    from confluent_kafka import ElectionType, KafkaError, KafkaException, TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    with client_errors("confluent elect_leaders", ep):
+        admin = AdminClient(librdkafka_config(ep))
+        # No request_timeout: confluent-kafka 2.16 fails to parse it (SystemError); the
+        # default is socket.timeout.ms (60 s).
+        future = admin.elect_leaders(
+            ElectionType.PREFERRED, [TopicPartition(topic, p) for p in range(partitions)]
+        )
+        outcome: dict[int, str | None] = {}
+        for tp, error in future.result(60 + _GRACE_S).items():
+            if isinstance(error, KafkaException):
+                error = error.args[0]
+            done = error is None or error.code() == KafkaError.ELECTION_NOT_NEEDED
+            outcome[tp.partition] = None if done else str(error)
+        return outcome
 
 
 def librdkafka_config(ep: Endpoint) -> dict[str, str]:
