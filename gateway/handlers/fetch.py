@@ -37,7 +37,7 @@ API = PartitionedApi(
         "log_start_offset": -1,
         "aborted_transactions": None,
         "preferred_read_replica": -1,
-        "records": None,
+        "records": b"",  # an empty record set, as a broker sends with an error
     },
 )
 

@@ -448,7 +448,7 @@ def test_fetch_errors_are_per_partition_with_no_top_level_error() -> None:
     assert partition.partition_index == 4
     assert partition.error_code == ErrorCode.not_leader_or_follower
     assert (partition.high_watermark, partition.last_stable_offset) == (-1, -1)
-    assert partition.records is None and partition.preferred_read_replica == -1
+    assert partition.records == b"" and partition.preferred_read_replica == -1
 
 
 @pytest.mark.parametrize(("version", "name"), [(10, ""), (12, None)])

@@ -105,7 +105,7 @@ APIS: Mapping[int, Mapping[int, Api]] = {
                         log_start_offset=-1,
                         aborted_transactions=None,
                         preferred_read_replica=-1,
-                        records=None,
+                        records=b"",  # an empty record set, as a broker sends with an error
                     ),
                     echo={"topic": "topic", "topic_id": "topic_id"},
                 ),
