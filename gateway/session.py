@@ -12,6 +12,7 @@ from gateway.config import Config, ListenerConfig
 from gateway.identity import ANONYMOUS, Identity
 from gateway.identity.plain import PlainAuthenticator
 from gateway.protocol.connection import ServerProtocol
+from gateway.protocol.sequences import SequenceGuard
 from gateway.protocol.versions import VersionRange, advertised
 from gateway.upstream.connections import UpstreamSession
 from gateway.upstream.pool import ClusterPool
@@ -51,6 +52,9 @@ class ClientSession:
     # Held while a Produce is routed and written upstream, so that requests for one
     # partition leave in the order they arrived (idempotent producers rely on it).
     produce_order: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Holds an idempotent producer's later batches back while an earlier one of the
+    # same partition failed upstream (see gateway.protocol.sequences).
+    produce_sequences: SequenceGuard = field(default_factory=SequenceGuard)
 
     def __post_init__(self) -> None:
         if self.listener.authentication == "none":

@@ -21,6 +21,7 @@ from gateway.handlers.fanout import max_throttle, refresh_quietly
 from gateway.handlers.routing import PartitionedApi
 from gateway.protocol import codec
 from gateway.protocol.codec import EncodedBody, Request
+from gateway.protocol.sequences import SequenceGuard
 from gateway.session import ClientSession
 from gateway.upstream.connections import Reply
 from gateway.upstream.wire import EncodedRequest
@@ -51,14 +52,16 @@ async def handle(session: ClientSession, request: Request) -> Any:
     upstream = session.upstream
     timeout = body.timeout.total_seconds() + upstream.timeout
     expect_response = body.acks != 0
+    guard = session.produce_sequences
     async with session.produce_order:
-        plan = routing.split(API, upstream.view, body.topic_data)
+        topic_data, held = _hold_out_of_sequence(guard, body.topic_data)
+        plan = routing.split(API, upstream.view, topic_data)
         if plan.unroutable:
             await refresh_quietly(session)
-            plan = routing.split(API, upstream.view, body.topic_data)
+            plan = routing.split(API, upstream.view, topic_data)
         sent: list[tuple[Any, Any, EncodedRequest, list[Any]]] = []
         unsent: list[tuple[Any, list[Any]]] = []
-        whole = len(plan.by_leader) == 1 and not plan.unroutable
+        whole = len(plan.by_leader) == 1 and not plan.unroutable and not held
         for leader, topics in plan.by_leader.items():
             if whole:
                 # One leader takes it all: forward the client's bytes as they came.
@@ -79,12 +82,42 @@ async def handle(session: ClientSession, request: Request) -> Any:
     if not expect_response:
         await asyncio.gather(*(pending for _, pending, _, _ in sent), return_exceptions=True)
         return None
+    _note_failed(guard, plan.unroutable + unsent)
     errors = [
         (plan.unroutable, ErrorCode.unknown_topic_or_partition),
         # Never written: the client refreshes its metadata and sends again.
-        (unsent, ErrorCode.not_leader_or_follower),
+        (unsent + held, ErrorCode.not_leader_or_follower),
     ]
     return await _collect(session, request, sent, errors, timeout)
+
+
+def _hold_out_of_sequence(
+    guard: SequenceGuard, topics: tuple[Any, ...]
+) -> tuple[tuple[Any, ...], list[tuple[Any, list[Any]]]]:
+    """The topics without the batches that must wait for an earlier failed batch of
+    their partition (see :mod:`gateway.protocol.sequences`), and those batches."""
+    if not guard:
+        return topics, []
+    kept: list[Any] = []
+    held: list[tuple[Any, list[Any]]] = []
+    for topic in topics:
+        key = routing.topic_key(topic)
+        waiting = [p for p in topic.partition_data if guard.holds((key, p.index), p.records)]
+        if not waiting:
+            kept.append(topic)
+            continue
+        held.append((topic, waiting))
+        sending = tuple(p for p in topic.partition_data if p not in waiting)
+        if sending:
+            kept.append(codec.replace(topic, partition_data=sending))
+    return tuple(kept), held
+
+
+def _note_failed(guard: SequenceGuard, lost: list[tuple[Any, list[Any]]]) -> None:
+    for topic, partitions in lost:
+        key = routing.topic_key(topic)
+        for p in partitions:
+            guard.failed((key, p.index), p.records)
 
 
 async def _collect(
@@ -123,6 +156,7 @@ async def _collect(
         else:
             responses.append(result.entity)
             topics.extend(result.entity.responses)
+    _note_failed(session.produce_sequences, unknown_outcome)
     errors.append((unknown_outcome, ErrorCode.request_timed_out))
     for lost, error in errors:
         topics += routing.error_topics(API, response_cls, lost, error)

@@ -8,6 +8,7 @@ and scripts the upstream brokers' side (see :mod:`tests.unit.harness`).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -713,3 +714,47 @@ async def test_multi_key_request_to_an_unreachable_coordinator_looks_it_up_again
         assert moved.node == 1
         moved.fail(KafkaConnectionError("test over"))
         await h.answers(2)
+
+
+def idempotent_produce(sequence: int) -> Any:
+    """A Produce to orders/0 of one batch of producer 42, epoch 0, at ``sequence``."""
+    import struct
+
+    header = bytearray(61)
+    header[16] = 2
+    struct.pack_into(">qhi", header, 43, 42, 0, sequence)
+    body = produce("orders", 0, acks=-1)
+    partition = produce_request.PartitionProduceData(index=0, records=bytes(header))
+    topic = produce_request.TopicProduceData(name="orders", partition_data=(partition,))
+    return dataclasses.replace(body, topic_data=(topic,))
+
+
+async def test_a_batch_behind_one_that_failed_is_not_sent_before_the_failed_one() -> None:
+    async with Harness() as h:
+        with_layout(h.pool)
+        # Batch 10 finds its leader unreachable; batch 20, already on its way, must not
+        # reach the leader before 10 does, or the broker would see a sequence gap.
+        h.pool.refuse[1] = KafkaConnectionError("Unable to connect to broker-1.test:9092")
+        h.client.send(idempotent_produce(10))
+        (first,) = await h.answers(1)
+        assert produce_items(first.body) == {"orders/0": ErrorCode.not_leader_or_follower}
+        del h.pool.refuse[1]
+        h.client.send(idempotent_produce(20))
+        (second,) = (await h.answers(2))[1:]
+        assert produce_items(second.body) == {"orders/0": ErrorCode.not_leader_or_follower}
+        assert h.pool.sent == []
+        # The producer sends 10 again, then 20: both go, in order.
+        h.client.send(idempotent_produce(10), idempotent_produce(20))
+        again, after = await h.sends(2)
+        assert [batch_sequence(s.body) for s in (again, after)] == [10, 20]
+        again.reply(produced(again.body))
+        after.reply(produced(after.body))
+        answers = await h.answers(4)
+        assert [produce_items(a.body) for a in answers[2:]] == [{"orders/0": ErrorCode.none}] * 2
+
+
+def batch_sequence(body: Any) -> int:
+    import struct
+
+    records = body.topic_data[0].partition_data[0].records
+    return int(struct.unpack_from(">i", records, 53)[0])
