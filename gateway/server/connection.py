@@ -26,7 +26,6 @@ from gateway.handlers import HANDLERS, sasl
 from gateway.protocol import codec, framing, items
 from gateway.protocol.codec import Chunk, EncodedBody, Request
 from gateway.protocol.connection import AnswerReady, Event, SaslTokenReceived, ServerProtocol
-from gateway.protocol.versions import PRODUCE
 from gateway.session import ClientSession
 
 log = logging.getLogger(__name__)
@@ -56,11 +55,10 @@ def _request_metrics(api_key: int, api_version: int, outcome: str) -> tuple[Any,
 def _upstream_failure(request: Request, exc: UpstreamError) -> Any:
     """The answer to a request the upstream could not serve. The cluster's own refusal
     (UpstreamRefused) is passed on; anything else is the retriable error a broker
-    gives for that API when its leader, coordinator or controller is away. The
-    cluster state that explains it is logged once by the health checks."""
+    gives for that API when its leader, coordinator or controller is away (None for
+    an acks=0 Produce). The cluster state that explains it is logged once by the
+    health checks."""
     log.debug("api_key=%d answered with errors: %s", request.api_key, exc)
-    if request.api_key == PRODUCE and request.body.acks == 0:
-        return None
     if isinstance(exc, UpstreamRefused):
         code = ErrorCode(exc.error_code)
         return items.error_response(request.body, code, code.name)
