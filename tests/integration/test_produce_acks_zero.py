@@ -20,7 +20,13 @@ import pytest
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from gateway.protocol import codec
-from tests.integration.clients import Endpoint, aconsume, acreate_topic, unique_topic
+from tests.integration.clients import (
+    Endpoint,
+    aconsume,
+    acreate_topic,
+    list_topics,
+    unique_topic,
+)
 from tests.integration.conftest import GatewayUnderTest
 
 pytestmark = pytest.mark.integration
@@ -90,6 +96,13 @@ def _api_versions() -> Any:
     )
 
 
+async def _listed_through(endpoint: Endpoint, topic: str, limit: float = 30) -> None:
+    deadline = time.monotonic() + limit
+    while topic not in await asyncio.to_thread(list_topics, "confluent", endpoint):
+        assert time.monotonic() < deadline, f"{topic} never appeared through {endpoint}"
+        await asyncio.sleep(0.2)
+
+
 async def _read_frame(reader: asyncio.StreamReader) -> bytes:
     size = struct.unpack(">i", await asyncio.wait_for(reader.readexactly(4), 30))[0]
     return await asyncio.wait_for(reader.readexactly(size), 30)
@@ -103,6 +116,9 @@ async def test_acks_zero_produce_is_written_and_gets_no_response(
 ) -> None:
     topic = unique_topic("acks0")
     await acreate_topic(direct, topic, 1)
+    # Every upstream broker knows the new topic before the raw exchange (with several
+    # brokers, one may learn of it a moment later than the one that created it).
+    await _listed_through(gateway.plain, topic)
     values = [b"acks0-%d" % i for i in range(COUNT)]
     host, port = gateway.plain.bootstrap.rsplit(":", 1)
     reader, writer = await asyncio.open_connection(host, int(port))
