@@ -80,7 +80,7 @@ async def fan_out(
         responses.extend(r for r, _ in results if r is not None)
         if abandoned:
             topics += routing.error_topics(
-                api, response_cls, _whole(api, abandoned), ErrorCode.none
+                api, response_cls, routing.whole(api, abandoned), ErrorCode.none
             )
         topics += routing.error_topics(
             api, response_cls, plan.unroutable, ErrorCode.unknown_topic_or_partition
@@ -133,11 +133,6 @@ async def _gather(
     return results, None
 
 
-def _whole(api: PartitionedApi, topics: list[Any]) -> list[tuple[Any, list[Any]]]:
-    """Request topics with every one of their partitions."""
-    return [(t, list(getattr(t, api.request_partitions))) for t in topics]
-
-
 async def refresh_quietly(session: ClientSession) -> None:
     """Re-read the layout before routing again; when the cluster cannot be read, route
     with what is known (what cannot be routed gets a retriable error per partition)."""
@@ -159,7 +154,7 @@ async def _send(
         response = await session.upstream.request(leader, sub, request.client_id, budget)
     except UpstreamError as exc:
         log.debug("leader %d unavailable for api_key=%d: %s", leader, request.api_key, exc)
-        lost = _whole(api, topics)
+        lost = routing.whole(api, topics)
         return None, routing.error_topics(api, response_cls, lost, ErrorCode.not_leader_or_follower)
     return response, list(getattr(response, api.response_topics))
 

@@ -76,7 +76,7 @@ async def handle(session: ClientSession, request: Request) -> Any:
                 pending = session.upstream.send_now(conn, sub, expect_response)
             except UpstreamError as exc:
                 log.debug("produce to leader %d failed: %s", leader, exc)
-                unsent += [(t, list(t.partition_data)) for t in topics]
+                unsent += routing.whole(API, topics)
                 continue
             sent.append((conn, pending, sub, topics))
     if not expect_response:
@@ -150,7 +150,7 @@ async def _collect(
         if isinstance(result, UpstreamError):
             # The batch may or may not have been written: REQUEST_TIMED_OUT tells the
             # client exactly that (an idempotent producer's retry is deduplicated).
-            unknown_outcome += [(t, list(t.partition_data)) for t in sent_topics]
+            unknown_outcome += routing.whole(API, sent_topics)
         elif isinstance(result, BaseException):
             raise result
         else:

@@ -128,6 +128,12 @@ def split(api: PartitionedApi, view: ClusterView, topics: Iterable[Any]) -> Spli
     return Split(dict(by_leader), unroutable)
 
 
+def whole(api: PartitionedApi, topics: Iterable[Any]) -> list[tuple[Any, list[Any]]]:
+    """Request topics with every one of their partitions, as :func:`error_topics` takes
+    them."""
+    return [(t, list(getattr(t, api.request_partitions))) for t in topics]
+
+
 def error_topics(
     api: PartitionedApi,
     response_cls: type[Any],
