@@ -23,6 +23,10 @@ LOG_ROTATE_BYTES = 20 * 1024 * 1024
 LOG_TAIL_LINES = 40
 
 
+# The kernel's PF_EXITING process flag (field 9 of /proc/<pid>/stat).
+_PF_EXITING = 0x4
+
+
 def _reap(pid: int) -> None:
     # A process started by this one turns into a zombie when it exits; reap it so that
     # liveness checks see it gone.
@@ -50,13 +54,18 @@ def process_state(pid: int | None, main_class: str, config: Path) -> str | None:
     _reap(pid)
     proc = Path("/proc") / str(pid)
     try:
-        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        state, flags = fields[0], int(fields[6])
         argv = (proc / "cmdline").read_bytes().split(b"\0")
-    except (OSError, IndexError):
+    except (OSError, IndexError, ValueError):
         return None
     if state in ("Z", "X"):
         # The pid cannot be reused before it is reaped, and a zombie's cmdline is empty.
         return state if _threads_left(proc) else None
+    if flags & _PF_EXITING:
+        # Exiting: its memory (and so its command line) may already be released, but
+        # it is not a zombie yet, so the pid is still the one recorded.
+        return state
     if main_class.encode() in argv and str(config).encode() in argv:
         return state
     return None
