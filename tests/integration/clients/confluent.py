@@ -101,15 +101,26 @@ def describe_group(ep: Endpoint, group: str, *, timeout: float = 30) -> GroupDes
 
 
 def partition_leaders(ep: Endpoint, topic: str, *, timeout: float = 30) -> dict[int, int]:
-    """``{partition: leader node id}`` of ``topic`` (-1 while a partition has none)."""
+    """``{partition: leader node id}`` of ``topic`` (-1 while a partition has none).
+
+    A topic created a moment ago may not be known yet to the broker that answers (each
+    broker learns of it from the metadata log on its own): the question is asked again
+    until ``timeout`` while the answer is UNKNOWN_TOPIC_OR_PART or LEADER_NOT_AVAILABLE.
+    """
+    from confluent_kafka import KafkaError
     from confluent_kafka.admin import AdminClient
 
+    retriable = {KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.LEADER_NOT_AVAILABLE}
+    deadline = time.monotonic() + timeout
     with client_errors("confluent list_topics", ep):
         admin = AdminClient(librdkafka_config(ep))
-        found = admin.list_topics(topic, timeout=timeout).topics[topic]
-        if found.error is not None:
-            raise fail(ep, f"confluent: {topic}: {found.error}")
-        return {p.id: p.leader for p in found.partitions.values()}
+        while True:
+            found = admin.list_topics(topic, timeout=timeout).topics[topic]
+            if found.error is None:
+                return {p.id: p.leader for p in found.partitions.values()}
+            if found.error.code() not in retriable or time.monotonic() >= deadline:
+                raise fail(ep, f"confluent: {topic}: {found.error}")
+            time.sleep(0.2)
 
 
 def group_coordinator(ep: Endpoint, group: str, *, timeout: float = 30) -> int:
