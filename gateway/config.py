@@ -77,6 +77,51 @@ class SecretRef(_Model):
             raise ConfigError(f"cannot read secret file {self.file}: {exc.strerror}") from exc
 
 
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+JwtAlgorithm = Literal[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512",
+    "HS256", "HS384", "HS512",
+]  # fmt: skip
+OpenEndpoint = Literal["/healthz", "/readyz", "/metrics"]
+
+
+class ListenerTlsConfig(_Model):
+    """TLS on a client listener (SSL and SASL_SSL). Files are re-read when they change."""
+
+    cert_file: Path = Field(description="Server certificate chain (PEM), leaf first.")
+    key_file: Path = Field(description="Private key of the server certificate (PEM).")
+    key_password: SecretRef | None = Field(None, description="Password of an encrypted key.")
+    ca_file: Path | None = Field(
+        None, description="CA bundle (PEM) that client certificates must chain to."
+    )
+    client_auth: Literal["none", "requested", "required"] = Field(
+        "none",
+        description="Ask for a client certificate (requested) or refuse the connection "
+        "without one that verifies against ca_file (required).",
+    )
+    principal_mapping_rules: list[str] = Field(
+        default_factory=lambda: ["DEFAULT"],
+        description="How a client certificate's subject becomes the principal, in Kafka's "
+        "ssl.principal.mapping.rules syntax: RULE:pattern/replacement/[LU] entries tried in "
+        "order, DEFAULT for the whole RFC 2253 subject.",
+    )
+    principal_source: Literal["subject", "san_dns", "san_uri", "san_email"] = Field(
+        "subject",
+        description="Which part of the certificate the mapping rules read: the subject "
+        "distinguished name or the first subject alternative name of a kind.",
+    )
+    reload_interval_seconds: float = Field(
+        10.0, gt=0, description="How often the certificate files are checked for changes."
+    )
+
+    @model_validator(mode="after")
+    def _ca_for_client_auth(self) -> ListenerTlsConfig:
+        if self.client_auth != "none" and self.ca_file is None:
+            raise ValueError(f"ca_file is required with client_auth {self.client_auth}")
+        return self
+
+
 class ListenerConfig(_Model):
     """One address clients connect to."""
 
@@ -85,11 +130,19 @@ class ListenerConfig(_Model):
     advertised: HostPort | None = Field(
         None, description="Address clients are told to use (defaults to bind)."
     )
-    authentication: Literal["none", "sasl_plain"] = Field(
-        "sasl_plain",
-        description="none: no authentication (identity 'anonymous'); sasl_plain: SASL/PLAIN "
-        "against the configured users.",
+    security_protocol: SecurityProtocol = Field(
+        "SASL_PLAINTEXT",
+        description="As Kafka names it. PLAINTEXT: no authentication (principal "
+        "'anonymous'); SSL: TLS, the principal from the client certificate when one is "
+        "required, else 'anonymous'; SASL_PLAINTEXT / SASL_SSL: SASL without / over TLS.",
     )
+    sasl_mechanisms: list[SaslMechanism] = Field(
+        default_factory=lambda: list[SaslMechanism](["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]),
+        min_length=1,
+        description="SASL mechanisms offered on a SASL_* listener (OAUTHBEARER needs "
+        "identity.oauthbearer).",
+    )
+    tls: ListenerTlsConfig | None = Field(None, description="Required for SSL and SASL_SSL.")
 
     @field_validator("bind", "advertised")
     @classmethod
@@ -97,6 +150,22 @@ class ListenerConfig(_Model):
         if value is not None:
             _split_host_port(value)
         return value
+
+    @model_validator(mode="after")
+    def _tls_matches_protocol(self) -> ListenerConfig:
+        if self.uses_tls and self.tls is None:
+            raise ValueError(f"tls is required with security_protocol {self.security_protocol}")
+        if not self.uses_tls and self.tls is not None:
+            raise ValueError(f"tls is set but security_protocol is {self.security_protocol}")
+        return self
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.security_protocol.startswith("SASL_")
 
     @property
     def bind_address(self) -> tuple[str, int]:
@@ -172,20 +241,181 @@ class ClustersConfig(_Model):
     secondary: ClusterConfig | None = Field(None, description="The failover cluster.")
 
 
-class UserConfig(_Model):
-    """A client identity for SASL/PLAIN."""
+_PBKDF2 = r"^pbkdf2_sha256\$[1-9]\d{0,8}\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+$"
+# scram-sha-256$<iterations>$<salt>$<stored key>$<server key>, base64 parts. At most
+# 7 digits of iterations: the client pays them, but a bound keeps the config sane.
+_SCRAM = r"^scram-sha-(256|512)\$[1-9]\d{3,6}\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+$"
 
-    name: str = Field(min_length=1, description="SASL/PLAIN username.")
-    password_hash: str = Field(
-        description="pbkdf2_sha256$<iterations>$<salt b64>$<hash b64>, from "
-        "`python -m gateway hash-password`.",
+
+class UserConfig(_Model):
+    """A client identity: a person's or a machine's (service account) credentials.
+
+    The same entries may live in ``identity.service_accounts_file``, which is re-read
+    when it changes.
+    """
+
+    name: str = Field(min_length=1, max_length=255, description="The principal.")
+    password_hash: str | None = Field(
+        None,
+        description="For SASL/PLAIN: pbkdf2_sha256$<iterations>$<salt b64>$<hash b64>, "
+        "from `python -m gateway hash-password`.",
         # At most 9 digits of iterations: a larger count would tie up a thread per login.
-        pattern=r"^pbkdf2_sha256\$[1-9]\d{0,8}\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+$",
+        pattern=_PBKDF2,
     )
+    scram_sha_256: str | None = Field(
+        None,
+        description="For SCRAM-SHA-256: scram-sha-256$<iterations>$<salt>$<stored key>$"
+        "<server key>, from `python -m gateway hash-password --scram`.",
+        pattern=_SCRAM,
+    )
+    scram_sha_512: str | None = Field(
+        None, description="For SCRAM-SHA-512, the same format with scram-sha-512.", pattern=_SCRAM
+    )
+    tls_subject: str | None = Field(
+        None,
+        description="A client certificate subject (RFC 2253, e.g. 'CN=orders,O=Acme') that "
+        "authenticates as this identity on a listener with client_auth.",
+    )
+    groups: list[str] = Field(default_factory=list, description="Group memberships.")
+    disabled: bool = Field(False, description="Refuse every authentication as this identity.")
+
+    @model_validator(mode="after")
+    def _scram_kinds(self) -> UserConfig:
+        for field_name, kind in (("scram_sha_256", "256"), ("scram_sha_512", "512")):
+            value = getattr(self, field_name)
+            if value is not None and not value.startswith(f"scram-sha-{kind}$"):
+                raise ValueError(f"{field_name} holds a scram-sha-{value[10:13]} credential")
+        return self
+
+
+class OAuthBearerConfig(_Model):
+    """SASL/OAUTHBEARER: JSON Web Tokens from an identity provider."""
+
+    issuer: str = Field(min_length=1, description="Required value of the iss claim.")
+    audience: str = Field(min_length=1, description="Required value (or member) of aud.")
+    algorithms: list[JwtAlgorithm] = Field(
+        default_factory=lambda: list[JwtAlgorithm](["RS256"]),
+        min_length=1,
+        description="Accepted signature algorithms; the token's header never widens them. "
+        "HS* only with shared_secret, never mixed with asymmetric ones.",
+    )
+    jwks_url: str | None = Field(
+        None,
+        description="The provider's JWKS: https (verified against jwks_ca_file or the "
+        "system CAs), or http on a loopback address only.",
+    )
+    jwks_ca_file: Path | None = Field(None, description="CA bundle for an https jwks_url.")
+    jwks_file: Path | None = Field(None, description="A JWKS file, re-read when it changes.")
+    shared_secret: SecretRef | None = Field(None, description="Key for HS* algorithms.")
+    jwks_refresh_seconds: float = Field(300.0, gt=0, description="Keys are re-read this often.")
+    jwks_min_refetch_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="A token with an unknown kid triggers at most one refetch per this interval.",
+    )
+    principal_claim: str = Field("sub", min_length=1, description="Claim naming the principal.")
+    groups_claim: str | None = Field(
+        "groups",
+        description="Claim holding the groups (a list or a space-separated string).",
+    )
+    leeway_seconds: float = Field(
+        30.0, ge=0, le=300, description="Clock skew allowed for exp, nbf and iat."
+    )
+    max_session_seconds: float = Field(
+        3600.0,
+        gt=0,
+        description="Longest session before re-authentication (KIP-368), also capped by "
+        "the token's exp.",
+    )
+
+    @model_validator(mode="after")
+    def _keys(self) -> OAuthBearerConfig:
+        symmetric = {a for a in self.algorithms if a.startswith("HS")}
+        if symmetric and len(symmetric) != len(self.algorithms):
+            raise ValueError("HS* algorithms cannot be mixed with asymmetric ones")
+        if symmetric:
+            if self.shared_secret is None:
+                raise ValueError("HS* algorithms need shared_secret")
+            if self.jwks_url is not None or self.jwks_file is not None:
+                raise ValueError("HS* algorithms take shared_secret, not a JWKS")
+        else:
+            if (self.jwks_url is None) == (self.jwks_file is None):
+                raise ValueError("give exactly one of jwks_url, jwks_file")
+            if self.shared_secret is not None:
+                raise ValueError("shared_secret is only for HS* algorithms")
+        if self.jwks_url is not None:
+            _check_jwks_url(self.jwks_url)
+        return self
+
+
+def _check_jwks_url(url: str) -> None:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return
+    if parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1"):
+        return
+    raise ValueError("jwks_url must be https, or http on a loopback address")
+
+
+class IdentityConfig(_Model):
+    """Where identities come from besides ``users``."""
+
+    service_accounts_file: Path | None = Field(
+        None,
+        description="A YAML file with `accounts:` entries shaped like users[]; re-read when "
+        "it changes (an invalid new version is logged and the last good one kept).",
+    )
+    reload_interval_seconds: float = Field(
+        5.0, gt=0, description="How often the service accounts file is checked."
+    )
+    oauthbearer: OAuthBearerConfig | None = Field(
+        None, description="Token validation for SASL/OAUTHBEARER."
+    )
+    max_session_seconds: float | None = Field(
+        None,
+        gt=0,
+        description="Longest session of PLAIN, SCRAM and certificate logins before the "
+        "client must re-authenticate (KIP-368); unset: no limit.",
+    )
+
+
+class AdminTokenConfig(_Model):
+    """A static bearer token for the admin API, stored as its SHA-256."""
+
+    name: str = Field(min_length=1, description="Who holds the token (the principal).")
+    token_sha256: str = Field(
+        pattern=r"^[0-9a-f]{64}$",
+        description="Hex SHA-256 of the token, from `python -m gateway hash-password "
+        "--admin-token`.",
+    )
+    groups: list[str] = Field(default_factory=list, description="Groups, which grant roles.")
+
+
+AdminRole = Literal["operator", "approver", "auditor", "admin"]
 
 
 class AdminConfig(_Model):
     bind: HostPort = Field("127.0.0.1:8080", description="Admin HTTP address (/metrics etc).")
+    tls: ListenerTlsConfig | None = Field(
+        None, description="Serve the admin API over HTTPS with this certificate."
+    )
+    open_endpoints: list[OpenEndpoint] = Field(
+        default_factory=lambda: list[OpenEndpoint](["/healthz", "/readyz", "/metrics"]),
+        description="Endpoints served without a token; every other one needs a bearer token.",
+    )
+    tokens: list[AdminTokenConfig] = Field(
+        default_factory=list, description="Static bearer tokens (stored hashed)."
+    )
+    accept_oauthbearer: bool = Field(
+        True,
+        description="Also accept JWTs validated as identity.oauthbearer validates them.",
+    )
+    roles: dict[AdminRole, list[str]] = Field(
+        default_factory=dict,
+        description="Groups granting each role, e.g. {operator: [sre], auditor: [audit]}.",
+    )
 
     @property
     def bind_address(self) -> tuple[str, int]:
@@ -211,6 +441,39 @@ class LimitsConfig(_Model):
     shutdown_grace_seconds: float = Field(
         10.0, ge=0, description="How long in-flight requests may finish on shutdown."
     )
+    queued_max_request_bytes: int = Field(
+        268_435_456,
+        gt=0,
+        description="Gateway-wide budget for requests being read or handled, in bytes (as "
+        "Kafka's queued.max.request.bytes): reading pauses while it is spent.",
+    )
+    authentication_timeout_seconds: float = Field(
+        10.0, gt=0, description="A connection must have authenticated this long after connect."
+    )
+    frame_timeout_seconds: float = Field(
+        60.0, gt=0, description="A request whose first bytes arrived must be complete within this."
+    )
+    max_connections_per_address: int = Field(
+        1000, gt=0, description="Open client connections allowed from one IP address."
+    )
+    failed_authentication_delay_seconds: float = Field(
+        1.0,
+        ge=0,
+        description="A failed authentication is answered after this delay (Kafka's "
+        "connection.failed.authentication.delay.ms).",
+    )
+    authentication_workers: int = Field(
+        4, gt=0, description="Threads that verify passwords and tokens, for all connections."
+    )
+    authentications_per_address: int = Field(
+        2, gt=0, description="Credential checks from one IP address running at once."
+    )
+    failed_authentications_per_address: int = Field(
+        20,
+        gt=0,
+        description="Failures one IP address may have in a minute; beyond it, its attempts "
+        "are refused without checking the credentials until the minute has passed.",
+    )
 
 
 class GatewayIdentity(_Model):
@@ -226,7 +489,10 @@ class Config(_Model):
     gateway: GatewayIdentity = GatewayIdentity()
     listeners: list[ListenerConfig] = Field(min_length=1, description="Client listeners.")
     clusters: ClustersConfig
-    users: list[UserConfig] = Field(default_factory=list, description="SASL/PLAIN users.")
+    users: list[UserConfig] = Field(
+        default_factory=list, description="Client identities and their credentials."
+    )
+    identity: IdentityConfig = IdentityConfig()
     admin: AdminConfig = AdminConfig()
     limits: LimitsConfig = LimitsConfig()
 
@@ -239,20 +505,31 @@ class Config(_Model):
             duplicates = sorted({n for n in names if names.count(n) > 1})
             if duplicates:
                 raise ValueError(f"duplicate {kind} names: {', '.join(duplicates)}")
+        if self.identity.oauthbearer is None:
+            for listener in self.listeners:
+                if listener.uses_sasl and "OAUTHBEARER" in listener.sasl_mechanisms:
+                    raise ValueError(
+                        f"listener {listener.name} offers OAUTHBEARER but identity.oauthbearer "
+                        "is not set"
+                    )
         return self
 
 
 _SECTIONS: tuple[tuple[str, type[BaseModel]], ...] = (
     ("gateway", GatewayIdentity),
     ("listeners[]", ListenerConfig),
+    ("listeners[].tls / admin.tls", ListenerTlsConfig),
     ("clusters", ClustersConfig),
     ("clusters.primary / clusters.secondary", ClusterConfig),
     ("clusters.*.sasl", SaslConfig),
     ("clusters.*.tls", TlsConfig),
     ("clusters.*.health", HealthCheckConfig),
     ("secret reference (e.g. clusters.*.sasl.password)", SecretRef),
-    ("users[]", UserConfig),
+    ("users[] (and service accounts)", UserConfig),
+    ("identity", IdentityConfig),
+    ("identity.oauthbearer", OAuthBearerConfig),
     ("admin", AdminConfig),
+    ("admin.tokens[]", AdminTokenConfig),
     ("limits", LimitsConfig),
 )
 

@@ -52,7 +52,13 @@ class NotAuthenticated(ProtocolError):
 
 
 class AuthenticationFailed(GatewayError):
-    """Credentials were presented and rejected."""
+    """Credentials were presented and rejected. ``reason`` is a fixed word for metric
+    labels and logs (``bad_password``, ``unknown_user``, ``expired``, ...); the message
+    is for the log, never for the client, and never holds a secret."""
+
+    def __init__(self, message: str, reason: str = "invalid_credentials") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class UpstreamError(GatewayError):
