@@ -60,10 +60,10 @@ def _dev_banner(config: Config) -> str:
     lines = ["", "Gateway is up in front of the local primary cluster.", ""]
     for listener in config.listeners:
         host, port = listener.advertised_address
-        auth = "no auth" if listener.authentication == "none" else "SASL/PLAIN dev-client"
+        auth = "no auth" if listener.security_protocol == "PLAINTEXT" else "SASL/PLAIN dev-client"
         lines.append(f"  {listener.name:10} {host}:{port}  ({auth})")
-    plain = next(lis for lis in config.listeners if lis.authentication == "none")
-    sasl = next((lis for lis in config.listeners if lis.authentication == "sasl_plain"), None)
+    plain = next(lis for lis in config.listeners if lis.security_protocol == "PLAINTEXT")
+    sasl = next((lis for lis in config.listeners if lis.security_protocol == "SASL_PLAINTEXT"), None)
     host, port = plain.advertised_address
     lines += [
         "",

@@ -57,7 +57,7 @@ class ClientSession:
     produce_sequences: SequenceGuard = field(default_factory=SequenceGuard)
 
     def __post_init__(self) -> None:
-        if self.listener.authentication == "none":
+        if self.listener.security_protocol == "PLAINTEXT":
             self.authenticated(ANONYMOUS)
 
     @property

@@ -28,7 +28,7 @@ MECHANISMS = (plain.MECHANISM,)
 async def handle_handshake(session: ClientSession, request: Request) -> Any:
     cls = codec.response_schema(SASL_HANDSHAKE, request.api_version)
     mechanism = request.body.mechanism
-    if session.listener.authentication != "sasl_plain" or session.is_authenticated:
+    if not session.listener.uses_sasl or session.is_authenticated:
         error = ErrorCode.illegal_sasl_state
     elif mechanism not in MECHANISMS:
         error = ErrorCode.unsupported_sasl_mechanism

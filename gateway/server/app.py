@@ -72,7 +72,7 @@ class Gateway:
             ) from exc
         self._servers.append(server)
         self.bound[listener.name] = server.sockets[0].getsockname()[:2]
-        log.info("listener %s on %s:%d (%s)", listener.name, host, port, listener.authentication)
+        log.info("listener %s on %s:%d (%s)", listener.name, host, port, listener.security_protocol)
 
     async def _accept(
         self, listener: ListenerConfig, reader: asyncio.StreamReader, writer: asyncio.StreamWriter

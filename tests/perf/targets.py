@@ -91,7 +91,7 @@ def gateway_config(
     return {
         "gateway": {"node_id": 0, "cluster_id": "bench-gateway"},
         "listeners": [
-            {"name": "bench", "bind": f"127.0.0.1:{port}", "authentication": "none"},
+            {"name": "bench", "bind": f"127.0.0.1:{port}", "security_protocol": "PLAINTEXT"},
         ],
         "clusters": {
             "primary": {

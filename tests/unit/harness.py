@@ -316,7 +316,7 @@ def harness_config(**limits: Any) -> Config:
                     "name": "harness",
                     "bind": "127.0.0.1:0",
                     "advertised": f"{ADVERTISED[0]}:{ADVERTISED[1]}",
-                    "authentication": "none",
+                    "security_protocol": "PLAINTEXT",
                 }
             ],
             "clusters": {"primary": {"bootstrap_servers": ["bootstrap.test:9092"]}},

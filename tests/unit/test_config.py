@@ -46,7 +46,7 @@ def test_minimal_config_parses_with_defaults() -> None:
 
     assert config.listeners[0].bind_address == ("127.0.0.1", 9092)
     assert config.listeners[0].advertised_address == ("127.0.0.1", 9092)
-    assert config.listeners[0].authentication == "sasl_plain"
+    assert config.listeners[0].security_protocol == "SASL_PLAINTEXT"
     assert config.clusters.primary.addresses == [("kafka", 9092)]
     assert config.clusters.primary.security_protocol == "PLAINTEXT"
     assert config.clusters.secondary is None
