@@ -13,7 +13,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from gateway.identity import Identity
+from gateway.identity import Identity, TlsDetails
+
+
+@dataclass(frozen=True, slots=True)
+class AuthContext:
+    """Where an authentication attempt comes from."""
+
+    listener: str
+    peer: str  # "ip:port"
+    address: str  # the peer's IP address, the unit of per-source limits
+    tls: TlsDetails | None = None
+    # On re-authentication (KIP-368): who the connection is now. A different
+    # principal is refused by the caller, not by the mechanism.
+    current: Identity | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,3 +52,13 @@ class Exchange(Protocol):
     """One authentication attempt with one mechanism."""
 
     async def step(self, token: bytes) -> Step: ...
+
+
+class Mechanism(Protocol):
+    """A SASL mechanism the gateway offers, e.g. ``SCRAM-SHA-256``."""
+
+    name: str
+
+    def start(self, context: AuthContext) -> Exchange:
+        """A fresh exchange for one attempt."""
+        ...
