@@ -63,7 +63,9 @@ def _dev_banner(config: Config) -> str:
         auth = "no auth" if listener.security_protocol == "PLAINTEXT" else "SASL/PLAIN dev-client"
         lines.append(f"  {listener.name:10} {host}:{port}  ({auth})")
     plain = next(lis for lis in config.listeners if lis.security_protocol == "PLAINTEXT")
-    sasl = next((lis for lis in config.listeners if lis.security_protocol == "SASL_PLAINTEXT"), None)
+    sasl = next(
+        (lis for lis in config.listeners if lis.security_protocol == "SASL_PLAINTEXT"), None
+    )
     host, port = plain.advertised_address
     lines += [
         "",

@@ -9,10 +9,14 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 CONNECTIONS_OPEN = Gauge(
-    "gateway_connections_open", "Client connections currently open.", ["listener"]
+    "gateway_connections_open",
+    "Client connections currently open.",
+    ["listener", "security_protocol"],
 )
 CONNECTIONS_TOTAL = Counter(
-    "gateway_connections_total", "Client connections accepted.", ["listener"]
+    "gateway_connections_total",
+    "Client connections accepted.",
+    ["listener", "security_protocol"],
 )
 CONNECTIONS_CLOSED = Counter(
     "gateway_connections_closed_total",
@@ -34,8 +38,24 @@ BYTES_IN = Counter("gateway_bytes_received_total", "Bytes received from clients.
 BYTES_OUT = Counter("gateway_bytes_sent_total", "Bytes sent to clients.", ["listener"])
 AUTHENTICATIONS = Counter(
     "gateway_authentications_total",
-    "Client authentication attempts, by mechanism and outcome.",
-    ["mechanism", "outcome"],
+    "Client authentications (not re-authentications), by listener, mechanism and result.",
+    ["listener", "mechanism", "result"],
+)
+AUTHENTICATION_FAILURES = Counter(
+    "gateway_authentication_failures_total",
+    "Failed client authentications, by listener, mechanism and reason (a fixed word such "
+    "as bad_password, unknown_user, expired, rate_limited).",
+    ["listener", "mechanism", "reason"],
+)
+REAUTHENTICATIONS = Counter(
+    "gateway_reauthentications_total",
+    "Successful re-authentications on an open connection (KIP-368).",
+    ["listener", "mechanism"],
+)
+SESSIONS_EXPIRED = Counter(
+    "gateway_sessions_expired_total",
+    "Connections closed because their session expired without re-authentication.",
+    ["listener"],
 )
 UPSTREAM_CONNECTIONS = Gauge(
     "gateway_upstream_connections_open", "Connections open to upstream brokers.", ["cluster"]

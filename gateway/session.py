@@ -6,11 +6,14 @@ It holds no socket; the server owns I/O and gives the handlers a session.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import time
 from dataclasses import dataclass, field
 
 from gateway.config import Config, ListenerConfig
-from gateway.identity import ANONYMOUS, Identity
-from gateway.identity.plain import PlainAuthenticator
+from gateway.identity import ANONYMOUS, Identity, TlsDetails
+from gateway.identity.mechanisms import AuthContext, Exchange
+from gateway.identity.registry import Authenticator
 from gateway.protocol.connection import ServerProtocol
 from gateway.protocol.sequences import SequenceGuard
 from gateway.protocol.versions import VersionRange, advertised
@@ -24,7 +27,7 @@ class Services:
 
     config: Config
     pool: ClusterPool
-    authenticator: PlainAuthenticator
+    authenticator: Authenticator
     _versions: tuple[object, dict[int, VersionRange]] | None = field(init=False, default=None)
 
     @property
@@ -45,8 +48,15 @@ class ClientSession:
     peer: str
     upstream: UpstreamSession
     protocol: ServerProtocol
+    tls: TlsDetails | None = None
     identity: Identity | None = None
+    # The mechanism chosen by the last SaslHandshake and the exchange it started.
     sasl_mechanism: str | None = None
+    sasl_exchange: Exchange | None = None
+    sasl_steps: int = 0
+    # time.monotonic() after which the session must re-authenticate (KIP-368).
+    session_deadline: float | None = None
+    connected_at: float = field(default_factory=time.time)
     # Set when the response being written must be the last (failed authentication).
     close_after_response: bool = False
     # Held while a Produce is routed and written upstream, so that requests for one
@@ -64,9 +74,35 @@ class ClientSession:
     def is_authenticated(self) -> bool:
         return self.identity is not None
 
-    def authenticated(self, identity: Identity) -> None:
-        self.identity = identity
+    @property
+    def address(self) -> str:
+        """The peer's IP address (the unit of per-source limits)."""
+        return self.peer.rpartition(":")[0].strip("[]") or self.peer
+
+    def auth_context(self) -> AuthContext:
+        return AuthContext(
+            listener=self.listener.name,
+            peer=self.peer,
+            address=self.address,
+            tls=self.tls,
+            current=self.identity,
+        )
+
+    def authenticated(self, identity: Identity, lifetime: float | None = None) -> None:
+        """The connection is ``identity`` (with this listener, peer and TLS details) for
+        ``lifetime`` seconds, or until it closes when None."""
+        self.identity = dataclasses.replace(
+            identity, listener=self.listener.name, peer=self.peer, tls=self.tls
+        )
+        self.session_deadline = None if lifetime is None else time.monotonic() + lifetime
         self.protocol.authenticated()
+
+    def identity_mechanism(self) -> str | None:
+        return self.identity.mechanism if self.identity is not None else None
+
+    @property
+    def session_expired(self) -> bool:
+        return self.session_deadline is not None and time.monotonic() >= self.session_deadline
 
     @property
     def node_id(self) -> int:

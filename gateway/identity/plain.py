@@ -1,13 +1,12 @@
-"""SASL/PLAIN (RFC 4616) against the users in the gateway's config."""
+"""SASL/PLAIN (RFC 4616) against the salted password hashes of the configured identities."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterable
-
-from gateway.config import UserConfig
 from gateway.errors import AuthenticationFailed
 from gateway.identity import Identity
+from gateway.identity.accounts import AccountStore
+from gateway.identity.guard import AuthGuard
+from gateway.identity.mechanisms import AuthContext, Exchange, Step, Verified
 from gateway.identity.passwords import verify_password
 
 MECHANISM = "PLAIN"
@@ -22,32 +21,59 @@ _DUMMY_HASH = (
 def parse_token(token: bytes) -> tuple[str, str, str]:
     """Split ``authzid NUL authcid NUL passwd``; raises AuthenticationFailed."""
     if len(token) > _MAX_TOKEN:
-        raise AuthenticationFailed("SASL/PLAIN token too long")
+        raise AuthenticationFailed("SASL/PLAIN token too long", reason="malformed")
     parts = token.split(b"\x00")
     if len(parts) != 3:
-        raise AuthenticationFailed("SASL/PLAIN token is not authzid NUL user NUL password")
+        raise AuthenticationFailed(
+            "SASL/PLAIN token is not authzid NUL user NUL password", reason="malformed"
+        )
     try:
         authzid, user, password = (p.decode("utf-8") for p in parts)
     except UnicodeDecodeError:
-        raise AuthenticationFailed("SASL/PLAIN token is not UTF-8") from None
+        raise AuthenticationFailed("SASL/PLAIN token is not UTF-8", reason="malformed") from None
     if not user:
-        raise AuthenticationFailed("SASL/PLAIN token has an empty username")
+        raise AuthenticationFailed("SASL/PLAIN token has an empty username", reason="malformed")
     if authzid and authzid != user:
-        raise AuthenticationFailed("SASL/PLAIN authorization id must be empty or the username")
+        raise AuthenticationFailed(
+            "SASL/PLAIN authorization id must be empty or the username", reason="malformed"
+        )
     return authzid, user, password
 
 
-class PlainAuthenticator:
-    """Checks SASL/PLAIN tokens against salted hashes."""
+class PlainMechanism:
+    """Checks SASL/PLAIN tokens against PBKDF2 hashes, off the event loop."""
 
-    def __init__(self, users: Iterable[UserConfig]) -> None:
-        self._hashes = {u.name: u.password_hash for u in users}
+    name = MECHANISM
 
-    async def authenticate(self, token: bytes) -> Identity:
+    def __init__(self, accounts: AccountStore, guard: AuthGuard) -> None:
+        self._accounts = accounts
+        self._guard = guard
+
+    def start(self, context: AuthContext) -> Exchange:
+        return _PlainExchange(self, context)
+
+    async def verify(self, token: bytes, context: AuthContext) -> Identity:
         _, user, password = parse_token(token)
-        stored = self._hashes.get(user)
-        # PBKDF2 takes tens of milliseconds by design: keep it off the event loop.
-        ok = await asyncio.to_thread(verify_password, password, stored or _DUMMY_HASH)
-        if stored is None or not ok:
-            raise AuthenticationFailed(f"authentication failed for user {user!r}")
-        return Identity(principal=user, mechanism=MECHANISM)
+        account = self._accounts.get(user)
+        stored = account.password_hash if account is not None else None
+        # PBKDF2 takes tens of milliseconds by design: the guard keeps it off the loop
+        # and gives each source address only its share of the workers.
+        ok = await self._guard.run(
+            context.address, verify_password, password, stored or _DUMMY_HASH
+        )
+        if account is None or stored is None:
+            raise AuthenticationFailed(f"no PLAIN credential for {user!r}", reason="unknown_user")
+        if not ok:
+            raise AuthenticationFailed(f"wrong password for {user!r}", reason="bad_password")
+        if account.disabled:
+            raise AuthenticationFailed(f"{user!r} is disabled", reason="disabled_account")
+        return Identity(principal=user, mechanism=MECHANISM, groups=tuple(account.groups))
+
+
+class _PlainExchange:
+    def __init__(self, mechanism: PlainMechanism, context: AuthContext) -> None:
+        self._mechanism = mechanism
+        self._context = context
+
+    async def step(self, token: bytes) -> Step:
+        return Verified(await self._mechanism.verify(token, self._context))

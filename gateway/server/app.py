@@ -12,7 +12,7 @@ from gateway import metrics
 from gateway.admin.http import AdminServer
 from gateway.config import Config, ListenerConfig
 from gateway.errors import GatewayError
-from gateway.identity.plain import PlainAuthenticator
+from gateway.identity.registry import Authenticator
 from gateway.protocol.connection import ServerProtocol
 from gateway.server.connection import ClientConnection
 from gateway.session import ClientSession, Services
@@ -30,7 +30,7 @@ class Gateway:
         pool = ClusterPool(
             "primary", config.clusters.primary, config.limits.upstream_timeout_seconds
         )
-        self.services = Services(config, pool, PlainAuthenticator(config.users))
+        self.services = Services(config, pool, Authenticator(config))
         self._servers: list[asyncio.Server] = []
         self._connections: dict[asyncio.Task[None], ClientConnection] = {}
         self._admin = AdminServer(self.services, *config.admin.bind_address)
@@ -100,15 +100,16 @@ class Gateway:
                 self.config.limits.max_frame_bytes,
             ),
         )
-        metrics.CONNECTIONS_TOTAL.labels(listener.name).inc()
-        metrics.CONNECTIONS_OPEN.labels(listener.name).inc()
+        protocol = listener.security_protocol
+        metrics.CONNECTIONS_TOTAL.labels(listener.name, protocol).inc()
+        metrics.CONNECTIONS_OPEN.labels(listener.name, protocol).inc()
         connection = self._connections[task] = ClientConnection(session, reader, writer)
         try:
             await connection.serve(self.config.limits.shutdown_grace_seconds)
         except Exception:
             log.exception("connection from %s ended with an error", session.peer)
         finally:
-            metrics.CONNECTIONS_OPEN.labels(listener.name).dec()
+            metrics.CONNECTIONS_OPEN.labels(listener.name, protocol).dec()
             self._connections.pop(task, None)
 
     async def stop(self) -> None:
@@ -127,4 +128,5 @@ class Gateway:
                 await server.wait_closed()
         await self._admin.stop()
         await self.services.pool.close()
+        self.services.authenticator.close()
         log.info("gateway stopped")

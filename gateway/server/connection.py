@@ -25,7 +25,14 @@ from gateway.errors import GatewayError, ProtocolError, UpstreamError, UpstreamR
 from gateway.handlers import HANDLERS, sasl
 from gateway.protocol import codec, framing, items
 from gateway.protocol.codec import Chunk, EncodedBody, Request
-from gateway.protocol.connection import AnswerReady, Event, SaslTokenReceived, ServerProtocol
+from gateway.protocol.connection import (
+    AnswerReady,
+    Event,
+    RequestReceived,
+    SaslTokenReceived,
+    ServerProtocol,
+)
+from gateway.protocol.versions import SASL_AUTHENTICATE, SASL_HANDSHAKE
 from gateway.session import ClientSession
 
 log = logging.getLogger(__name__)
@@ -49,6 +56,17 @@ def _request_metrics(api_key: int, api_version: int, outcome: str) -> tuple[Any,
     return (
         metrics.REQUESTS.labels(name, str(api_version), outcome),
         metrics.REQUEST_LATENCY.labels(name),
+    )
+
+
+class SessionExpired(GatewayError):
+    """The connection's session lifetime passed without re-authentication."""
+
+
+def _reauthenticating(event: Event) -> bool:
+    return isinstance(event, RequestReceived) and event.request.api_key in (
+        SASL_HANDSHAKE,
+        SASL_AUTHENTICATE,
     )
 
 
@@ -163,12 +181,20 @@ class ClientConnection:
             try:
                 while (event := protocol.next_event()) is not None:
                     await self._dispatch(event)
+            except SessionExpired as exc:
+                self._closing("session expired", str(exc))
+                return
             except ProtocolError as exc:
                 metrics.REQUESTS.labels("unknown", "-", "rejected").inc()
                 self._closing("protocol error", str(exc))
                 return
 
     async def _dispatch(self, event: Event) -> None:
+        if self.session.session_expired and not _reauthenticating(event):
+            # As Kafka's broker does (KIP-368): a session past its lifetime that did
+            # not re-authenticate is closed on its next request.
+            metrics.SESSIONS_EXPIRED.labels(self.listener).inc()
+            raise SessionExpired("the session expired without re-authentication")
         await self._slots.acquire()
         owed: Owed
         if isinstance(event, AnswerReady):
@@ -187,9 +213,13 @@ class ClientConnection:
     async def _raw_token_answer(self, token: bytes) -> list[Chunk] | None:
         # After a SaslHandshake v0 the answer is a bare frame too; a failure is
         # answered by closing the connection.
-        if await sasl.authenticate(self.session, token):
-            return [framing.frame(b"")]
-        return None
+        outcome = await sasl.step(self.session, token)
+        if outcome is None:
+            return None
+        if not self.session.is_authenticated or self.session.sasl_exchange is not None:
+            # A challenge (SCRAM's server-first): the next token is a bare frame too.
+            self.session.protocol.expects_raw_token = True
+        return [framing.frame(outcome[0])]
 
     async def _handle(self, request: Request) -> list[Chunk] | None:
         started = time.perf_counter()

@@ -109,8 +109,16 @@ def gateway_config(primary: dev.ClusterInfo, **limits: object) -> tuple[Config, 
     data = {
         "gateway": {"node_id": 7, "cluster_id": "it-gateway"},
         "listeners": [
-            {"name": "plain", "bind": f"127.0.0.1:{ports['plain']}", "security_protocol": "PLAINTEXT"},
-            {"name": "sasl", "bind": f"127.0.0.1:{ports['sasl']}", "security_protocol": "SASL_PLAINTEXT"},
+            {
+                "name": "plain",
+                "bind": f"127.0.0.1:{ports['plain']}",
+                "security_protocol": "PLAINTEXT",
+            },
+            {
+                "name": "sasl",
+                "bind": f"127.0.0.1:{ports['sasl']}",
+                "security_protocol": "SASL_PLAINTEXT",
+            },
         ],
         "clusters": {
             "primary": {

@@ -143,19 +143,21 @@ async def test_metrics_count_the_requests_bytes_and_connection_of_one_client(
     gateway: GatewayUnderTest,
 ) -> None:
     plain = {"listener": "plain"}
+    plain_conns = {"listener": "plain", "security_protocol": "PLAINTEXT"}
+    sasl_conns = {"listener": "sasl", "security_protocol": "SASL_PLAINTEXT"}
     # Requests are counted for every connection of the process: start when the
     # connections of earlier tests are closed (the gateway may finish them late).
     before = await _wait_for_scrape(
         gateway,
         lambda s: (
-            _value(s, "gateway_connections_open", **plain)
-            == _value(s, "gateway_connections_open", listener="sasl")
+            _value(s, "gateway_connections_open", **plain_conns)
+            == _value(s, "gateway_connections_open", **sasl_conns)
             == 0
         ),
         timeout=30,
     )
-    assert _value(before, "gateway_connections_open", **plain) == 0
-    assert _value(before, "gateway_connections_open", listener="sasl") == 0
+    assert _value(before, "gateway_connections_open", **plain_conns) == 0
+    assert _value(before, "gateway_connections_open", **sasl_conns) == 0
     requests = _client_requests()
     reader, writer = await _connect(gateway.plain)
     sent = received = 0
@@ -191,9 +193,9 @@ async def test_metrics_count_the_requests_bytes_and_connection_of_one_client(
         assert moved("gateway_request_duration_seconds_count", api=api) == 1, api
     assert moved("gateway_bytes_received_total", **plain) == sent
     assert moved("gateway_bytes_sent_total", **plain) == received
-    assert moved("gateway_connections_total", **plain) == 1
-    assert moved("gateway_connections_open", during, **plain) == 1
-    assert moved("gateway_connections_open", **plain) == 0
+    assert moved("gateway_connections_total", **plain_conns) == 1
+    assert moved("gateway_connections_open", during, **plain_conns) == 1
+    assert moved("gateway_connections_open", **plain_conns) == 0
     assert moved("gateway_connections_closed_total", **closed) == 1
 
 

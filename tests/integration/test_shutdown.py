@@ -84,8 +84,12 @@ async def _until(condition: Callable[[], bool], timeout: float = 10) -> bool:
 
 
 UPSTREAM = _Sample("gateway_upstream_connections_open", (("cluster", "primary"),))
-PLAIN_OPEN = _Sample("gateway_connections_open", (("listener", "plain"),))
-SASL_OPEN = _Sample("gateway_connections_open", (("listener", "sasl"),))
+PLAIN_OPEN = _Sample(
+    "gateway_connections_open", (("listener", "plain"), ("security_protocol", "PLAINTEXT"))
+)
+SASL_OPEN = _Sample(
+    "gateway_connections_open", (("listener", "sasl"), ("security_protocol", "SASL_PLAINTEXT"))
+)
 PLAIN_RECEIVED = _Sample("gateway_bytes_received_total", (("listener", "plain"),))
 CLOSED_BY_SHUTDOWN = _Sample(
     "gateway_connections_closed_total", (("listener", "plain"), ("reason", "shutdown"))

@@ -30,7 +30,7 @@ from aiokafka.conn import AIOKafkaConnection
 from aiokafka.errors import KafkaConnectionError
 
 from gateway.config import Config
-from gateway.identity.plain import PlainAuthenticator
+from gateway.identity.registry import Authenticator
 from gateway.protocol import codec
 from gateway.protocol.connection import ServerProtocol
 from gateway.protocol.versions import IMPLEMENTED
@@ -345,7 +345,7 @@ class Harness:
         config = harness_config(**self.limits)
         self.client = Client()
         self.pool = ScriptedPool(config)
-        services = Services(config, self.pool, PlainAuthenticator(config.users))
+        services = Services(config, self.pool, Authenticator(config))
         listener = config.listeners[0]
         session = ClientSession(
             services=services,

@@ -9,8 +9,11 @@ from hypothesis import strategies as st
 from gateway.config import UserConfig
 from gateway.errors import AuthenticationFailed
 from gateway.identity import Identity
+from gateway.identity.accounts import AccountStore
+from gateway.identity.guard import AuthGuard
+from gateway.identity.mechanisms import AuthContext, Verified
 from gateway.identity.passwords import hash_password, verify_password
-from gateway.identity.plain import MECHANISM, PlainAuthenticator, parse_token
+from gateway.identity.plain import MECHANISM, PlainMechanism, parse_token
 
 # Low iteration counts keep the tests fast; the format is the same as in production.
 ITERATIONS = 1000
@@ -134,56 +137,109 @@ def test_token_of_exactly_the_maximum_length_is_accepted() -> None:
 # The authenticator --------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def authenticator() -> PlainAuthenticator:
-    return PlainAuthenticator(
+class Authenticator:
+    """PLAIN exchanges from one address, one token each."""
+
+    def __init__(self, mechanism: PlainMechanism) -> None:
+        self.mechanism = mechanism
+        self.context = AuthContext(listener="sasl", peer="192.0.2.1:5000", address="192.0.2.1")
+
+    async def authenticate(self, token: bytes) -> Identity:
+        result = await self.mechanism.start(self.context).step(token)
+        assert isinstance(result, Verified)
+        assert result.final == b""
+        return result.identity
+
+
+@pytest.fixture
+def authenticator() -> Authenticator:
+    accounts = AccountStore(
         [
-            UserConfig(name="alice", password_hash=hash_password("wonderland", ITERATIONS)),
+            UserConfig(
+                name="alice",
+                password_hash=hash_password("wonderland", ITERATIONS),
+                groups=["payments"],
+            ),
             UserConfig(name="bob", password_hash=hash_password("builder", ITERATIONS)),
+            UserConfig(
+                name="carol", password_hash=hash_password("gone", ITERATIONS), disabled=True
+            ),
+            UserConfig(name="scram-only", scram_sha_256=None),
         ]
     )
+    guard = AuthGuard(workers=2, per_address=2, failures_per_minute=100, delay=0)
+    return Authenticator(PlainMechanism(accounts, guard))
 
 
 async def test_configured_user_with_right_password_is_authenticated(
-    authenticator: PlainAuthenticator,
+    authenticator: Authenticator,
 ) -> None:
     identity = await authenticator.authenticate(b"\x00alice\x00wonderland")
 
-    assert identity == Identity(principal="alice", mechanism=MECHANISM)
+    assert identity == Identity(principal="alice", mechanism=MECHANISM, groups=("payments",))
 
 
-async def test_authzid_equal_to_user_is_authenticated(authenticator: PlainAuthenticator) -> None:
+async def test_authzid_equal_to_user_is_authenticated(authenticator: Authenticator) -> None:
     identity = await authenticator.authenticate(b"bob\x00bob\x00builder")
 
     assert identity.principal == "bob"
 
 
-async def test_wrong_password_is_rejected(authenticator: PlainAuthenticator) -> None:
+async def test_wrong_password_is_rejected(authenticator: Authenticator) -> None:
     with pytest.raises(AuthenticationFailed, match="alice"):
         await authenticator.authenticate(b"\x00alice\x00builder")
 
 
-async def test_unknown_user_is_rejected(authenticator: PlainAuthenticator) -> None:
+async def test_unknown_user_is_rejected(authenticator: Authenticator) -> None:
     with pytest.raises(AuthenticationFailed, match="mallory"):
         await authenticator.authenticate(b"\x00mallory\x00wonderland")
 
 
-async def test_another_users_password_is_rejected(authenticator: PlainAuthenticator) -> None:
+async def test_another_users_password_is_rejected(authenticator: Authenticator) -> None:
     with pytest.raises(AuthenticationFailed):
         await authenticator.authenticate(b"\x00bob\x00wonderland")
 
 
 async def test_malformed_token_is_rejected_by_the_authenticator(
-    authenticator: PlainAuthenticator,
+    authenticator: Authenticator,
 ) -> None:
     with pytest.raises(AuthenticationFailed):
         await authenticator.authenticate(b"alice\x00wonderland")
 
 
 async def test_rejection_message_never_contains_the_password(
-    authenticator: PlainAuthenticator,
+    authenticator: Authenticator,
 ) -> None:
     with pytest.raises(AuthenticationFailed) as caught:
         await authenticator.authenticate(b"\x00alice\x00not-the-password")
 
     assert "not-the-password" not in str(caught.value)
+
+
+async def test_disabled_account_is_rejected_even_with_its_password(
+    authenticator: Authenticator,
+) -> None:
+    with pytest.raises(AuthenticationFailed) as caught:
+        await authenticator.authenticate(b"\x00carol\x00gone")
+
+    assert caught.value.reason == "disabled_account"
+
+
+async def test_account_without_a_plain_credential_is_rejected_as_unknown(
+    authenticator: Authenticator,
+) -> None:
+    with pytest.raises(AuthenticationFailed) as caught:
+        await authenticator.authenticate(b"\x00scram-only\x00")
+
+    assert caught.value.reason == "unknown_user"
+
+
+async def test_wrong_password_and_unknown_user_have_their_reasons(
+    authenticator: Authenticator,
+) -> None:
+    with pytest.raises(AuthenticationFailed) as wrong:
+        await authenticator.authenticate(b"\x00alice\x00builder")
+    with pytest.raises(AuthenticationFailed) as unknown:
+        await authenticator.authenticate(b"\x00mallory\x00x")
+
+    assert (wrong.value.reason, unknown.value.reason) == ("bad_password", "unknown_user")
