@@ -307,20 +307,24 @@ def topic_id(name: str) -> uuid.UUID:
 # -- the connection between them ---------------------------------------------------------
 
 
-def harness_config(**limits: Any) -> Config:
+def harness_config(overrides: dict[str, Any] | None = None, **limits: Any) -> Config:
+    """The harness's config: one PLAINTEXT listener unless ``overrides`` says otherwise
+    (``{"listener": {...}}`` is merged into the listener; other keys replace sections)."""
+    overrides = dict(overrides or {})
+    listener = {
+        "name": "harness",
+        "bind": "127.0.0.1:0",
+        "advertised": f"{ADVERTISED[0]}:{ADVERTISED[1]}",
+        "security_protocol": "PLAINTEXT",
+        **overrides.pop("listener", {}),
+    }
     return Config.model_validate(
         {
             "gateway": {"node_id": GATEWAY_NODE, "cluster_id": "harness-cluster"},
-            "listeners": [
-                {
-                    "name": "harness",
-                    "bind": "127.0.0.1:0",
-                    "advertised": f"{ADVERTISED[0]}:{ADVERTISED[1]}",
-                    "security_protocol": "PLAINTEXT",
-                }
-            ],
+            "listeners": [listener],
             "clusters": {"primary": {"bootstrap_servers": ["bootstrap.test:9092"]}},
             "limits": {"shutdown_grace_seconds": 5.0, **limits},
+            **overrides,
         }
     )
 
@@ -335,6 +339,7 @@ class Harness:
     """
 
     limits: dict[str, Any] = field(default_factory=dict)
+    overrides: dict[str, Any] = field(default_factory=dict)
     client: Client = field(init=False)
     pool: ScriptedPool = field(init=False)
     connection: ClientConnection = field(init=False)
@@ -342,7 +347,7 @@ class Harness:
     _tasks_before: set[asyncio.Task[Any]] = field(init=False, default_factory=set)
 
     def __post_init__(self) -> None:
-        config = harness_config(**self.limits)
+        config = harness_config(self.overrides, **self.limits)
         self.client = Client()
         self.pool = ScriptedPool(config)
         services = Services(config, self.pool, Authenticator(config))
