@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from gateway.config import Config, ListenerConfig
@@ -21,13 +22,37 @@ from gateway.upstream.connections import UpstreamSession
 from gateway.upstream.pool import ClusterPool
 
 
+class OpenSessions:
+    """The client sessions whose connections are open now (for the admin API's
+    ``/sessions``). A session is added when its connection is accepted and removed
+    when it closes, so this holds exactly the open connections and no more."""
+
+    def __init__(self) -> None:
+        # Keyed by id(): sessions are mutable dataclasses, hence unhashable.
+        self._open: dict[int, ClientSession] = {}
+
+    def add(self, session: ClientSession) -> None:
+        self._open[id(session)] = session
+
+    def remove(self, session: ClientSession) -> None:
+        self._open.pop(id(session), None)
+
+    def __iter__(self) -> Iterator[ClientSession]:
+        return iter(list(self._open.values()))
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+
 @dataclass
 class Services:
-    """What every connection shares: config, the active cluster, authenticators."""
+    """What every connection shares: config, the active cluster, authenticators, and
+    the sessions open now."""
 
     config: Config
     pool: ClusterPool
     authenticator: Authenticator
+    sessions: OpenSessions = field(default_factory=OpenSessions)
     _versions: tuple[object, dict[int, VersionRange]] | None = field(init=False, default=None)
 
     @property

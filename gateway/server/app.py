@@ -104,12 +104,14 @@ class Gateway:
         metrics.CONNECTIONS_TOTAL.labels(listener.name, protocol).inc()
         metrics.CONNECTIONS_OPEN.labels(listener.name, protocol).inc()
         connection = self._connections[task] = ClientConnection(session, reader, writer)
+        self.services.sessions.add(session)
         try:
             await connection.serve(self.config.limits.shutdown_grace_seconds)
         except Exception:
             log.exception("connection from %s ended with an error", session.peer)
         finally:
             metrics.CONNECTIONS_OPEN.labels(listener.name, protocol).dec()
+            self.services.sessions.remove(session)
             self._connections.pop(task, None)
 
     async def stop(self) -> None:
