@@ -90,3 +90,10 @@ UPSTREAM_RECOVERIES = Counter(
     "Times the cluster came back after its health checks found it down.",
     ["cluster"],
 )
+ADMIN_REQUESTS = Counter(
+    "gateway_admin_requests_total",
+    "Admin API requests, by route template (unmatched for no route) and result (ok, "
+    "unauthorized, forbidden, rate_limited, not_found, not_allowed, too_large, "
+    "client_error, error).",
+    ["endpoint", "result"],
+)

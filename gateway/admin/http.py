@@ -1,70 +1,235 @@
-"""Admin HTTP endpoints (aiohttp).
+"""Admin HTTP endpoints (aiohttp), and who may call them.
+
+Every endpoint is one row of :data:`ROUTES`, which declares the roles that may call
+it. The endpoints listed in ``admin.open_endpoints`` (by default ``/healthz``,
+``/readyz`` and ``/metrics``) are served without a token; every other one, and every
+path that matches no route, needs ``Authorization: Bearer <token>`` (see
+:mod:`gateway.admin.auth`): no or a bad token gets 401, a token without one of the
+route's roles 403. Failed authentications count against the caller's address in the
+same guard as Kafka logins, so guessing tokens is delayed and limited.
 
 ``/healthz``: the process is serving. ``/readyz``: the active upstream cluster's
 health as the gateway's background checks last found it (ready when ``up`` or
 ``degraded``); it never asks the cluster itself, so it answers at once in every state
 and callers cannot make the gateway load the cluster. ``/metrics``: Prometheus text
-format. No endpoint returns configuration or credentials.
+format. ``/whoami``: the caller as the API sees it. ``/sessions``: the client
+connections open now. No endpoint returns configuration, credentials or tokens.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import cast
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from gateway import metrics
+from gateway.admin.auth import AdminAuth, AdminCaller, AdminDenied, JwtCheck, authorize
+from gateway.admin.sessions import describe_sessions
+from gateway.admin.tls import admin_ssl_context
+from gateway.config import AdminRole
 from gateway.errors import GatewayError
 from gateway.session import Services
 
 log = logging.getLogger(__name__)
 
+# Admin requests are small JSON documents; a larger body is refused before it is read.
+MAX_BODY_BYTES = 64 * 1024
 
-def make_app(services: Services) -> web.Application:
-    async def healthz(_: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+SERVICES = web.AppKey("services", Services)
+AUTH = web.AppKey("auth", AdminAuth)
+CALLER = web.RequestKey("caller", AdminCaller)
 
-    async def readyz(_: web.Request) -> web.Response:
-        pool = services.pool
-        health = pool.health
-        body = {
-            "status": "ready" if health.ready else "unavailable",
-            "cluster": pool.name,
-            "state": health.state.value,
-            "for_seconds": round(time.monotonic() - health.since, 1),
-            "brokers": len(pool.view.brokers),
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One endpoint and who may call it: ``roles`` None means any authenticated
+    caller; a path listed in ``admin.open_endpoints`` needs no token at all."""
+
+    method: str
+    path: str
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    roles: frozenset[AdminRole] | None
+
+
+def _roles(*names: AdminRole) -> frozenset[AdminRole]:
+    return frozenset(names)
+
+
+async def healthz(_: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    pool = request.app[SERVICES].pool
+    health = pool.health
+    body = {
+        "status": "ready" if health.ready else "unavailable",
+        "cluster": pool.name,
+        "state": health.state.value,
+        "for_seconds": round(time.monotonic() - health.since, 1),
+        "brokers": len(pool.view.brokers),
+    }
+    return web.json_response(body, status=200 if health.ready else 503)
+
+
+async def metrics_endpoint(_: web.Request) -> web.Response:
+    response = web.Response(body=generate_latest())
+    response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+    response.charset = "utf-8"
+    return response
+
+
+async def whoami(request: web.Request) -> web.Response:
+    caller = request[CALLER]
+    return web.json_response(
+        {
+            "principal": caller.principal,
+            "groups": list(caller.groups),
+            "roles": sorted(caller.roles),
+            "authenticated_by": caller.via,
+            "expires_at": caller.expires_at,
         }
-        return web.json_response(body, status=200 if health.ready else 503)
+    )
 
-    async def metrics_endpoint(_: web.Request) -> web.Response:
-        response = web.Response(body=generate_latest())
-        response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
-        response.charset = "utf-8"
+
+async def sessions(request: web.Request) -> web.Response:
+    open_sessions = request.app[SERVICES].sessions
+    return web.json_response({"sessions": describe_sessions(open_sessions, time.time())})
+
+
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "/healthz", healthz, None),
+    Route("GET", "/readyz", readyz, None),
+    Route("GET", "/metrics", metrics_endpoint, None),
+    Route("GET", "/whoami", whoami, None),
+    Route("GET", "/sessions", sessions, _roles("operator", "auditor", "admin")),
+)
+
+
+def _result(status: int) -> str:
+    """The fixed word a response status is counted under."""
+    words = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "not_allowed"}
+    words |= {413: "too_large", 429: "rate_limited"}
+    if status < 400:
+        return "ok"
+    if status >= 500:
+        return "error"
+    return words.get(status, "client_error")
+
+
+def _error(status: int, message: str) -> web.Response:
+    response = web.json_response({"error": message}, status=status)
+    if status == 401:
+        # RFC 6750: tell the caller how to authenticate (and that a given token failed).
+        challenge = 'Bearer realm="gateway-admin"'
+        if message != "a bearer token is required":
+            challenge += ', error="invalid_token"'
+        response.headers["WWW-Authenticate"] = challenge
+    return response
+
+
+def _template(request: web.Request) -> str:
+    """The route's template (never the raw path, whose values are the caller's)."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+async def _admit(request: web.Request, route: Route | None) -> None:
+    """Authenticate and authorize ``request`` for ``route``; AdminDenied when refused."""
+    auth = request.app[AUTH]
+    if route is not None and route.path in auth.config.open_endpoints:
+        return
+    guard = request.app[SERVICES].authenticator.guard
+    address = request.remote or "unknown"
+    try:
+        guard.check_allowed(address)
+    except GatewayError:
+        raise AdminDenied(429, "rate_limited", "too many failed authentications") from None
+    try:
+        caller = await auth.authenticate(request.headers.get("Authorization"), address)
+    except AdminDenied as denied:
+        log.warning(
+            "admin API: refused %s %s from %s: %s",
+            request.method,
+            _template(request),
+            address,
+            denied.reason,
+        )
+        await guard.failed(address)
+        raise
+    request[CALLER] = caller
+    if route is not None:
+        authorize(caller, route.roles)
+
+
+def _guard(routes: dict[tuple[str, str], Route]) -> Callable[..., Awaitable[web.StreamResponse]]:
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        template = _template(request)
+        route = routes.get((request.method, template))
+        try:
+            if (request.content_length or 0) > MAX_BODY_BYTES:
+                raise AdminDenied(413, "too_large", "request body too large")
+            await _admit(request, route)
+            response = await handler(request)
+        except AdminDenied as denied:
+            response = _error(denied.status, denied.message)
+        except web.HTTPError as exc:
+            response = _error(exc.status, exc.reason)
+        except Exception:
+            log.exception("admin API: %s %s failed", request.method, template)
+            response = _error(500, "internal error")
+        metrics.ADMIN_REQUESTS.labels(template, _result(response.status)).inc()
         return response
 
-    app = web.Application()
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics_endpoint)
+    return guard
+
+
+def make_app(services: Services, jwt: JwtCheck | None = None) -> web.Application:
+    """The admin application. ``jwt`` validates bearer JWTs (the SASL/OAUTHBEARER
+    validator); without it only static API tokens are accepted."""
+    routes = {(route.method, route.path): route for route in ROUTES}
+    app = web.Application(middlewares=[_guard(routes)], client_max_size=MAX_BODY_BYTES)
+    app[SERVICES] = services
+    app[AUTH] = AdminAuth(services.config.admin, jwt)
+    for route in ROUTES:
+        app.router.add_route(route.method, route.path, route.handler)
     return app
+
+
+def _jwt_check(services: Services) -> JwtCheck | None:
+    """The SASL/OAUTHBEARER token validator, when the gateway has one."""
+    validator = getattr(services.authenticator, "jwt_validator", None)
+    if validator is None:
+        return None
+    return cast(JwtCheck, validator.validate)
 
 
 class AdminServer:
     def __init__(self, services: Services, host: str, port: int) -> None:
-        self._runner = web.AppRunner(make_app(services), access_log=None)
+        self._runner = web.AppRunner(make_app(services, _jwt_check(services)), access_log=None)
+        self._tls = services.config.admin.tls
         self._host, self._port = host, port
 
     async def start(self) -> None:
+        context = admin_ssl_context(self._tls) if self._tls is not None else None
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port, reuse_address=True)
+        site = web.TCPSite(
+            self._runner, self._host, self._port, reuse_address=True, ssl_context=context
+        )
         try:
             await site.start()
         except OSError as exc:
             raise GatewayError(
                 f"admin HTTP: cannot listen on {self._host}:{self._port}: {exc.strerror}"
             ) from exc
-        log.info("admin HTTP on %s:%d", self._host, self._port)
+        log.info("admin %s on %s:%d", "HTTPS" if context else "HTTP", self._host, self._port)
 
     async def stop(self) -> None:
         await self._runner.cleanup()

@@ -1,0 +1,339 @@
+"""The admin API's authentication and roles, served by aiohttp's test server.
+
+Static tokens are configured by their SHA-256; JWTs go through a fake validator with
+the real one's interface (``validate(token, address) -> Identity``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client import REGISTRY
+
+from gateway.admin.auth import AdminAuth, AdminDenied, StaticTokens, bearer_token
+from gateway.admin.http import make_app
+from gateway.admin.tls import admin_ssl_context
+from gateway.config import AdminConfig, ListenerTlsConfig
+from gateway.errors import AuthenticationFailed, ConfigError
+from gateway.identity import Identity, TlsDetails
+from gateway.identity.registry import Authenticator
+from gateway.protocol.connection import ServerProtocol
+from gateway.session import ClientSession, Services
+from tests.unit.harness import ScriptedPool, harness_config
+
+OPERATOR_TOKEN = "op-token-3c1f9a7e52d84b06a1e2"  # noqa: S105 - test tokens
+VIEWER_TOKEN = "viewer-token-77d0e2b9a4c1f35e"  # noqa: S105
+JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLWJ5dGVz"  # noqa: S105
+BAD_JWT = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJldmUifQ.bm8tc2lnbmF0dXJl"  # noqa: S105
+SECRETS = (OPERATOR_TOKEN, VIEWER_TOKEN, JWT, BAD_JWT)
+
+
+def _sha256(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _admin(**changes: Any) -> dict[str, Any]:
+    return {
+        "tokens": [
+            {"name": "sre-bot", "token_sha256": _sha256(OPERATOR_TOKEN), "groups": ["sre"]},
+            {"name": "viewer", "token_sha256": _sha256(VIEWER_TOKEN), "groups": ["staff"]},
+        ],
+        "roles": {"operator": ["sre"], "auditor": ["audit"]},
+        **changes,
+    }
+
+
+async def fake_jwt(token: str, address: str) -> Identity:
+    """Accepts ``JWT`` as alice (groups audit), refuses everything else."""
+    if token != JWT:
+        raise AuthenticationFailed("signature does not verify", reason="bad_signature")
+    return Identity("alice", "OAUTHBEARER", groups=("audit",), expires_at=2_000_000_000.0)
+
+
+Client = TestClient[Any, Any]
+Jwt = Callable[[str, str], Awaitable[Identity]]
+
+
+@pytest.fixture
+async def make_client() -> AsyncIterator[Callable[..., Awaitable[tuple[Client, Services]]]]:
+    """Starts admin apps on test servers (config from ``_admin()`` unless given)."""
+    opened: list[tuple[Client, ScriptedPool]] = []
+
+    async def make(
+        admin: dict[str, Any] | None = None, jwt: Jwt | None = None, **limits: Any
+    ) -> tuple[Client, Services]:
+        limits.setdefault("failed_authentication_delay_seconds", 0)
+        config = harness_config({"admin": admin or _admin()}, **limits)
+        pool = ScriptedPool(config)
+        services = Services(config, pool, Authenticator(config))
+        client: Client = TestClient(TestServer(make_app(services, jwt)))
+        await client.start_server()
+        opened.append((client, pool))
+        return client, services
+
+    yield make
+    for client, pool in opened:
+        await client.close()
+        await pool.close()
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _count(endpoint: str, result: str) -> float:
+    labels = {"endpoint": endpoint, "result": result}
+    return REGISTRY.get_sample_value("gateway_admin_requests_total", labels) or 0.0
+
+
+async def test_no_token_gets_401_with_a_bearer_challenge(make_client: Any) -> None:
+    client, _ = await make_client()
+
+    response = await client.get("/whoami")
+
+    assert response.status == 401
+    assert response.headers["WWW-Authenticate"].startswith("Bearer ")
+    assert await response.json() == {"error": "a bearer token is required"}
+
+
+async def test_wrong_token_gets_401_without_echoing_it(make_client: Any) -> None:
+    client, _ = await make_client()
+    wrong = "not-a-configured-token-5e2a"
+
+    response = await client.get("/whoami", headers=_bearer(wrong))
+    basic = await client.get("/whoami", headers={"Authorization": f"Basic {OPERATOR_TOKEN}"})
+
+    assert response.status == 401
+    assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
+    assert wrong not in await response.text()
+    assert basic.status == 401
+    assert OPERATOR_TOKEN not in await basic.text()
+
+
+async def test_token_without_the_role_gets_403(make_client: Any) -> None:
+    client, _ = await make_client()
+    before = _count("/sessions", "forbidden")
+
+    response = await client.get("/sessions", headers=_bearer(VIEWER_TOKEN))
+
+    assert response.status == 403
+    assert "operator" in (await response.json())["error"]
+    assert _count("/sessions", "forbidden") == before + 1
+
+
+async def test_token_with_the_role_gets_200(make_client: Any) -> None:
+    client, _ = await make_client()
+    before = _count("/sessions", "ok")
+
+    response = await client.get("/sessions", headers=_bearer(OPERATOR_TOKEN))
+
+    assert response.status == 200
+    assert await response.json() == {"sessions": []}
+    assert _count("/sessions", "ok") == before + 1
+
+
+async def test_whoami_names_the_static_token_caller_and_its_roles(make_client: Any) -> None:
+    client, _ = await make_client()
+
+    response = await client.get("/whoami", headers=_bearer(OPERATOR_TOKEN))
+    text = await response.text()
+
+    assert response.status == 200
+    assert await response.json() == {
+        "principal": "sre-bot",
+        "groups": ["sre"],
+        "roles": ["operator"],
+        "authenticated_by": "static_token",
+        "expires_at": None,
+    }
+    assert OPERATOR_TOKEN not in text
+    assert _sha256(OPERATOR_TOKEN) not in text
+
+
+async def test_a_valid_jwt_authenticates_through_the_validator(make_client: Any) -> None:
+    client, _ = await make_client(jwt=fake_jwt)
+
+    who = await client.get("/whoami", headers=_bearer(JWT))
+    listed = await client.get("/sessions", headers=_bearer(JWT))
+    refused = await client.get("/whoami", headers=_bearer(BAD_JWT))
+
+    assert who.status == 200
+    body = await who.json()
+    assert (body["principal"], body["roles"], body["authenticated_by"]) == (
+        "alice",
+        ["auditor"],
+        "jwt",
+    )
+    assert JWT not in await who.text()
+    assert listed.status == 200
+    assert refused.status == 401
+    assert await refused.json() == {"error": "invalid token"}
+
+
+async def test_jwts_are_refused_when_accept_oauthbearer_is_off(make_client: Any) -> None:
+    client, _ = await make_client(_admin(accept_oauthbearer=False), jwt=fake_jwt)
+
+    response = await client.get("/whoami", headers=_bearer(JWT))
+
+    assert response.status == 401
+
+
+async def test_default_open_endpoints_need_no_token(make_client: Any) -> None:
+    client, _ = await make_client()
+
+    health = await client.get("/healthz")
+    metrics = await client.get("/metrics")
+
+    assert health.status == 200
+    assert metrics.status == 200
+
+
+async def test_endpoints_left_out_of_open_endpoints_need_a_token(make_client: Any) -> None:
+    client, _ = await make_client(_admin(open_endpoints=["/healthz"]))
+
+    health = await client.get("/healthz")
+    anonymous = await client.get("/metrics")
+    with_token = await client.get("/metrics", headers=_bearer(VIEWER_TOKEN))
+
+    assert health.status == 200
+    assert anonymous.status == 401
+    assert with_token.status == 200
+
+
+async def test_unknown_paths_need_a_token_before_they_are_found_missing(
+    make_client: Any,
+) -> None:
+    client, _ = await make_client()
+    before = _count("unmatched", "unauthorized")
+
+    anonymous = await client.get("/secret-path-41d2")
+    with_token = await client.get("/secret-path-41d2", headers=_bearer(VIEWER_TOKEN))
+    wrong_method = await client.post("/whoami", headers=_bearer(VIEWER_TOKEN))
+
+    assert anonymous.status == 401
+    assert with_token.status == 404
+    assert wrong_method.status == 405
+    # Counted under a fixed template, never the raw path.
+    assert _count("unmatched", "unauthorized") == before + 1
+    assert _count("/secret-path-41d2", "not_found") == 0
+
+
+async def test_repeated_failures_from_an_address_are_rate_limited(make_client: Any) -> None:
+    client, _ = await make_client(failed_authentications_per_address=2)
+
+    failures = [(await client.get("/whoami", headers=_bearer(f"guess-{n}"))).status for n in (1, 2)]
+    limited = await client.get("/whoami", headers=_bearer(OPERATOR_TOKEN))
+
+    assert failures == [401, 401]
+    assert limited.status == 429
+
+
+async def test_an_oversized_body_is_refused_before_authentication(make_client: Any) -> None:
+    client, _ = await make_client()
+
+    response = await client.post("/whoami", data=b"x" * (65 * 1024))
+
+    assert response.status == 413
+
+
+def _session(services: Services, peer: str, identity: Identity | None) -> ClientSession:
+    listener = services.config.listeners[0]
+    session = ClientSession(
+        services=services,
+        listener=listener,
+        peer=peer,
+        upstream=services.pool.session(),
+        protocol=ServerProtocol(lambda: services.versions, 1024, 1024),
+        tls=TlsDetails("TLSv1.3", "TLS_AES_128_GCM_SHA256", "CN=billing,O=example"),
+    )
+    if identity is not None:
+        session.authenticated(identity, lifetime=600)
+    return session
+
+
+async def test_sessions_lists_the_open_connections_with_their_identity(
+    make_client: Any,
+) -> None:
+    client, services = await make_client()
+    alice = Identity("alice", "PLAIN", groups=("payments",))
+    first = _session(services, "192.0.2.1:4001", alice)
+    second = _session(services, "192.0.2.2:4002", alice)
+    services.sessions.add(first)
+    services.sessions.add(second)
+    services.sessions.remove(second)
+
+    response = await client.get("/sessions", headers=_bearer(OPERATOR_TOKEN))
+
+    [listed] = (await response.json())["sessions"]
+    assert listed["principal"] == "alice"
+    assert listed["groups"] == ["payments"]
+    assert listed["mechanism"] == "PLAIN"
+    assert listed["listener"] == "harness"
+    assert listed["peer"] == "192.0.2.1:4001"
+    assert listed["tls"] == {
+        "version": "TLSv1.3",
+        "cipher": "TLS_AES_128_GCM_SHA256",
+        "client_subject": "CN=billing,O=example",
+    }
+    assert listed["connected_since"] is not None
+    assert listed["session_expires_at"] is not None
+    assert len(services.sessions) == 1
+
+
+async def test_no_token_appears_in_any_response_or_log(
+    make_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    client, _ = await make_client(jwt=fake_jwt)
+    texts = []
+    for token in SECRETS + ("unknown-token-9f0c",):
+        for path in ("/whoami", "/sessions", "/nowhere", "/metrics"):
+            response = await client.get(path, headers=_bearer(token))
+            texts.append(await response.text())
+            texts.append(str(response.headers))
+
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "refused GET /whoami" in logged
+    for secret in SECRETS + ("unknown-token-9f0c",):
+        assert all(secret not in text for text in texts), secret
+        assert secret not in logged, secret
+
+
+def test_bearer_token_refuses_other_schemes_and_oversized_tokens() -> None:
+    with pytest.raises(AdminDenied) as basic:
+        bearer_token("Basic dXNlcjpwYXNz")
+    with pytest.raises(AdminDenied) as huge:
+        bearer_token("Bearer " + "a" * 9000)
+
+    assert bearer_token("bearer  abc ") == "abc"
+    assert (basic.value.status, huge.value.status) == (401, 401)
+
+
+def test_static_tokens_match_only_their_own_hash() -> None:
+    tokens = StaticTokens(AdminConfig.model_validate(_admin()))
+
+    assert tokens.match(OPERATOR_TOKEN) == ("sre-bot", ("sre",))
+    assert tokens.match(OPERATOR_TOKEN + "x") is None
+    assert tokens.match(_sha256(OPERATOR_TOKEN)) is None
+
+
+async def test_a_refused_jwt_reports_the_validators_reason() -> None:
+    auth = AdminAuth(AdminConfig.model_validate(_admin()), fake_jwt)
+
+    with pytest.raises(AdminDenied) as refused:
+        await auth.authenticate(f"Bearer {BAD_JWT}", "192.0.2.9")
+
+    assert refused.value.reason == "jwt_bad_signature"
+    assert BAD_JWT not in str(refused.value)
+
+
+def test_admin_tls_names_a_missing_certificate_file(tmp_path: Any) -> None:
+    config = ListenerTlsConfig(cert_file=tmp_path / "no.pem", key_file=tmp_path / "no.key")
+
+    with pytest.raises(ConfigError, match="admin.tls: cannot load"):
+        admin_ssl_context(config)
