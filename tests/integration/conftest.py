@@ -9,9 +9,13 @@ worker threads so that the loop keeps serving them.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import socket
+import ssl
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,11 +30,32 @@ from tests.integration.clients import Endpoint
 
 CLIENT_USER = "it-client"
 CLIENT_PASSWORD = "it-client-password"  # noqa: S105 - a gateway test user, not a secret
+# Admin API tokens of every test gateway: one holding every role, one holding none.
+ADMIN_TOKEN = "it-admin-token-0b6e1f9d4c2a7e58"  # noqa: S105 - test tokens, not secrets
+NO_ROLE_TOKEN = "it-no-role-token-93a7c5d1e0f2b846"  # noqa: S105
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests marked ``runs_last`` run after every other test of the session."""
     items.sort(key=lambda item: item.get_closest_marker("runs_last") is not None)
+
+
+def admin_get(
+    url: str, token: str | None = None, context: ssl.SSLContext | None = None
+) -> tuple[int, dict[str, str], str]:
+    """GET an admin API URL (blocking): status, headers and body text, errors included."""
+    request = urllib.request.Request(url)  # noqa: S310 - a test URL
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10, context=context) as response:  # noqa: S310
+            return response.status, dict(response.headers), response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read().decode()
 
 
 def free_port() -> int:
@@ -47,6 +72,8 @@ class GatewayUnderTest:
     sasl: Endpoint  # SASL/PLAIN as CLIENT_USER
     admin_url: str
     upstream_password: str
+    admin_token: str  # holds every admin role
+    no_role_token: str  # valid, but holds no role
 
 
 class SessionLog(logging.Handler):
@@ -104,7 +131,10 @@ def direct(primary: dev.ClusterInfo) -> Endpoint:
     )
 
 
-def gateway_config(primary: dev.ClusterInfo, **limits: object) -> tuple[Config, dict[str, int]]:
+def gateway_config(
+    primary: dev.ClusterInfo, admin: dict[str, object] | None = None, **limits: object
+) -> tuple[Config, dict[str, int]]:
+    """The test gateway's config; ``admin`` is merged into its admin section."""
     ports = {"plain": free_port(), "sasl": free_port(), "admin": free_port()}
     data = {
         "gateway": {"node_id": 7, "cluster_id": "it-gateway"},
@@ -132,7 +162,15 @@ def gateway_config(primary: dev.ClusterInfo, **limits: object) -> tuple[Config, 
             }
         },
         "users": [{"name": CLIENT_USER, "password_hash": hash_password(CLIENT_PASSWORD, 20_000)}],
-        "admin": {"bind": f"127.0.0.1:{ports['admin']}"},
+        "admin": {
+            "bind": f"127.0.0.1:{ports['admin']}",
+            "tokens": [
+                {"name": "it-admin", "token_sha256": _sha256(ADMIN_TOKEN), "groups": ["it-ops"]},
+                {"name": "it-nobody", "token_sha256": _sha256(NO_ROLE_TOKEN), "groups": []},
+            ],
+            "roles": {role: ["it-ops"] for role in ("operator", "approver", "auditor", "admin")},
+            **(admin or {}),
+        },
         "limits": {"shutdown_grace_seconds": 2, **limits},
     }
     return parse_config(data, "integration-test", environ={}), ports
@@ -140,10 +178,11 @@ def gateway_config(primary: dev.ClusterInfo, **limits: object) -> tuple[Config, 
 
 @contextlib.asynccontextmanager
 async def running_gateway(
-    cluster: dev.ClusterInfo, **limits: object
+    cluster: dev.ClusterInfo, admin: dict[str, object] | None = None, **limits: object
 ) -> AsyncIterator[GatewayUnderTest]:
-    """A gateway in front of ``cluster``, on free ports, stopped on exit."""
-    config, ports = gateway_config(cluster, **limits)
+    """A gateway in front of ``cluster``, on free ports, stopped on exit (``admin`` is
+    merged into the config's admin section)."""
+    config, ports = gateway_config(cluster, admin, **limits)
     running = Gateway(config)
     await running.start()
     try:
@@ -158,8 +197,10 @@ async def running_gateway(
                 username=CLIENT_USER,
                 password=CLIENT_PASSWORD,
             ),
-            admin_url=f"http://127.0.0.1:{ports['admin']}",
+            admin_url=f"{'https' if config.admin.tls else 'http'}://127.0.0.1:{ports['admin']}",
             upstream_password=Path(cluster.password_file).read_text(encoding="utf-8").strip(),
+            admin_token=ADMIN_TOKEN,
+            no_role_token=NO_ROLE_TOKEN,
         )
     finally:
         await running.stop()

@@ -1,4 +1,5 @@
-"""Admin HTTP endpoints, and the gateway-held upstream password never leaking anywhere.
+"""Admin HTTP endpoints, and no secret (the gateway-held upstream password, client
+passwords, admin API tokens) leaking anywhere.
 
 The leak check runs after every other test of the session (``runs_last``) and also
 drives its own traffic, so the session log it searches covers everything the suite did:
@@ -27,9 +28,16 @@ from tests.integration.clients import (
     aconsume,
     acreate_topic,
     aproduce,
+    connected_producer,
     unique_topic,
 )
-from tests.integration.conftest import GatewayUnderTest, SessionLog
+from tests.integration.conftest import (
+    CLIENT_PASSWORD,
+    CLIENT_USER,
+    GatewayUnderTest,
+    SessionLog,
+    admin_get,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -217,35 +225,58 @@ async def test_metadata_answers_never_reveal_upstream_brokers(
 
 
 @pytest.mark.runs_last
-async def test_upstream_password_appears_in_no_log_metric_or_response(
+async def test_no_secret_appears_in_any_log_metric_or_response(
     gateway: GatewayUnderTest, direct: Endpoint, session_log: SessionLog
 ) -> None:
-    secret = gateway.upstream_password
-    assert len(secret) >= 16
-    # Traffic of every kind, including a client trying the upstream's own credentials.
+    upstream = gateway.upstream_password
+    assert len(upstream) >= 16
+    wrong_password = "it-wrong-password-6f1d0c"  # noqa: S105 - a test string
+    wrong_token = "it-wrong-admin-token-c48e2a"  # noqa: S105
+    secrets = {
+        "upstream password": upstream,
+        "client password": CLIENT_PASSWORD,
+        "wrong client password": wrong_password,
+        "admin token": gateway.admin_token,
+        "no-role admin token": gateway.no_role_token,
+        "wrong admin token": wrong_token,
+    }
+    # Traffic of every kind, including a client trying the upstream's own credentials
+    # and a wrong password for a real user.
     topic = unique_topic("leak")
     await acreate_topic(gateway.sasl, topic, 2)
     await aproduce("aiokafka", gateway.sasl, topic, [Record(1, -1, b"k", b"v")])
     assert len(await aconsume("aiokafka", gateway.sasl, topic, 2, 1)) == 1
     host, port = gateway.sasl.bootstrap.rsplit(":", 1)
-    with pytest.raises(aiokafka_errors.SaslAuthenticationFailed):
-        await create_conn(
-            host,
-            int(port),
-            security_protocol="SASL_PLAINTEXT",
-            sasl_mechanism="PLAIN",
-            sasl_plain_username=direct.username,
-            sasl_plain_password=secret,
-        )
+    for username, password in ((direct.username, upstream), (CLIENT_USER, wrong_password)):
+        with pytest.raises(aiokafka_errors.SaslAuthenticationFailed):
+            await create_conn(
+                host,
+                int(port),
+                security_protocol="SASL_PLAINTEXT",
+                sasl_mechanism="PLAIN",
+                sasl_plain_username=username,
+                sasl_plain_password=password,
+            )
     responses = await _raw_exchange(gateway.plain, _client_requests())
-    admin = [
-        (await asyncio.to_thread(_get, f"{gateway.admin_url}{path}"))[1]
-        for path in ("/healthz", "/readyz", "/metrics")
-    ]
+    # Admin answers while a SASL/PLAIN client is connected, to every token and none.
+    producer = await asyncio.to_thread(connected_producer, gateway.sasl)
+    try:
+        admin = [
+            await asyncio.to_thread(admin_get, f"{gateway.admin_url}{path}", token)
+            for path in ("/healthz", "/readyz", "/metrics", "/whoami", "/sessions", "/x")
+            for token in (None, gateway.admin_token, gateway.no_role_token, wrong_token)
+        ]
+    finally:
+        await asyncio.to_thread(producer.close)
+    admin_texts = [f"{status} {headers} {body}" for status, headers, body in admin]
+    whoami = [body for status, _, body in admin if status == 200 and '"principal"' in body]
+    listed = [body for status, _, body in admin if status == 200 and CLIENT_USER in body]
 
     assert session_log.lines, "the session log captured nothing"
-    leaking_lines = [line for line in session_log.lines if secret in line]
-    assert leaking_lines == []
-    assert all(secret not in text for text in admin)
-    assert all(secret.encode() not in answer for answer in responses)
-    assert secret not in repr(gateway.config)
+    assert whoami, "no /whoami answer was searched"
+    assert listed, "no /sessions answer listed the connected client"
+    for name, secret in secrets.items():
+        assert [line for line in session_log.lines if secret in line] == [], name
+        assert all(secret not in text for text in admin_texts), name
+        assert all(secret.encode() not in answer for answer in responses), name
+        assert secret not in repr(gateway.config), name

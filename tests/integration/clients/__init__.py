@@ -29,7 +29,8 @@ commits what it read before leaving. ``produce`` can compress (``compression``).
 
 Besides the drivers: ``committed_offsets``, ``watermarks``, ``describe_group``,
 ``partition_leaders``, ``group_coordinator`` and ``elect_preferred_leaders``
-(confluent-kafka's admin client), ``list_topics`` per client, ``run_java_tool`` (any
+(confluent-kafka's admin client), ``connected_producer`` (a confluent-kafka producer
+kept connected), ``list_topics`` per client, ``run_java_tool`` (any
 Kafka command line tool, with the endpoint's connection settings in a properties
 file), ``JavaGroupConsumer`` (a console consumer kept running as a group member) and
 ``client_versions``.
@@ -54,6 +55,7 @@ from tests.integration.clients.common import (
 from tests.integration.clients.confluent import (
     GroupDescription,
     committed_offsets,
+    connected_producer,
     describe_group,
     elect_preferred_leaders,
     group_coordinator,
@@ -101,6 +103,7 @@ __all__ = [
     "arun_java_tool",
     "client_versions",
     "committed_offsets",
+    "connected_producer",
     "consume",
     "consume_group",
     "create_topic",

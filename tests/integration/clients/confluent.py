@@ -314,6 +314,21 @@ def consume_group(
     return records
 
 
+def connected_producer(ep: Endpoint, *, timeout: float = 30) -> Any:
+    """A confluent-kafka ``Producer`` that has connected (and authenticated) to ``ep``:
+    it has read the cluster's metadata. The caller must ``close()`` it."""
+    from confluent_kafka import Producer
+
+    producer = Producer(librdkafka_config(ep))
+    try:
+        with client_errors("confluent list_topics", ep):
+            producer.list_topics(timeout=timeout)
+    except BaseException:
+        producer.close()
+        raise
+    return producer
+
+
 def list_topics(ep: Endpoint, timeout: float) -> set[str]:
     from confluent_kafka.admin import AdminClient
 
