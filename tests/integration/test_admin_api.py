@@ -4,20 +4,15 @@ roles, ``/whoami``, ``/sessions`` with a real client connected, and HTTPS."""
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 import json
 import ssl
 import urllib.error
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from gateway import dev
+from tests.certs import CertificateAuthority
 from tests.integration.clients import connected_producer
 from tests.integration.conftest import (
     CLIENT_PASSWORD,
@@ -105,62 +100,18 @@ async def test_sessions_lists_a_connected_sasl_plain_client_without_its_password
     assert CLIENT_PASSWORD not in body
 
 
-def _certificates(directory: Path) -> tuple[Path, Path, Path]:
-    """A CA and a server certificate for 127.0.0.1 signed by it: (ca, cert, key)."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "admin test CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    paths = directory / "ca.pem", directory / "admin.pem", directory / "admin.key"
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return paths
-
-
 async def test_admin_api_serves_https_when_tls_is_configured(
     primary: dev.ClusterInfo, tmp_path: Path
 ) -> None:
-    ca, cert, key = _certificates(tmp_path)
-    trusting = ssl.create_default_context(cafile=str(ca))
+    ca = CertificateAuthority(tmp_path, "admin test CA")
+    cert, key = ca.issue("127.0.0.1", "admin")
 
     tls = {"cert_file": str(cert), "key_file": str(key)}
     async with running_gateway(primary, admin={"tls": tls}) as gw:
         assert gw.admin_url.startswith("https://")
-        who = await _get(f"{gw.admin_url}/whoami", gw.admin_token, trusting)
-        anonymous = await _get(f"{gw.admin_url}/sessions", None, trusting)
-        health = await _get(f"{gw.admin_url}/healthz", None, trusting)
+        who = await _get(f"{gw.admin_url}/whoami", gw.admin_token, ca.trusting())
+        anonymous = await _get(f"{gw.admin_url}/sessions", None, ca.trusting())
+        health = await _get(f"{gw.admin_url}/healthz", None, ca.trusting())
         with pytest.raises(OSError):
             # Plain HTTP to the HTTPS port gets no HTTP answer.
             await _get(gw.admin_url.replace("https://", "http://") + "/healthz")
@@ -173,3 +124,60 @@ async def test_admin_api_serves_https_when_tls_is_configured(
     assert json.loads(who[2])["principal"] == "it-admin"
     assert anonymous[0] == 401
     assert health[0] == 200
+
+
+async def test_admin_https_with_required_client_certificates_refuses_callers_without_one(
+    primary: dev.ClusterInfo, tmp_path: Path
+) -> None:
+    ca = CertificateAuthority(tmp_path, "admin test CA")
+    other = CertificateAuthority(tmp_path, "other CA")
+    cert, key = ca.issue("127.0.0.1", "admin")
+    client_cert, client_key = ca.issue("sre-laptop", "client")
+    foreign_cert, foreign_key = other.issue("intruder", "foreign")
+    with_cert = ca.trusting()
+    with_cert.load_cert_chain(client_cert, client_key)
+    with_foreign_cert = ca.trusting()
+    with_foreign_cert.load_cert_chain(foreign_cert, foreign_key)
+
+    tls = {
+        "cert_file": str(cert),
+        "key_file": str(key),
+        "ca_file": str(ca.file),
+        "client_auth": "required",
+    }
+    async with running_gateway(primary, admin={"tls": tls}) as gw:
+        accepted = await _get(f"{gw.admin_url}/whoami", gw.admin_token, with_cert)
+        refused = []
+        for context in (ca.trusting(), with_foreign_cert):
+            with pytest.raises(OSError) as failure:
+                await _get(f"{gw.admin_url}/healthz", None, context)
+            refused.append(failure.value)
+
+    assert accepted[0] == 200
+    # The certificate opens the channel only: the token is still required and named.
+    assert json.loads(accepted[2])["principal"] == "it-admin"
+    assert len(refused) == 2
+
+
+async def test_admin_https_serves_a_renewed_certificate_without_a_restart(
+    primary: dev.ClusterInfo, tmp_path: Path
+) -> None:
+    old_ca = CertificateAuthority(tmp_path, "old CA")
+    new_ca = CertificateAuthority(tmp_path, "new CA")
+    cert, key = old_ca.issue("127.0.0.1", "admin")
+
+    tls = {"cert_file": str(cert), "key_file": str(key), "reload_interval_seconds": 0.2}
+    async with running_gateway(primary, admin={"tls": tls}) as gw:
+        before = await _get(f"{gw.admin_url}/healthz", None, old_ca.trusting())
+        new_ca.issue("127.0.0.1", "admin")
+        after = None
+        for _ in range(100):
+            try:
+                after = await _get(f"{gw.admin_url}/healthz", None, new_ca.trusting())
+                break
+            except urllib.error.URLError:
+                await asyncio.sleep(0.1)
+
+    assert before[0] == 200
+    assert after is not None, "the renewed certificate was never served"
+    assert after[0] == 200

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,13 +18,14 @@ from prometheus_client import REGISTRY
 
 from gateway.admin.auth import AdminAuth, AdminDenied, StaticTokens, bearer_token
 from gateway.admin.http import make_app
-from gateway.admin.tls import admin_ssl_context
+from gateway.admin.tls import ReloadingTls, admin_ssl_context
 from gateway.config import AdminConfig, ListenerTlsConfig
 from gateway.errors import AuthenticationFailed, ConfigError
 from gateway.identity import Identity, TlsDetails
 from gateway.identity.registry import Authenticator
 from gateway.protocol.connection import ServerProtocol
 from gateway.session import ClientSession, Services
+from tests.certs import CertificateAuthority
 from tests.unit.harness import ScriptedPool, harness_config
 
 OPERATOR_TOKEN = "op-token-3c1f9a7e52d84b06a1e2"  # noqa: S105 - test tokens
@@ -332,8 +334,27 @@ async def test_a_refused_jwt_reports_the_validators_reason() -> None:
     assert BAD_JWT not in str(refused.value)
 
 
-def test_admin_tls_names_a_missing_certificate_file(tmp_path: Any) -> None:
+def test_admin_tls_names_a_missing_certificate_file(tmp_path: Path) -> None:
     config = ListenerTlsConfig(cert_file=tmp_path / "no.pem", key_file=tmp_path / "no.key")
 
     with pytest.raises(ConfigError, match="admin.tls: cannot load"):
         admin_ssl_context(config)
+
+
+def test_admin_tls_keeps_the_last_good_certificate_when_new_files_do_not_load(
+    tmp_path: Path,
+) -> None:
+    ca = CertificateAuthority(tmp_path, "unit CA")
+    cert, key = ca.issue("127.0.0.1", "admin")
+    tls = ReloadingTls(ListenerTlsConfig(cert_file=cert, key_file=key))
+    served = tls.current
+
+    unchanged = tls.reload_if_changed()
+    cert.write_text("not a certificate")
+    broken = tls.reload_if_changed()
+    ca.issue("127.0.0.1", "admin")
+    renewed = tls.reload_if_changed()
+
+    assert (unchanged, broken, renewed) == (False, False, True)
+    assert tls.current is not served
+    assert tls.served is served
