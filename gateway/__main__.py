@@ -83,8 +83,10 @@ def _dev_banner(config: Config) -> str:
             "-X sasl.mechanisms=PLAIN -X sasl.username=dev-client "
             "-X sasl.password=dev-client-secret -L"
         )
+    admin = f"http{'s' if config.admin.tls else ''}://{config.admin.bind}"
     lines += [
-        f"  curl http://{config.admin.bind}/metrics",
+        f"  curl {admin}/metrics",
+        f"  curl -H 'Authorization: Bearer dev-admin-token' {admin}/whoami {admin}/sessions",
         "",
         "Ctrl-C stops everything this started.",
     ]
