@@ -132,9 +132,13 @@ def direct(primary: dev.ClusterInfo) -> Endpoint:
 
 
 def gateway_config(
-    primary: dev.ClusterInfo, admin: dict[str, object] | None = None, **limits: object
+    primary: dev.ClusterInfo,
+    admin: dict[str, object] | None = None,
+    identity: dict[str, object] | None = None,
+    **limits: object,
 ) -> tuple[Config, dict[str, int]]:
-    """The test gateway's config; ``admin`` is merged into its admin section."""
+    """The test gateway's config; ``admin`` is merged into its admin section,
+    ``identity`` is its identity section."""
     ports = {"plain": free_port(), "sasl": free_port(), "admin": free_port()}
     data = {
         "gateway": {"node_id": 7, "cluster_id": "it-gateway"},
@@ -171,6 +175,7 @@ def gateway_config(
             "roles": {role: ["it-ops"] for role in ("operator", "approver", "auditor", "admin")},
             **(admin or {}),
         },
+        "identity": identity or {},
         "limits": {"shutdown_grace_seconds": 2, **limits},
     }
     return parse_config(data, "integration-test", environ={}), ports
@@ -178,11 +183,14 @@ def gateway_config(
 
 @contextlib.asynccontextmanager
 async def running_gateway(
-    cluster: dev.ClusterInfo, admin: dict[str, object] | None = None, **limits: object
+    cluster: dev.ClusterInfo,
+    admin: dict[str, object] | None = None,
+    identity: dict[str, object] | None = None,
+    **limits: object,
 ) -> AsyncIterator[GatewayUnderTest]:
     """A gateway in front of ``cluster``, on free ports, stopped on exit (``admin`` is
-    merged into the config's admin section)."""
-    config, ports = gateway_config(cluster, admin, **limits)
+    merged into the config's admin section, ``identity`` is its identity section)."""
+    config, ports = gateway_config(cluster, admin, identity, **limits)
     running = Gateway(config)
     await running.start()
     try:
