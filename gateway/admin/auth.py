@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from gateway.config import AdminConfig, AdminRole
-from gateway.errors import AuthenticationFailed
+from gateway.errors import AuthenticationFailed, GatewayError
 from gateway.identity import Identity
 
 # Validates a JWT for a caller at an address; raises AuthenticationFailed.
@@ -121,6 +121,10 @@ class AdminAuth:
                 identity = await self.jwt(token, address)
             except AuthenticationFailed as exc:
                 raise AdminDenied(401, f"jwt_{exc.reason}", "invalid token") from None
+            except GatewayError:
+                # The token could not be checked (e.g. no keys from the provider yet):
+                # refused like a bad one, never let through.
+                raise AdminDenied(401, "jwt_unverifiable", "invalid token") from None
             return AdminCaller(
                 identity.principal,
                 identity.groups,

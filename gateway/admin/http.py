@@ -124,12 +124,12 @@ def _result(status: int) -> str:
     return words.get(status, "client_error")
 
 
-def _error(status: int, message: str) -> web.Response:
+def _error(status: int, message: str, reason: str = "") -> web.Response:
     response = web.json_response({"error": message}, status=status)
     if status == 401:
         # RFC 6750: tell the caller how to authenticate (and that a given token failed).
         challenge = 'Bearer realm="gateway-admin"'
-        if message != "a bearer token is required":
+        if reason != "no_token":
             challenge += ', error="invalid_token"'
         response.headers["WWW-Authenticate"] = challenge
     return response
@@ -190,7 +190,7 @@ def _guard(routes: dict[tuple[str, str], Route]) -> Callable[..., Awaitable[web.
             await _admit(request, route)
             response = await handler(request)
         except AdminDenied as denied:
-            response = _error(denied.status, denied.message)
+            response = _error(denied.status, denied.message, denied.reason)
         except web.HTTPError as exc:
             response = _error(exc.status, exc.reason)
         except Exception:

@@ -20,7 +20,7 @@ from gateway.admin.auth import AdminAuth, AdminDenied, StaticTokens, bearer_toke
 from gateway.admin.http import make_app
 from gateway.admin.tls import ReloadingTls, admin_ssl_context
 from gateway.config import AdminConfig, ListenerTlsConfig
-from gateway.errors import AuthenticationFailed, ConfigError
+from gateway.errors import AuthenticationFailed, ConfigError, GatewayError
 from gateway.identity import Identity, TlsDetails
 from gateway.identity.registry import Authenticator
 from gateway.protocol.connection import ServerProtocol
@@ -50,8 +50,17 @@ def _admin(**changes: Any) -> dict[str, Any]:
     }
 
 
+UNVERIFIABLE_JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJib2IifQ.a2V5cy1taXNzaW5n"  # noqa: S105
+
+
+class JwksUnreadable(GatewayError):
+    """What a validator raises when it cannot check a token at all."""
+
+
 async def fake_jwt(token: str, address: str) -> Identity:
     """Accepts ``JWT`` as alice (groups audit), refuses everything else."""
+    if token == UNVERIFIABLE_JWT:
+        raise JwksUnreadable("the provider's keys could not be read")
     if token != JWT:
         raise AuthenticationFailed("signature does not verify", reason="bad_signature")
     return Identity("alice", "OAUTHBEARER", groups=("audit",), expires_at=2_000_000_000.0)
@@ -163,6 +172,7 @@ async def test_a_valid_jwt_authenticates_through_the_validator(make_client: Any)
     who = await client.get("/whoami", headers=_bearer(JWT))
     listed = await client.get("/sessions", headers=_bearer(JWT))
     refused = await client.get("/whoami", headers=_bearer(BAD_JWT))
+    unverifiable = await client.get("/whoami", headers=_bearer(UNVERIFIABLE_JWT))
 
     assert who.status == 200
     body = await who.json()
@@ -175,6 +185,7 @@ async def test_a_valid_jwt_authenticates_through_the_validator(make_client: Any)
     assert listed.status == 200
     assert refused.status == 401
     assert await refused.json() == {"error": "invalid token"}
+    assert unverifiable.status == 401
 
 
 async def test_jwts_are_refused_when_accept_oauthbearer_is_off(make_client: Any) -> None:
