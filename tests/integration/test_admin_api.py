@@ -85,6 +85,15 @@ async def test_sessions_lists_a_connected_sasl_plain_client_without_its_password
         status, _, body = await _get(f"{gateway.admin_url}/sessions", gateway.admin_token)
     finally:
         await asyncio.to_thread(producer.close)
+    # Once the client has gone, so have its sessions (the list holds open connections only).
+    remaining = mine_after = None
+    for _ in range(100):
+        _, _, after = await _get(f"{gateway.admin_url}/sessions", gateway.admin_token)
+        remaining = json.loads(after)["sessions"]
+        mine_after = [s for s in remaining if s["principal"] == CLIENT_USER]
+        if not mine_after:
+            break
+        await asyncio.sleep(0.1)
 
     assert status == 200
     mine = [s for s in json.loads(body)["sessions"] if s["principal"] == CLIENT_USER]
@@ -98,6 +107,7 @@ async def test_sessions_lists_a_connected_sasl_plain_client_without_its_password
         assert session["tls"] is None
         assert session["connected_since"]
     assert CLIENT_PASSWORD not in body
+    assert mine_after == [], remaining
 
 
 async def test_admin_api_serves_https_when_tls_is_configured(
