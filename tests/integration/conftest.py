@@ -12,9 +12,10 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -104,7 +105,16 @@ def direct(primary: dev.ClusterInfo) -> Endpoint:
     )
 
 
-def gateway_config(primary: dev.ClusterInfo, **limits: object) -> tuple[Config, dict[str, int]]:
+def gateway_config(
+    primary: dev.ClusterInfo,
+    *,
+    users: Sequence[Mapping[str, Any]] = (),
+    identity: Mapping[str, Any] | None = None,
+    **limits: object,
+) -> tuple[Config, dict[str, int]]:
+    """A config in front of ``primary``: listeners ``plain`` and ``sasl`` (which offers
+    PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512), CLIENT_USER plus ``users``, the
+    ``identity`` section and ``limits``."""
     ports = {"plain": free_port(), "sasl": free_port(), "admin": free_port()}
     data = {
         "gateway": {"node_id": 7, "cluster_id": "it-gateway"},
@@ -131,7 +141,11 @@ def gateway_config(primary: dev.ClusterInfo, **limits: object) -> tuple[Config, 
                 },
             }
         },
-        "users": [{"name": CLIENT_USER, "password_hash": hash_password(CLIENT_PASSWORD, 20_000)}],
+        "users": [
+            {"name": CLIENT_USER, "password_hash": hash_password(CLIENT_PASSWORD, 20_000)},
+            *users,
+        ],
+        "identity": dict(identity or {}),
         "admin": {"bind": f"127.0.0.1:{ports['admin']}"},
         "limits": {"shutdown_grace_seconds": 2, **limits},
     }
@@ -140,10 +154,15 @@ def gateway_config(primary: dev.ClusterInfo, **limits: object) -> tuple[Config, 
 
 @contextlib.asynccontextmanager
 async def running_gateway(
-    cluster: dev.ClusterInfo, **limits: object
+    cluster: dev.ClusterInfo,
+    *,
+    users: Sequence[Mapping[str, Any]] = (),
+    identity: Mapping[str, Any] | None = None,
+    **limits: object,
 ) -> AsyncIterator[GatewayUnderTest]:
-    """A gateway in front of ``cluster``, on free ports, stopped on exit."""
-    config, ports = gateway_config(cluster, **limits)
+    """A gateway in front of ``cluster``, on free ports, stopped on exit (see
+    ``gateway_config`` for ``users`` and ``identity``)."""
+    config, ports = gateway_config(cluster, users=users, identity=identity, **limits)
     running = Gateway(config)
     await running.start()
     try:
