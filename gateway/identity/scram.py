@@ -230,8 +230,8 @@ class _ScramExchange:
     async def step(self, token: bytes) -> Step:
         if self._done:
             raise AuthenticationFailed("SCRAM exchange already finished", reason="malformed")
-        message = _decode(token)
         try:
+            message = _decode(token)
             if self._server is None:
                 return Challenge(self._first(message).encode("utf-8"))
             return await self._final(message)
@@ -240,6 +240,10 @@ class _ScramExchange:
             raise AuthenticationFailed(
                 f"SCRAM exchange for {self._user!r} refused: {exc}", reason=_reason(exc)
             ) from None
+        except AuthenticationFailed:
+            # A refused exchange never continues, whatever the caller does next.
+            self._done = True
+            raise
 
     def _first(self, message: str) -> str:
         user, extensions = _client_first_fields(message)

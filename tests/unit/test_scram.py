@@ -361,6 +361,13 @@ async def test_no_step_after_the_exchange_finished(mechanism: Make) -> None:
     assert await refused(exchange, final) == "malformed"
 
 
+async def test_no_step_after_a_refused_client_first(mechanism: Make) -> None:
+    exchange = mechanism("SCRAM-SHA-256").start(CONTEXT)
+    assert await refused(exchange, b"y,,n=alice,r=abcdef") == "channel_binding"
+
+    assert await refused(exchange, b"n,,n=alice,r=abcdef") == "malformed"
+
+
 async def test_proof_check_takes_its_turn_in_the_guard(accounts: AccountStore) -> None:
     guard = AuthGuard(workers=1, per_address=1, failures_per_minute=1, delay=0)
     scram = ScramMechanism("SCRAM-SHA-256", accounts, guard)
