@@ -60,7 +60,11 @@ def _dev_banner(config: Config) -> str:
     lines = ["", "Gateway is up in front of the local primary cluster.", ""]
     for listener in config.listeners:
         host, port = listener.advertised_address
-        auth = "no auth" if listener.security_protocol == "PLAINTEXT" else "SASL/PLAIN dev-client"
+        auth = (
+            "no auth"
+            if listener.security_protocol == "PLAINTEXT"
+            else "SASL PLAIN or SCRAM, dev-client"
+        )
         lines.append(f"  {listener.name:10} {host}:{port}  ({auth})")
     plain = next(lis for lis in config.listeners if lis.security_protocol == "PLAINTEXT")
     sasl = next(
@@ -81,6 +85,11 @@ def _dev_banner(config: Config) -> str:
         lines.append(
             f"  kcat -b {shost}:{sport} -X security.protocol=SASL_PLAINTEXT "
             "-X sasl.mechanisms=PLAIN -X sasl.username=dev-client "
+            "-X sasl.password=dev-client-secret -L"
+        )
+        lines.append(
+            f"  kcat -b {shost}:{sport} -X security.protocol=SASL_PLAINTEXT "
+            "-X sasl.mechanisms=SCRAM-SHA-512 -X sasl.username=dev-client "
             "-X sasl.password=dev-client-secret -L"
         )
     lines += [
