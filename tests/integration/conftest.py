@@ -16,9 +16,10 @@ import socket
 import ssl
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -133,12 +134,16 @@ def direct(primary: dev.ClusterInfo) -> Endpoint:
 
 def gateway_config(
     primary: dev.ClusterInfo,
-    admin: dict[str, object] | None = None,
-    identity: dict[str, object] | None = None,
+    *,
+    users: Sequence[Mapping[str, Any]] = (),
+    identity: Mapping[str, Any] | None = None,
+    admin: Mapping[str, Any] | None = None,
     **limits: object,
 ) -> tuple[Config, dict[str, int]]:
-    """The test gateway's config; ``admin`` is merged into its admin section,
-    ``identity`` is its identity section."""
+    """A config in front of ``primary``: listeners ``plain`` and ``sasl`` (which offers
+    PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512), CLIENT_USER plus ``users``, the
+    ``identity`` section, admin tokens ADMIN_TOKEN (every role) and NO_ROLE_TOKEN with
+    ``admin`` merged into the admin section, and ``limits``."""
     ports = {"plain": free_port(), "sasl": free_port(), "admin": free_port()}
     data = {
         "gateway": {"node_id": 7, "cluster_id": "it-gateway"},
@@ -165,7 +170,11 @@ def gateway_config(
                 },
             }
         },
-        "users": [{"name": CLIENT_USER, "password_hash": hash_password(CLIENT_PASSWORD, 20_000)}],
+        "users": [
+            {"name": CLIENT_USER, "password_hash": hash_password(CLIENT_PASSWORD, 20_000)},
+            *users,
+        ],
+        "identity": dict(identity or {}),
         "admin": {
             "bind": f"127.0.0.1:{ports['admin']}",
             "tokens": [
@@ -175,7 +184,6 @@ def gateway_config(
             "roles": {role: ["it-ops"] for role in ("operator", "approver", "auditor", "admin")},
             **(admin or {}),
         },
-        "identity": identity or {},
         "limits": {"shutdown_grace_seconds": 2, **limits},
     }
     return parse_config(data, "integration-test", environ={}), ports
@@ -184,13 +192,15 @@ def gateway_config(
 @contextlib.asynccontextmanager
 async def running_gateway(
     cluster: dev.ClusterInfo,
-    admin: dict[str, object] | None = None,
-    identity: dict[str, object] | None = None,
+    *,
+    users: Sequence[Mapping[str, Any]] = (),
+    identity: Mapping[str, Any] | None = None,
+    admin: Mapping[str, Any] | None = None,
     **limits: object,
 ) -> AsyncIterator[GatewayUnderTest]:
-    """A gateway in front of ``cluster``, on free ports, stopped on exit (``admin`` is
-    merged into the config's admin section, ``identity`` is its identity section)."""
-    config, ports = gateway_config(cluster, admin, identity, **limits)
+    """A gateway in front of ``cluster``, on free ports, stopped on exit (see
+    ``gateway_config`` for ``users``, ``identity`` and ``admin``)."""
+    config, ports = gateway_config(cluster, users=users, identity=identity, admin=admin, **limits)
     running = Gateway(config)
     await running.start()
     try:
