@@ -57,6 +57,15 @@ SESSIONS_EXPIRED = Counter(
     "Connections closed because their session expired without re-authentication.",
     ["listener"],
 )
+JWKS_FETCHES = Counter(
+    "gateway_jwks_fetches_total",
+    "Reads of the OAUTHBEARER key set (JWKS URL or file), by result (ok, failed).",
+    ["result"],
+)
+JWKS_KEYS = Gauge(
+    "gateway_jwks_keys",
+    "Signing keys in the OAUTHBEARER key set currently in force.",
+)
 UPSTREAM_CONNECTIONS = Gauge(
     "gateway_upstream_connections_open", "Connections open to upstream brokers.", ["cluster"]
 )

@@ -12,6 +12,7 @@ from gateway.config import Config, ListenerConfig
 from gateway.identity.accounts import AccountStore
 from gateway.identity.guard import AuthGuard
 from gateway.identity.mechanisms import Mechanism
+from gateway.identity.oauthbearer import JwtValidator, OAuthBearerMechanism
 from gateway.identity.plain import PlainMechanism
 
 
@@ -27,6 +28,12 @@ class Authenticator:
             delay=limits.failed_authentication_delay_seconds,
         )
         found: list[Mechanism] = [PlainMechanism(self.accounts, self.guard)]
+        oauth = config.identity.oauthbearer
+        # Also what the admin API checks bearer JWTs with; None without oauthbearer.
+        self.jwt_validator: JwtValidator | None = None
+        if oauth is not None:
+            self.jwt_validator = JwtValidator(oauth, self.guard, self.accounts)
+            found.append(OAuthBearerMechanism(self.jwt_validator))
         self.mechanisms: dict[str, Mechanism] = {m.name: m for m in found}
 
     def offered(self, listener: ListenerConfig) -> tuple[str, ...]:
