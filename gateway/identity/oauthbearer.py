@@ -357,9 +357,10 @@ class JwtValidator:
         is the caller's IP address, whose share of the guard's pool the check uses."""
         header = token_header(token)
         alg = header.get("alg")
-        if not isinstance(alg, str) or alg not in self._algorithms:
-            shown = alg[:16] if isinstance(alg, str) else type(alg).__name__
-            raise _refuse(f"token algorithm {shown!r} is not accepted", "alg_not_allowed")
+        if not isinstance(alg, str):
+            raise _refuse("token header names no algorithm", "malformed")
+        if alg not in self._algorithms:
+            raise _refuse(f"token algorithm {alg[:16]!r} is not accepted", "alg_not_allowed")
         key = await self._key(header, alg)
         payload = await self._guard.run(address, _verify_signature, token, key, alg)
         try:
