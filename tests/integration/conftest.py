@@ -12,9 +12,10 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -104,7 +105,24 @@ def direct(primary: dev.ClusterInfo) -> Endpoint:
     )
 
 
-def gateway_config(primary: dev.ClusterInfo, **limits: object) -> tuple[Config, dict[str, int]]:
+def merged(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``extra`` merged in, dicts recursively. ``extra["listeners"]`` is
+    a dict by listener name whose fields are merged into that listener."""
+    out = dict(base)
+    for key, value in extra.items():
+        if key == "listeners":
+            out[key] = [merged(item, value.get(item["name"], {})) for item in base[key]]
+        elif isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            out[key] = merged(base[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def gateway_config(
+    primary: dev.ClusterInfo, overrides: Mapping[str, Any] | None = None, **limits: object
+) -> tuple[Config, dict[str, int]]:
+    """The config of a test gateway; ``overrides`` are merged in (see ``merged``)."""
     ports = {"plain": free_port(), "sasl": free_port(), "admin": free_port()}
     data = {
         "gateway": {"node_id": 7, "cluster_id": "it-gateway"},
@@ -135,15 +153,16 @@ def gateway_config(primary: dev.ClusterInfo, **limits: object) -> tuple[Config, 
         "admin": {"bind": f"127.0.0.1:{ports['admin']}"},
         "limits": {"shutdown_grace_seconds": 2, **limits},
     }
-    return parse_config(data, "integration-test", environ={}), ports
+    return parse_config(merged(data, overrides or {}), "integration-test", environ={}), ports
 
 
 @contextlib.asynccontextmanager
 async def running_gateway(
-    cluster: dev.ClusterInfo, **limits: object
+    cluster: dev.ClusterInfo, overrides: Mapping[str, Any] | None = None, **limits: object
 ) -> AsyncIterator[GatewayUnderTest]:
-    """A gateway in front of ``cluster``, on free ports, stopped on exit."""
-    config, ports = gateway_config(cluster, **limits)
+    """A gateway in front of ``cluster``, on free ports, stopped on exit; ``overrides``
+    are merged into its config (see ``merged``)."""
+    config, ports = gateway_config(cluster, overrides, **limits)
     running = Gateway(config)
     await running.start()
     try:

@@ -93,6 +93,8 @@ class Client:
     groups: list[str] = field(default_factory=list)
     # Extra or overriding claims (e.g. {"aud": "elsewhere"}).
     claims: dict[str, Any] = field(default_factory=dict)
+    # Seconds its tokens live; None: the provider's lifetime.
+    lifetime: float | None = None
 
 
 class IdentityProvider:
@@ -109,7 +111,8 @@ class IdentityProvider:
         self.clients = dict(clients or {})
         self.keys = [SigningKey.generate()]
         self.jwks_requests = 0
-        self.tokens_issued = 0
+        self.tokens_issued = 0  # by the token endpoint
+        self.issued: list[str] = []  # every token signed, for leak checks
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -143,6 +146,8 @@ class IdentityProvider:
 
     def claims_for(self, client_id: str, lifetime: float | None = None) -> dict[str, Any]:
         client = self.clients.get(client_id, Client(secret=""))
+        if lifetime is None:
+            lifetime = client.lifetime if client.lifetime is not None else self.lifetime
         now = int(time.time())
         return {
             "iss": self.issuer,
@@ -154,13 +159,15 @@ class IdentityProvider:
             "groups": list(client.groups),
             "iat": now,
             "nbf": now,
-            "exp": now + int(lifetime if lifetime is not None else self.lifetime),
+            "exp": now + int(lifetime),
             "jti": secrets.token_hex(8),
             **client.claims,
         }
 
     def token_for(self, client_id: str, lifetime: float | None = None) -> str:
-        return self.signing_key.sign(self.claims_for(client_id, lifetime))
+        token = self.signing_key.sign(self.claims_for(client_id, lifetime))
+        self.issued.append(token)
+        return token
 
     # -- HTTP -----------------------------------------------------------------------------
 
@@ -194,7 +201,7 @@ class IdentityProvider:
             {
                 "access_token": self.token_for(credentials[0]),
                 "token_type": "Bearer",
-                "expires_in": int(self.lifetime),
+                "expires_in": int(client.lifetime or self.lifetime),
                 "scope": "kafka",
             }
         )
