@@ -147,7 +147,15 @@ def gateway_config(
         ],
         "identity": dict(identity or {}),
         "admin": {"bind": f"127.0.0.1:{ports['admin']}"},
-        "limits": {"shutdown_grace_seconds": 2, **limits},
+        "limits": {
+            "shutdown_grace_seconds": 2,
+            # Every test client connects from 127.0.0.1 and librdkafka retries refused
+            # logins: the per-address failure limit and delay are tested on their own
+            # (test_pre_trust_limits.py), not imposed on every test.
+            "failed_authentications_per_address": 100_000,
+            "failed_authentication_delay_seconds": 0.2,
+            **limits,
+        },
     }
     return parse_config(data, "integration-test", environ={}), ports
 
