@@ -12,7 +12,7 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,24 +105,18 @@ def direct(primary: dev.ClusterInfo) -> Endpoint:
     )
 
 
-def merged(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    """``base`` with ``extra`` merged in, dicts recursively. ``extra["listeners"]`` is
-    a dict by listener name whose fields are merged into that listener."""
-    out = dict(base)
-    for key, value in extra.items():
-        if key == "listeners":
-            out[key] = [merged(item, value.get(item["name"], {})) for item in base[key]]
-        elif isinstance(value, Mapping) and isinstance(base.get(key), dict):
-            out[key] = merged(base[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def gateway_config(
-    primary: dev.ClusterInfo, overrides: Mapping[str, Any] | None = None, **limits: object
+    primary: dev.ClusterInfo,
+    *,
+    users: Sequence[Mapping[str, Any]] = (),
+    identity: Mapping[str, Any] | None = None,
+    sasl_mechanisms: Sequence[str] | None = None,
+    **limits: object,
 ) -> tuple[Config, dict[str, int]]:
-    """The config of a test gateway; ``overrides`` are merged in (see ``merged``)."""
+    """A config in front of ``primary``: listeners ``plain`` and ``sasl`` (which offers
+    ``sasl_mechanisms``, by default PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512), CLIENT_USER
+    plus ``users``, the ``identity`` section and ``limits``."""
+    mechanisms = {"sasl_mechanisms": list(sasl_mechanisms)} if sasl_mechanisms else {}
     ports = {"plain": free_port(), "sasl": free_port(), "admin": free_port()}
     data = {
         "gateway": {"node_id": 7, "cluster_id": "it-gateway"},
@@ -136,6 +130,7 @@ def gateway_config(
                 "name": "sasl",
                 "bind": f"127.0.0.1:{ports['sasl']}",
                 "security_protocol": "SASL_PLAINTEXT",
+                **mechanisms,
             },
         ],
         "clusters": {
@@ -149,20 +144,39 @@ def gateway_config(
                 },
             }
         },
-        "users": [{"name": CLIENT_USER, "password_hash": hash_password(CLIENT_PASSWORD, 20_000)}],
+        "users": [
+            {"name": CLIENT_USER, "password_hash": hash_password(CLIENT_PASSWORD, 20_000)},
+            *users,
+        ],
+        "identity": dict(identity or {}),
         "admin": {"bind": f"127.0.0.1:{ports['admin']}"},
-        "limits": {"shutdown_grace_seconds": 2, **limits},
+        "limits": {
+            "shutdown_grace_seconds": 2,
+            # Every test client connects from 127.0.0.1 and librdkafka retries refused
+            # logins: the per-address failure limit and delay are tested on their own
+            # (test_pre_trust_limits.py), not imposed on every test.
+            "failed_authentications_per_address": 100_000,
+            "failed_authentication_delay_seconds": 0.2,
+            **limits,
+        },
     }
-    return parse_config(merged(data, overrides or {}), "integration-test", environ={}), ports
+    return parse_config(data, "integration-test", environ={}), ports
 
 
 @contextlib.asynccontextmanager
 async def running_gateway(
-    cluster: dev.ClusterInfo, overrides: Mapping[str, Any] | None = None, **limits: object
+    cluster: dev.ClusterInfo,
+    *,
+    users: Sequence[Mapping[str, Any]] = (),
+    identity: Mapping[str, Any] | None = None,
+    sasl_mechanisms: Sequence[str] | None = None,
+    **limits: object,
 ) -> AsyncIterator[GatewayUnderTest]:
-    """A gateway in front of ``cluster``, on free ports, stopped on exit; ``overrides``
-    are merged into its config (see ``merged``)."""
-    config, ports = gateway_config(cluster, overrides, **limits)
+    """A gateway in front of ``cluster``, on free ports, stopped on exit (see
+    ``gateway_config`` for ``users``, ``identity`` and ``sasl_mechanisms``)."""
+    config, ports = gateway_config(
+        cluster, users=users, identity=identity, sasl_mechanisms=sasl_mechanisms, **limits
+    )
     running = Gateway(config)
     await running.start()
     try:

@@ -56,21 +56,20 @@ def idp() -> Iterator[IdentityProvider]:
 async def gw(
     primary: dev.ClusterInfo, idp: IdentityProvider, session_log: SessionLog
 ) -> AsyncIterator[GatewayUnderTest]:
-    overrides = {
-        "listeners": {"sasl": {"sasl_mechanisms": ["PLAIN", "OAUTHBEARER"]}},
-        "identity": {
-            "oauthbearer": {
-                "issuer": idp.issuer,
-                "audience": idp.audience,
-                "jwks_url": idp.jwks_url,
-                "jwks_min_refetch_seconds": 1,
-                # Expired means expired: the re-authentication test relies on it.
-                "leeway_seconds": 1,
-                "max_session_seconds": MAX_SESSION_SECONDS,
-            }
-        },
+    identity = {
+        "oauthbearer": {
+            "issuer": idp.issuer,
+            "audience": idp.audience,
+            "jwks_url": idp.jwks_url,
+            "jwks_min_refetch_seconds": 1,
+            # Expired means expired: the re-authentication test relies on it.
+            "leeway_seconds": 1,
+            "max_session_seconds": MAX_SESSION_SECONDS,
+        }
     }
-    async with running_gateway(primary, overrides) as running:
+    async with running_gateway(
+        primary, identity=identity, sasl_mechanisms=["PLAIN", "OAUTHBEARER"]
+    ) as running:
         yield running
 
 
@@ -280,22 +279,23 @@ async def test_rotated_signing_key_is_accepted_after_one_jwks_refetch(
 async def test_flood_of_unknown_kids_costs_one_jwks_fetch(
     primary: dev.ClusterInfo, idp: IdentityProvider
 ) -> None:
-    overrides = {
-        "listeners": {"sasl": {"sasl_mechanisms": ["OAUTHBEARER"]}},
-        "identity": {
-            "oauthbearer": {
-                "issuer": idp.issuer,
-                "audience": idp.audience,
-                "jwks_url": idp.jwks_url,
-                "jwks_min_refetch_seconds": 60,
-            }
-        },
+    identity = {
+        "oauthbearer": {
+            "issuer": idp.issuer,
+            "audience": idp.audience,
+            "jwks_url": idp.jwks_url,
+            "jwks_min_refetch_seconds": 60,
+        }
     }
-    limits = {"failed_authentication_delay_seconds": 0, "failed_authentications_per_address": 1000}
     before = failures("unknown_kid")
     fetched = idp.jwks_requests
     claims = idp.claims_for("orders")
-    async with running_gateway(primary, overrides, **limits) as flooded:
+    async with running_gateway(
+        primary,
+        identity=identity,
+        sasl_mechanisms=["OAUTHBEARER"],
+        failed_authentication_delay_seconds=0,
+    ) as flooded:
 
         async def attempt() -> Any:
             token = idp.signing_key.sign(claims, headers={"kid": secrets.token_hex(8)})
