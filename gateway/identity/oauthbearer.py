@@ -246,6 +246,11 @@ class JwksSource:
     def kids(self) -> tuple[str, ...]:
         return tuple(self._keys)
 
+    def close(self) -> None:
+        """Abandon a read in progress (the gateway is stopping)."""
+        if self._running is not None:
+            self._running.cancel()
+
 
 # -- tokens ------------------------------------------------------------------------------
 
@@ -351,6 +356,10 @@ class JwtValidator:
         if self._secret is None and jwks is None:
             jwks = JwksSource(config)
         self.jwks = jwks
+
+    def close(self) -> None:
+        if self.jwks is not None:
+            self.jwks.close()
 
     async def validate(self, token: str, address: str = "") -> Identity:
         """The identity ``token`` proves; AuthenticationFailed otherwise. ``address``

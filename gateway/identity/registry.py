@@ -56,4 +56,6 @@ class Authenticator:
         return self.config.identity.max_session_seconds
 
     def close(self) -> None:
+        if self.jwt_validator is not None:
+            self.jwt_validator.close()
         self.guard.close()

@@ -13,17 +13,23 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import datetime
 import functools
+import ipaddress
 import secrets
+import ssl
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
 from jose import jwk, jwt
 
 
@@ -81,6 +87,51 @@ class SigningKey:
         return token
 
 
+def tls_files(directory: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1 signed by it, as PEM files
+    ``(ca, certificate, key)`` in ``directory``."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test identity provider CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = directory / "ca.pem", directory / "server.pem", directory / "server.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return paths
+
+
 def jwks(*keys: SigningKey) -> dict[str, list[dict[str, str]]]:
     return {"keys": [k.public_jwk() for k in keys]}
 
@@ -105,7 +156,9 @@ class IdentityProvider:
         audience: str = "kafka-gateway",
         lifetime: float = 300,
         clients: dict[str, Client] | None = None,
+        tls: tuple[Path, Path] | None = None,
     ) -> None:
+        """``tls``: serve https with this (certificate, key) pair."""
         self.audience = audience
         self.lifetime = lifetime
         self.clients = dict(clients or {})
@@ -114,6 +167,7 @@ class IdentityProvider:
         self.tokens_issued = 0  # by the token endpoint
         self.issued: list[str] = []  # every token signed, for leak checks
         self.port = 0
+        self._tls = tls
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._runner: web.AppRunner | None = None
@@ -122,7 +176,8 @@ class IdentityProvider:
 
     @property
     def issuer(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self._tls else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     @property
     def jwks_url(self) -> str:
@@ -175,6 +230,21 @@ class IdentityProvider:
         self.jwks_requests += 1
         return web.json_response(jwks(*self.keys))
 
+    async def _huge_jwks(self, _request: web.Request) -> web.StreamResponse:
+        """A valid JWKS padded to 2 MiB, streamed: more than any client should read."""
+        self.jwks_requests += 1
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(_request)
+        await response.write(b'{"keys": []' + b" " * 65536)
+        for _ in range(32):
+            await response.write(b" " * 65536)
+        await response.write(b"}")
+        return response
+
+    async def _redirect(self, _request: web.Request) -> web.Response:
+        self.jwks_requests += 1
+        raise web.HTTPFound(self.jwks_url)
+
     def _credentials(self, request: web.Request, form: Any) -> tuple[str, str] | None:
         header = request.headers.get("Authorization", "")
         if header.lower().startswith("basic "):
@@ -209,10 +279,16 @@ class IdentityProvider:
     async def _start(self) -> int:
         app = web.Application()
         app.router.add_get("/jwks", self._jwks)
+        app.router.add_get("/huge-jwks", self._huge_jwks)
+        app.router.add_get("/moved-jwks", self._redirect)
         app.router.add_post("/token", self._token)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        context = None
+        if self._tls is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(*self._tls)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=context)
         await site.start()
         server = site._server
         assert server is not None

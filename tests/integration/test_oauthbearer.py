@@ -12,6 +12,7 @@ import re
 import secrets
 import struct
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +23,10 @@ from kio.schema.sasl_handshake.v1 import request as handshake_request
 from prometheus_client import REGISTRY, generate_latest
 
 from gateway import dev
+from gateway.config import OAuthBearerConfig
+from gateway.errors import AuthenticationFailed
+from gateway.identity.guard import AuthGuard
+from gateway.identity.oauthbearer import JwtValidator
 from gateway.protocol import codec
 from tests.integration.clients import (
     ClientError,
@@ -34,7 +39,7 @@ from tests.integration.clients import (
     unique_topic,
 )
 from tests.integration.conftest import GatewayUnderTest, SessionLog, running_gateway
-from tests.integration.oidc import Client, IdentityProvider
+from tests.integration.oidc import Client, IdentityProvider, tls_files
 
 pytestmark = pytest.mark.integration
 
@@ -309,10 +314,65 @@ async def test_flood_of_unknown_kids_costs_one_jwks_fetch(
     assert failures("unknown_kid") == before + 100
 
 
+# -- reading the JWKS over the network --------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def validator(
+    idp: IdentityProvider, jwks_url: str, ca_file: Path | None = None
+) -> AsyncIterator[JwtValidator]:
+    cfg = OAuthBearerConfig(
+        issuer=idp.issuer, audience=idp.audience, jwks_url=jwks_url, jwks_ca_file=ca_file
+    )
+    guard = AuthGuard(workers=1, per_address=1, failures_per_minute=100, delay=0)
+    try:
+        yield JwtValidator(cfg, guard)
+    finally:
+        guard.close()
+
+
+def jwks_failures() -> float:
+    return sample("gateway_jwks_fetches_total", result="failed")
+
+
+async def test_https_jwks_is_verified_against_the_configured_ca(tmp_path: Path) -> None:
+    ca, cert, key = tls_files(tmp_path)
+    with IdentityProvider(clients=CLIENTS, tls=(cert, key)) as https_idp:
+        async with validator(https_idp, https_idp.jwks_url, ca) as checker:
+            identity = await checker.validate(https_idp.token_for("orders"))
+
+    assert https_idp.jwks_url.startswith("https://")
+    assert identity.principal == "orders"
+    assert identity.groups == ("payments",)
+
+
+async def test_https_jwks_from_an_untrusted_server_is_not_read(tmp_path: Path) -> None:
+    _, cert, key = tls_files(tmp_path)
+    failed = jwks_failures()
+    with IdentityProvider(clients=CLIENTS, tls=(cert, key)) as https_idp:
+        async with validator(https_idp, https_idp.jwks_url) as checker:
+            with pytest.raises(AuthenticationFailed) as caught:
+                await checker.validate(https_idp.token_for("orders"))
+
+    assert caught.value.reason == "unknown_kid"
+    assert jwks_failures() == failed + 1
+
+
+@pytest.mark.parametrize("path", ["/huge-jwks", "/moved-jwks"])
+async def test_oversized_or_redirected_jwks_is_not_read(idp: IdentityProvider, path: str) -> None:
+    failed = jwks_failures()
+    async with validator(idp, idp.issuer + path) as checker:
+        with pytest.raises(AuthenticationFailed) as caught:
+            await checker.validate(idp.token_for("orders"))
+
+    assert caught.value.reason == "unknown_kid"
+    assert jwks_failures() == failed + 1
+
+
 async def test_tokens_and_client_secrets_appear_in_no_log_line_or_metric(
     gw: GatewayUnderTest, idp: IdentityProvider, session_log: SessionLog
 ) -> None:
-    # Runs after this module's other tests: every token they used was issued by idp.
+    # The module's last test: every token the others used was issued by idp.
     secrets_seen = [*idp.issued, *(c.secret for c in CLIENTS.values())]
     assert len(idp.issued) > 5
     exported = generate_latest(REGISTRY).decode()

@@ -620,3 +620,16 @@ async def test_reauthentication_with_another_principals_token_is_refused(tmp_pat
         assert answers[1].body.error_code == ErrorCode.none
         assert answers[3].body.error_code == ErrorCode.sasl_authentication_failed
         await eventually(lambda: not h.is_open, "the connection to close")
+
+
+async def test_closing_abandons_a_key_read_in_progress(make: Make, clock: Clock) -> None:
+    validator = make()
+    await validator.validate(KEY.sign(claims()))
+    clock.now += 301
+    await validator.validate(KEY.sign(claims()))  # starts a background read
+    assert validator.jwks is not None
+    running = validator.jwks._running
+    assert running is not None
+    validator.close()
+    with pytest.raises(asyncio.CancelledError):
+        await running
