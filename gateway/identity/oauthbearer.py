@@ -7,6 +7,7 @@ Token from the identity provider.
 - :class:`JwtValidator` turns a token into an :class:`~gateway.identity.Identity`. The
   accepted algorithms come from the config, never from the token; keys come only from
   the configured source (``jku``, ``x5u``, ``jwk`` and ``x5c`` headers are ignored);
+  a key's type (and curve) must fit the algorithm, RSA keys have at least 2048 bits;
   ``iss``, ``aud`` and ``exp`` are required. Signatures are checked on the guard's pool.
 - :class:`OAuthBearerMechanism` parses the client's initial response (``n,a=..,
   \\x01auth=Bearer <token>\\x01key=value\\x01\\x01``), bounded, and validates its token.
@@ -61,6 +62,7 @@ MAX_JWKS_BYTES = 1 << 20
 MAX_JWKS_KEYS = 100
 MAX_GROUPS = 256
 MAX_NAME_CHARS = 256
+MIN_RSA_BITS = 2048  # shorter RSA keys are factorable: signatures by them prove nothing
 FETCH_TIMEOUT_SECONDS = 10.0
 
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
@@ -300,6 +302,17 @@ def _verify_signature(token: str, key_data: dict[str, Any] | str, alg: str) -> b
     return payload
 
 
+def _modulus_bits(n: object) -> int:
+    """The size of a JWK's base64url RSA modulus (0 when it is not one)."""
+    if not isinstance(n, str) or not _B64URL.fullmatch(n):
+        return 0
+    try:
+        raw = base64.urlsafe_b64decode(n + "=" * (-len(n) % 4))
+    except (ValueError, binascii.Error):
+        return 0
+    return int.from_bytes(raw, "big").bit_length()
+
+
 def _number(claims: dict[str, Any], name: str) -> float | None:
     value = claims.get(name)
     if value is None:
@@ -397,6 +410,8 @@ class JwtValidator:
             raise _refuse(f"key {kid[:64]!r} is not a {alg} key", "key_mismatch")
         if alg in _CURVES and key.get("crv") != _CURVES[alg]:
             raise _refuse(f"key {kid[:64]!r} is not on the curve of {alg}", "key_mismatch")
+        if alg.startswith("RS") and _modulus_bits(key.get("n")) < MIN_RSA_BITS:
+            raise _refuse(f"key {kid[:64]!r} is shorter than {MIN_RSA_BITS} bits", "bad_key")
         return key
 
     def _check_claims(self, claims: dict[str, Any]) -> _Claims:

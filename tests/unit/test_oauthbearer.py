@@ -633,3 +633,20 @@ async def test_closing_abandons_a_key_read_in_progress(make: Make, clock: Clock)
     validator.close()
     with pytest.raises(asyncio.CancelledError):
         await running
+
+
+async def test_rsa_key_shorter_than_2048_bits_is_refused(guard: AuthGuard, clock: Clock) -> None:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    weak = SigningKey("weak", rsa.generate_private_key(65537, 1024))
+    source = JwksSource(config(), fetch=FakeJwks(weak).fetch, clock=clock)
+    validator = JwtValidator(config(), guard, None, source)
+    assert (await refused(validator, weak.sign(claims()))).reason == "bad_key"
+
+
+async def test_100_first_tokens_at_once_share_one_fetch(make: Make, provider: FakeJwks) -> None:
+    validator = make()
+    token = KEY.sign(claims())
+    identities = await asyncio.gather(*(validator.validate(token) for _ in range(100)))
+    assert {i.principal for i in identities} == {"orders-service"}
+    assert provider.fetches == 1
