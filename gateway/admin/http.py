@@ -23,7 +23,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import cast
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -215,11 +214,9 @@ def make_app(services: Services, jwt: JwtCheck | None = None) -> web.Application
 
 
 def _jwt_check(services: Services) -> JwtCheck | None:
-    """The SASL/OAUTHBEARER token validator, when the gateway has one."""
-    validator = getattr(services.authenticator, "jwt_validator", None)
-    if validator is None:
-        return None
-    return cast(JwtCheck, validator.validate)
+    """The SASL/OAUTHBEARER token validator, when ``identity.oauthbearer`` is set."""
+    validator = services.authenticator.jwt_validator
+    return validator.validate if validator is not None else None
 
 
 class AdminServer:

@@ -137,13 +137,15 @@ def gateway_config(
     *,
     users: Sequence[Mapping[str, Any]] = (),
     identity: Mapping[str, Any] | None = None,
+    sasl_mechanisms: Sequence[str] | None = None,
     admin: Mapping[str, Any] | None = None,
     **limits: object,
 ) -> tuple[Config, dict[str, int]]:
     """A config in front of ``primary``: listeners ``plain`` and ``sasl`` (which offers
-    PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512), CLIENT_USER plus ``users``, the
-    ``identity`` section, admin tokens ADMIN_TOKEN (every role) and NO_ROLE_TOKEN with
-    ``admin`` merged into the admin section, and ``limits``."""
+    ``sasl_mechanisms``, by default PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512), CLIENT_USER
+    plus ``users``, the ``identity`` section, admin tokens ADMIN_TOKEN (every role) and
+    NO_ROLE_TOKEN with ``admin`` merged into the admin section, and ``limits``."""
+    mechanisms = {"sasl_mechanisms": list(sasl_mechanisms)} if sasl_mechanisms else {}
     ports = {"plain": free_port(), "sasl": free_port(), "admin": free_port()}
     data = {
         "gateway": {"node_id": 7, "cluster_id": "it-gateway"},
@@ -157,6 +159,7 @@ def gateway_config(
                 "name": "sasl",
                 "bind": f"127.0.0.1:{ports['sasl']}",
                 "security_protocol": "SASL_PLAINTEXT",
+                **mechanisms,
             },
         ],
         "clusters": {
@@ -184,7 +187,15 @@ def gateway_config(
             "roles": {role: ["it-ops"] for role in ("operator", "approver", "auditor", "admin")},
             **(admin or {}),
         },
-        "limits": {"shutdown_grace_seconds": 2, **limits},
+        "limits": {
+            "shutdown_grace_seconds": 2,
+            # Every test client connects from 127.0.0.1 and librdkafka retries refused
+            # logins: the per-address failure limit and delay are tested on their own
+            # (test_pre_trust_limits.py), not imposed on every test.
+            "failed_authentications_per_address": 100_000,
+            "failed_authentication_delay_seconds": 0.2,
+            **limits,
+        },
     }
     return parse_config(data, "integration-test", environ={}), ports
 
@@ -195,12 +206,20 @@ async def running_gateway(
     *,
     users: Sequence[Mapping[str, Any]] = (),
     identity: Mapping[str, Any] | None = None,
+    sasl_mechanisms: Sequence[str] | None = None,
     admin: Mapping[str, Any] | None = None,
     **limits: object,
 ) -> AsyncIterator[GatewayUnderTest]:
     """A gateway in front of ``cluster``, on free ports, stopped on exit (see
-    ``gateway_config`` for ``users``, ``identity`` and ``admin``)."""
-    config, ports = gateway_config(cluster, users=users, identity=identity, admin=admin, **limits)
+    ``gateway_config`` for ``users``, ``identity``, ``sasl_mechanisms`` and ``admin``)."""
+    config, ports = gateway_config(
+        cluster,
+        users=users,
+        identity=identity,
+        sasl_mechanisms=sasl_mechanisms,
+        admin=admin,
+        **limits,
+    )
     running = Gateway(config)
     await running.start()
     try:

@@ -261,6 +261,13 @@ async def test_no_secret_appears_in_any_log_metric_or_response(
     # Admin answers while a SASL/PLAIN client is connected, to every token and none.
     producer = await asyncio.to_thread(connected_producer, gateway.sasl)
     try:
+        for _ in range(100):  # until the client's broker connection has authenticated
+            _, _, body = await asyncio.to_thread(
+                admin_get, f"{gateway.admin_url}/sessions", gateway.admin_token
+            )
+            if f'"principal": "{CLIENT_USER}"' in body:
+                break
+            await asyncio.sleep(0.1)
         admin = [
             await asyncio.to_thread(admin_get, f"{gateway.admin_url}{path}", token)
             for path in ("/healthz", "/readyz", "/metrics", "/whoami", "/sessions", "/x")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+import time
 import urllib.error
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from tests.integration.conftest import (
     admin_get,
     running_gateway,
 )
+from tests.integration.oidc import SigningKey, jwks
 
 pytestmark = pytest.mark.integration
 
@@ -82,7 +84,14 @@ async def test_sessions_lists_a_connected_sasl_plain_client_without_its_password
 ) -> None:
     producer = await asyncio.to_thread(connected_producer, gateway.sasl)
     try:
-        status, _, body = await _get(f"{gateway.admin_url}/sessions", gateway.admin_token)
+        # librdkafka moves from its bootstrap connection to the broker the metadata
+        # names (the gateway again): wait until that one has authenticated too.
+        for _ in range(100):
+            status, _, body = await _get(f"{gateway.admin_url}/sessions", gateway.admin_token)
+            listed = json.loads(body)["sessions"] if status == 200 else []
+            if listed and all(s["authenticated"] for s in listed):
+                break
+            await asyncio.sleep(0.1)
     finally:
         await asyncio.to_thread(producer.close)
     # Once the client has gone, so have its sessions (the list holds open connections only).
@@ -191,3 +200,38 @@ async def test_admin_https_serves_a_renewed_certificate_without_a_restart(
     assert before[0] == 200
     assert after is not None, "the renewed certificate was never served"
     assert after[0] == 200
+
+
+async def test_admin_api_accepts_a_jwt_from_the_oauthbearer_identity_provider(
+    primary: dev.ClusterInfo, tmp_path: Path
+) -> None:
+    key = SigningKey.generate("admin-key")
+    jwks_file = tmp_path / "jwks.json"
+    jwks_file.write_text(json.dumps(jwks(key)))
+    issuer, audience = "https://idp.test", "kafka-gateway"
+    now = int(time.time())
+    claims = {"iss": issuer, "aud": audience, "iat": now, "nbf": now, "exp": now + 300}
+    auditor = key.sign({**claims, "sub": "carol", "groups": ["it-ops"]})
+    nobody = key.sign({**claims, "sub": "dave", "groups": ["staff"]})
+    forged = SigningKey.generate("admin-key").sign(
+        {**claims, "sub": "mallory", "groups": ["it-ops"]}
+    )
+    identity = {
+        "oauthbearer": {"issuer": issuer, "audience": audience, "jwks_file": str(jwks_file)}
+    }
+
+    async with running_gateway(primary, identity=identity) as gw:
+        who = await _get(f"{gw.admin_url}/whoami", auditor)
+        listed = await _get(f"{gw.admin_url}/sessions", auditor)
+        without_role = await _get(f"{gw.admin_url}/sessions", nobody)
+        refused = await _get(f"{gw.admin_url}/whoami", forged)
+
+    assert who[0] == 200
+    body = json.loads(who[2])
+    assert (body["principal"], body["authenticated_by"]) == ("carol", "jwt")
+    assert body["expires_at"] == now + 300
+    assert listed[0] == 200
+    assert without_role[0] == 403
+    assert refused[0] == 401
+    for token in (auditor, nobody, forged):
+        assert all(token not in text for _, _, text in (who, listed, without_role, refused))
