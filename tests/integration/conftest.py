@@ -12,9 +12,10 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -104,7 +105,11 @@ def direct(primary: dev.ClusterInfo) -> Endpoint:
     )
 
 
-def gateway_config(primary: dev.ClusterInfo, **limits: object) -> tuple[Config, dict[str, int]]:
+def gateway_config(
+    primary: dev.ClusterInfo, *, extra: Mapping[str, list[Any]] | None = None, **limits: object
+) -> tuple[Config, dict[str, int]]:
+    """The test gateway's config; ``extra`` lists are appended to the config's own
+    (``{"listeners": [...], "users": [...]}``)."""
     ports = {"plain": free_port(), "sasl": free_port(), "admin": free_port()}
     data = {
         "gateway": {"node_id": 7, "cluster_id": "it-gateway"},
@@ -135,15 +140,18 @@ def gateway_config(primary: dev.ClusterInfo, **limits: object) -> tuple[Config, 
         "admin": {"bind": f"127.0.0.1:{ports['admin']}"},
         "limits": {"shutdown_grace_seconds": 2, **limits},
     }
+    for key, items in (extra or {}).items():
+        data[key] = [*data[key], *items]
     return parse_config(data, "integration-test", environ={}), ports
 
 
 @contextlib.asynccontextmanager
 async def running_gateway(
-    cluster: dev.ClusterInfo, **limits: object
+    cluster: dev.ClusterInfo, *, extra: Mapping[str, list[Any]] | None = None, **limits: object
 ) -> AsyncIterator[GatewayUnderTest]:
-    """A gateway in front of ``cluster``, on free ports, stopped on exit."""
-    config, ports = gateway_config(cluster, **limits)
+    """A gateway in front of ``cluster``, on free ports, stopped on exit (``extra``:
+    more listeners or users, see ``gateway_config``)."""
+    config, ports = gateway_config(cluster, extra=extra, **limits)
     running = Gateway(config)
     await running.start()
     try:
