@@ -19,10 +19,10 @@ from gateway.identity.tls import (
     CERTIFICATE_MECHANISM,
     ServerTls,
     certificate_identity,
-    tls_details,
 )
 from gateway.protocol.connection import ServerProtocol
 from gateway.server.connection import ClientConnection
+from gateway.server.tls import TlsServer
 from gateway.session import ClientSession, Services
 from gateway.upstream.pool import ClusterPool
 
@@ -45,7 +45,7 @@ class Gateway:
             if listener.tls is not None
         }
         self.services = Services(config, pool, Authenticator(config))
-        self._servers: list[asyncio.Server] = []
+        self._servers: list[asyncio.Server | TlsServer] = []
         self._connections: dict[asyncio.Task[None], ClientConnection] = {}
         self._admin = AdminServer(self.services, *config.admin.bind_address)
         self.bound: dict[str, tuple[str, int]] = {}
@@ -72,14 +72,24 @@ class Gateway:
 
     async def _listen(self, listener: ListenerConfig) -> None:
         host, port = listener.bind_address
+        server: asyncio.Server | TlsServer
         try:
-            server = await asyncio.start_server(
-                functools.partial(self._accept, listener),
-                host,
-                port,
-                reuse_address=True,
-                backlog=1024,
-            )
+            if listener.name in self._tls:
+                server = TlsServer(
+                    listener.name,
+                    self._tls[listener.name],
+                    self.config.limits.authentication_timeout_seconds,
+                    functools.partial(self._accept, listener),
+                )
+                await server.start(host, port)
+            else:
+                server = await asyncio.start_server(
+                    functools.partial(self._accept, listener),
+                    host,
+                    port,
+                    reuse_address=True,
+                    backlog=1024,
+                )
         except OSError as exc:
             raise GatewayError(
                 f"listener {listener.name}: cannot listen on {host}:{port}: {exc.strerror}"
@@ -89,8 +99,14 @@ class Gateway:
         log.info("listener %s on %s:%d (%s)", listener.name, host, port, listener.security_protocol)
 
     async def _accept(
-        self, listener: ListenerConfig, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        listener: ListenerConfig,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        tls: TlsDetails | None = None,
     ) -> None:
+        """Serve one connection (on a TLS listener: after its handshake, ``tls`` being
+        what the handshake established)."""
         task = asyncio.current_task()
         assert task is not None
         sock = writer.get_extra_info("socket")
@@ -104,11 +120,6 @@ class Gateway:
             metrics.CONNECTIONS_CLOSED.labels(listener.name, "upstream unavailable").inc()
             writer.close()
             return
-        tls: TlsDetails | None = None
-        if listener.name in self._tls:
-            tls = await self._handshake(listener, writer, peer)
-            if tls is None:
-                return
         session = ClientSession(
             services=self.services,
             listener=listener,
@@ -135,35 +146,6 @@ class Gateway:
         finally:
             metrics.CONNECTIONS_OPEN.labels(listener.name, protocol).dec()
             self._connections.pop(task, None)
-
-    async def _handshake(
-        self, listener: ListenerConfig, writer: asyncio.StreamWriter, peer: str
-    ) -> TlsDetails | None:
-        """TLS on an accepted connection, with the listener's latest context; None (the
-        connection closed, the failure counted and logged once) when it fails."""
-        context = self._tls[listener.name].context()
-        try:
-            await writer.start_tls(
-                context, ssl_handshake_timeout=self.config.limits.authentication_timeout_seconds
-            )
-        except (TimeoutError, ssl.SSLError, OSError, EOFError) as exc:
-            reason = handshake_failure_reason(exc)
-            metrics.TLS_HANDSHAKE_FAILURES.labels(listener.name, reason).inc()
-            metrics.CONNECTIONS_CLOSED.labels(listener.name, "tls handshake failed").inc()
-            # The library's own words name the cause (no certificate, unknown CA); they
-            # hold no key material.
-            log.info(
-                "TLS handshake from %s on %s failed (%s): %s",
-                peer,
-                listener.name,
-                reason,
-                getattr(exc, "reason", None) or type(exc).__name__,
-            )
-            writer.transport.abort()
-            return None
-        ssl_object = writer.get_extra_info("ssl_object")
-        assert ssl_object is not None
-        return tls_details(ssl_object)
 
     def _certificate_login(self, session: ClientSession) -> bool:
         """An SSL listener's session is who its client certificate says (or anonymous
@@ -234,30 +216,3 @@ class Gateway:
         await self.services.pool.close()
         self.services.authenticator.close()
         log.info("gateway stopped")
-
-
-def handshake_failure_reason(exc: BaseException) -> str:
-    """A fixed word for why a TLS handshake failed (a metric label)."""
-    if isinstance(exc, TimeoutError | ConnectionAbortedError):
-        # asyncio reports its ssl_handshake_timeout as ConnectionAbortedError.
-        return "timeout"
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return "bad_certificate"
-    if isinstance(exc, ssl.SSLError):
-        reason = (exc.reason or "").upper()
-        if reason in (
-            "WRONG_VERSION_NUMBER",
-            "HTTP_REQUEST",
-            "UNKNOWN_PROTOCOL",
-            "RECORD_LAYER_FAILURE",
-            "PACKET_LENGTH_TOO_LONG",
-        ):
-            return "not_tls"
-        if "CERTIFICATE" in reason and ("NO_" in reason or "DID_NOT_RETURN" in reason):
-            return "no_certificate"
-        if "CERTIFICATE" in reason or "UNKNOWN_CA" in reason:
-            return "bad_certificate"
-        if "VERSION" in reason or "NO_SHARED_CIPHER" in reason or "NO_PROTOCOLS" in reason:
-            return "unsupported_version"
-        return "protocol"
-    return "closed"

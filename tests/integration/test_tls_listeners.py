@@ -339,3 +339,30 @@ async def test_a_certificate_replaced_on_disk_is_served_without_a_restart(
         assert served == renewed.serial_number
         # A real client over the renewed certificate.
         assert isinstance(await asyncio.to_thread(list_topics, "kcat", ep), set)
+
+
+async def test_a_client_that_never_starts_the_handshake_is_closed_at_the_deadline(
+    primary: dev.ClusterInfo, tls_gateway: TlsGateway
+) -> None:
+    listener = {
+        **_tls_listeners(tls_gateway.certs)[0],
+        "name": "slow-tls",
+        "bind": f"127.0.0.1:{free_port()}",
+    }
+    extra = {"listeners": [listener]}
+    async with running_gateway(primary, extra=extra, authentication_timeout_seconds=1) as running:
+        before = _sample(
+            "gateway_tls_handshake_failures_total", listener="slow-tls", reason="timeout"
+        )
+        host, port = _address(running, "slow-tls").rsplit(":", 1)
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            # Nothing is sent: the gateway gives up on the handshake and closes.
+            ended = await asyncio.wait_for(reader.read(), 30)
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+        assert ended == b""
+        assert await _failures_reach("slow-tls", "timeout", before + 1) >= before + 1

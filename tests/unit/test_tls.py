@@ -30,7 +30,7 @@ from gateway.identity import TlsDetails
 from gateway.identity.accounts import AccountStore
 from gateway.identity.principal_mapping import InvalidRule, map_principal, parse_rules
 from gateway.identity.tls import ServerTls, certificate_identity, rfc2253, tls_details
-from gateway.server.app import handshake_failure_reason
+from gateway.server.tls import handshake_failure_reason
 
 # Mapping rules: Kafka's own examples (SslPrincipalMapperTest) -------------------------
 
