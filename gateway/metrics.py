@@ -68,6 +68,12 @@ SESSIONS_EXPIRED = Counter(
     "Connections closed because their session expired without re-authentication.",
     ["listener"],
 )
+IDENTITY_RELOADS = Counter(
+    "gateway_identity_reloads_total",
+    "Re-reads of a changed identity source (source: service_accounts), by result "
+    "(success, or failure when the last good version stays in force).",
+    ["source", "result"],
+)
 UPSTREAM_CONNECTIONS = Gauge(
     "gateway_upstream_connections_open", "Connections open to upstream brokers.", ["cluster"]
 )

@@ -9,10 +9,11 @@ offer. A listener offers the mechanisms it lists.
 from __future__ import annotations
 
 from gateway.config import Config, ListenerConfig
-from gateway.identity.accounts import AccountStore
+from gateway.identity.accounts import AccountStore, AccountsWatcher
 from gateway.identity.guard import AuthGuard
 from gateway.identity.mechanisms import Mechanism
 from gateway.identity.plain import PlainMechanism
+from gateway.identity.scram import ScramMechanism
 
 
 class Authenticator:
@@ -20,13 +21,19 @@ class Authenticator:
         limits = config.limits
         self.config = config
         self.accounts = AccountStore(config.users, config.identity.service_accounts_file)
+        # Started and stopped with the gateway; idle when there is no accounts file.
+        self.watcher = AccountsWatcher(self.accounts, config.identity.reload_interval_seconds)
         self.guard = AuthGuard(
             workers=limits.authentication_workers,
             per_address=limits.authentications_per_address,
             failures_per_minute=limits.failed_authentications_per_address,
             delay=limits.failed_authentication_delay_seconds,
         )
-        found: list[Mechanism] = [PlainMechanism(self.accounts, self.guard)]
+        found: list[Mechanism] = [
+            PlainMechanism(self.accounts, self.guard),
+            ScramMechanism("SCRAM-SHA-256", self.accounts, self.guard),
+            ScramMechanism("SCRAM-SHA-512", self.accounts, self.guard),
+        ]
         self.mechanisms: dict[str, Mechanism] = {m.name: m for m in found}
 
     def offered(self, listener: ListenerConfig) -> tuple[str, ...]:

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,10 +106,16 @@ def direct(primary: dev.ClusterInfo) -> Endpoint:
 
 
 def gateway_config(
-    primary: dev.ClusterInfo, *, extra: Mapping[str, list[Any]] | None = None, **limits: object
+    primary: dev.ClusterInfo,
+    *,
+    users: Sequence[Mapping[str, Any]] = (),
+    identity: Mapping[str, Any] | None = None,
+    listeners: Sequence[Mapping[str, Any]] = (),
+    **limits: object,
 ) -> tuple[Config, dict[str, int]]:
-    """The test gateway's config; ``extra`` lists are appended to the config's own
-    (``{"listeners": [...], "users": [...]}``)."""
+    """A config in front of ``primary``: listeners ``plain`` and ``sasl`` (which offers
+    PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512) plus ``listeners`` (e.g. TLS ones),
+    CLIENT_USER plus ``users``, the ``identity`` section and ``limits``."""
     ports = {"plain": free_port(), "sasl": free_port(), "admin": free_port()}
     data = {
         "gateway": {"node_id": 7, "cluster_id": "it-gateway"},
@@ -124,6 +130,7 @@ def gateway_config(
                 "bind": f"127.0.0.1:{ports['sasl']}",
                 "security_protocol": "SASL_PLAINTEXT",
             },
+            *listeners,
         ],
         "clusters": {
             "primary": {
@@ -136,22 +143,39 @@ def gateway_config(
                 },
             }
         },
-        "users": [{"name": CLIENT_USER, "password_hash": hash_password(CLIENT_PASSWORD, 20_000)}],
+        "users": [
+            {"name": CLIENT_USER, "password_hash": hash_password(CLIENT_PASSWORD, 20_000)},
+            *users,
+        ],
+        "identity": dict(identity or {}),
         "admin": {"bind": f"127.0.0.1:{ports['admin']}"},
-        "limits": {"shutdown_grace_seconds": 2, **limits},
+        "limits": {
+            "shutdown_grace_seconds": 2,
+            # Every test client connects from 127.0.0.1 and librdkafka retries refused
+            # logins: the per-address failure limit and delay are tested on their own
+            # (test_pre_trust_limits.py), not imposed on every test.
+            "failed_authentications_per_address": 100_000,
+            "failed_authentication_delay_seconds": 0.2,
+            **limits,
+        },
     }
-    for key, items in (extra or {}).items():
-        data[key] = [*data[key], *items]
     return parse_config(data, "integration-test", environ={}), ports
 
 
 @contextlib.asynccontextmanager
 async def running_gateway(
-    cluster: dev.ClusterInfo, *, extra: Mapping[str, list[Any]] | None = None, **limits: object
+    cluster: dev.ClusterInfo,
+    *,
+    users: Sequence[Mapping[str, Any]] = (),
+    identity: Mapping[str, Any] | None = None,
+    listeners: Sequence[Mapping[str, Any]] = (),
+    **limits: object,
 ) -> AsyncIterator[GatewayUnderTest]:
-    """A gateway in front of ``cluster``, on free ports, stopped on exit (``extra``:
-    more listeners or users, see ``gateway_config``)."""
-    config, ports = gateway_config(cluster, extra=extra, **limits)
+    """A gateway in front of ``cluster``, on free ports, stopped on exit (see
+    ``gateway_config`` for ``users``, ``identity`` and ``listeners``)."""
+    config, ports = gateway_config(
+        cluster, users=users, identity=identity, listeners=listeners, **limits
+    )
     running = Gateway(config)
     await running.start()
     try:

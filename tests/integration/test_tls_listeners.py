@@ -99,11 +99,8 @@ async def tls_gateway(
     service = ca.issue_files(tmp, "service", subject("it-orders"))
     stranger_ca = CertificateAuthority.create("untrusted CA")
     stranger = stranger_ca.issue_files(tmp, "stranger", subject("dev-client"))
-    extra = {
-        "listeners": _tls_listeners(certs),
-        "users": [{"name": SERVICE_ACCOUNT, "tls_subject": SERVICE_SUBJECT, "groups": ["orders"]}],
-    }
-    async with running_gateway(primary, extra=extra) as running:
+    users = [{"name": SERVICE_ACCOUNT, "tls_subject": SERVICE_SUBJECT, "groups": ["orders"]}]
+    async with running_gateway(primary, listeners=_tls_listeners(certs), users=users) as running:
         ca_file = str(certs.ca_file)
 
         def mtls(files: dev.IssuedFiles) -> Endpoint:
@@ -315,7 +312,7 @@ async def test_a_certificate_replaced_on_disk_is_served_without_a_restart(
         },
     }
     ca_file = str(tmp_path / "ca.pem")
-    async with running_gateway(primary, extra={"listeners": [listener]}) as running:
+    async with running_gateway(primary, listeners=[listener]) as running:
         address = _address(running, "reloading")
         ep = Endpoint(
             address,
@@ -349,8 +346,9 @@ async def test_a_client_that_never_starts_the_handshake_is_closed_at_the_deadlin
         "name": "slow-tls",
         "bind": f"127.0.0.1:{free_port()}",
     }
-    extra = {"listeners": [listener]}
-    async with running_gateway(primary, extra=extra, authentication_timeout_seconds=1) as running:
+    async with running_gateway(
+        primary, listeners=[listener], authentication_timeout_seconds=1
+    ) as running:
         before = _sample(
             "gateway_tls_handshake_failures_total", listener="slow-tls", reason="timeout"
         )
