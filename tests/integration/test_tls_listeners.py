@@ -58,6 +58,7 @@ class TlsGateway:
     mtls: Endpoint  # the dev client certificate (mapped to principal dev-client)
     service: Endpoint  # a certificate whose subject is SERVICE_ACCOUNT's tls_subject
     stranger: Endpoint  # a client certificate from a CA the gateway does not trust
+    tls_only: Endpoint  # SSL without client certificates: anonymous
     certs: dev.DevCertificates
 
 
@@ -80,6 +81,12 @@ def _tls_listeners(certs: dev.DevCertificates) -> list[dict[str, object]]:
                 "client_auth": "required",
                 "principal_mapping_rules": ["RULE:^CN=([^,]+),O=soc2-gateway-dev$/$1/L"],
             },
+        },
+        {
+            "name": "tls-only",
+            "bind": f"127.0.0.1:{free_port()}",
+            "security_protocol": "SSL",
+            "tls": server,
         },
     ]
 
@@ -125,6 +132,9 @@ async def tls_gateway(
             mtls=mtls(certs.client),
             service=mtls(service),
             stranger=mtls(stranger),
+            tls_only=Endpoint(
+                _address(running, "tls-only"), security_protocol="SSL", ca_file=ca_file
+            ),
             certs=certs,
         )
 
@@ -158,6 +168,16 @@ async def test_clients_produce_and_consume_with_a_client_certificate(
     tls_gateway: TlsGateway, client: str
 ) -> None:
     await _round_trip(client, tls_gateway.mtls, tls_gateway.running.sasl)
+
+
+async def test_an_ssl_listener_without_client_certificates_serves_anonymous_clients(
+    tls_gateway: TlsGateway, session_log: SessionLog
+) -> None:
+    await _round_trip("confluent", tls_gateway.tls_only, tls_gateway.running.sasl)
+
+    # No login happened: the session is anonymous, as on a PLAINTEXT listener.
+    assert not any("on tls-only via" in line for line in session_log.lines)
+    assert _sample("gateway_connections_total", listener="tls-only", security_protocol="SSL") > 0
 
 
 async def test_a_client_certificate_is_the_mapped_principal(
