@@ -59,7 +59,14 @@ def _load_context(config: ListenerTlsConfig, where: str) -> ssl.SSLContext:
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
     context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
     context.set_ciphers(CIPHERS)
-    password = config.key_password.resolve() if config.key_password is not None else None
+    password = None
+    if config.key_password is not None:
+        try:
+            password = config.key_password.resolve()
+        except ConfigError as exc:
+            raise ConfigError(
+                f"listener {where}: key password of {config.key_file}: {exc}"
+            ) from None
     for path in (config.cert_file, config.key_file):
         if not path.is_file():
             raise ConfigError(f"listener {where}: TLS file {path} does not exist")
