@@ -68,6 +68,15 @@ SESSIONS_EXPIRED = Counter(
     "Connections closed because their session expired without re-authentication.",
     ["listener"],
 )
+JWKS_FETCHES = Counter(
+    "gateway_jwks_fetches_total",
+    "Reads of the OAUTHBEARER key set (JWKS URL or file), by result (ok, failed).",
+    ["result"],
+)
+JWKS_KEYS = Gauge(
+    "gateway_jwks_keys",
+    "Signing keys in the OAUTHBEARER key set currently in force.",
+)
 IDENTITY_RELOADS = Counter(
     "gateway_identity_reloads_total",
     "Re-reads of a changed identity source (source: service_accounts), by result "

@@ -12,6 +12,7 @@ from gateway.config import Config, ListenerConfig
 from gateway.identity.accounts import AccountStore, AccountsWatcher
 from gateway.identity.guard import AuthGuard
 from gateway.identity.mechanisms import Mechanism
+from gateway.identity.oauthbearer import JwtValidator, OAuthBearerMechanism
 from gateway.identity.plain import PlainMechanism
 from gateway.identity.scram import ScramMechanism
 
@@ -34,6 +35,12 @@ class Authenticator:
             ScramMechanism("SCRAM-SHA-256", self.accounts, self.guard),
             ScramMechanism("SCRAM-SHA-512", self.accounts, self.guard),
         ]
+        oauth = config.identity.oauthbearer
+        # Also what the admin API checks bearer JWTs with; None without oauthbearer.
+        self.jwt_validator: JwtValidator | None = None
+        if oauth is not None:
+            self.jwt_validator = JwtValidator(oauth, self.guard, self.accounts)
+            found.append(OAuthBearerMechanism(self.jwt_validator))
         self.mechanisms: dict[str, Mechanism] = {m.name: m for m in found}
 
     def offered(self, listener: ListenerConfig) -> tuple[str, ...]:
@@ -49,4 +56,6 @@ class Authenticator:
         return self.config.identity.max_session_seconds
 
     def close(self) -> None:
+        if self.jwt_validator is not None:
+            self.jwt_validator.close()
         self.guard.close()

@@ -110,12 +110,15 @@ def gateway_config(
     *,
     users: Sequence[Mapping[str, Any]] = (),
     identity: Mapping[str, Any] | None = None,
+    sasl_mechanisms: Sequence[str] | None = None,
     listeners: Sequence[Mapping[str, Any]] = (),
     **limits: object,
 ) -> tuple[Config, dict[str, int]]:
     """A config in front of ``primary``: listeners ``plain`` and ``sasl`` (which offers
-    PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512) plus ``listeners`` (e.g. TLS ones),
-    CLIENT_USER plus ``users``, the ``identity`` section and ``limits``."""
+    ``sasl_mechanisms``, by default PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512) plus
+    ``listeners`` (e.g. TLS ones), CLIENT_USER plus ``users``, the ``identity`` section
+    and ``limits``."""
+    mechanisms = {"sasl_mechanisms": list(sasl_mechanisms)} if sasl_mechanisms else {}
     ports = {"plain": free_port(), "sasl": free_port(), "admin": free_port()}
     data = {
         "gateway": {"node_id": 7, "cluster_id": "it-gateway"},
@@ -129,6 +132,7 @@ def gateway_config(
                 "name": "sasl",
                 "bind": f"127.0.0.1:{ports['sasl']}",
                 "security_protocol": "SASL_PLAINTEXT",
+                **mechanisms,
             },
             *listeners,
         ],
@@ -168,13 +172,20 @@ async def running_gateway(
     *,
     users: Sequence[Mapping[str, Any]] = (),
     identity: Mapping[str, Any] | None = None,
+    sasl_mechanisms: Sequence[str] | None = None,
     listeners: Sequence[Mapping[str, Any]] = (),
     **limits: object,
 ) -> AsyncIterator[GatewayUnderTest]:
     """A gateway in front of ``cluster``, on free ports, stopped on exit (see
-    ``gateway_config`` for ``users``, ``identity`` and ``listeners``)."""
+    ``gateway_config`` for ``users``, ``identity``, ``sasl_mechanisms`` and
+    ``listeners``)."""
     config, ports = gateway_config(
-        cluster, users=users, identity=identity, listeners=listeners, **limits
+        cluster,
+        users=users,
+        identity=identity,
+        sasl_mechanisms=sasl_mechanisms,
+        listeners=listeners,
+        **limits,
     )
     running = Gateway(config)
     await running.start()
