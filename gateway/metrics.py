@@ -23,6 +23,17 @@ CONNECTIONS_CLOSED = Counter(
     "Client connections closed, by reason.",
     ["listener", "reason"],
 )
+TLS_HANDSHAKE_FAILURES = Counter(
+    "gateway_tls_handshake_failures_total",
+    "TLS handshakes on client listeners that failed, by listener and reason (timeout, "
+    "not_tls, no_certificate, bad_certificate, unsupported_version, protocol, closed).",
+    ["listener", "reason"],
+)
+TLS_RELOADS = Counter(
+    "gateway_tls_reloads_total",
+    "Certificate reloads of a TLS listener, by listener and result (ok, failed).",
+    ["listener", "result"],
+)
 REQUESTS = Counter(
     "gateway_requests_total",
     "Client requests handled, by API, version and outcome.",

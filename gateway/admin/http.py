@@ -18,7 +18,6 @@ connections open now. No endpoint returns configuration, credentials or tokens.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -31,7 +30,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from gateway import metrics
 from gateway.admin.auth import AdminAuth, AdminCaller, AdminDenied, JwtCheck, authorize
 from gateway.admin.sessions import describe_sessions
-from gateway.admin.tls import ReloadingTls
+from gateway.admin.tls import AdminTls
 from gateway.config import AdminRole
 from gateway.errors import GatewayError
 from gateway.session import Services
@@ -222,16 +221,11 @@ def _jwt_check(services: Services) -> JwtCheck | None:
 class AdminServer:
     def __init__(self, services: Services, host: str, port: int) -> None:
         self._runner = web.AppRunner(make_app(services, _jwt_check(services)), access_log=None)
-        self._tls_config = services.config.admin.tls
-        self._tls_watch: asyncio.Task[None] | None = None
+        self._tls = services.config.admin.tls
         self._host, self._port = host, port
 
     async def start(self) -> None:
-        context = None
-        if self._tls_config is not None:
-            tls = ReloadingTls(self._tls_config)
-            context = tls.served
-            self._tls_watch = asyncio.create_task(tls.watch(), name="admin-tls-reload")
+        context = AdminTls(self._tls).served if self._tls is not None else None
         await self._runner.setup()
         site = web.TCPSite(
             self._runner, self._host, self._port, reuse_address=True, ssl_context=context
@@ -245,7 +239,4 @@ class AdminServer:
         log.info("admin %s on %s:%d", "HTTPS" if context else "HTTP", self._host, self._port)
 
     async def stop(self) -> None:
-        if self._tls_watch is not None:
-            self._tls_watch.cancel()
-            await asyncio.gather(self._tls_watch, return_exceptions=True)
         await self._runner.cleanup()

@@ -7,14 +7,22 @@ import contextlib
 import functools
 import logging
 import socket
+import ssl
 
 from gateway import metrics
 from gateway.admin.http import AdminServer
 from gateway.config import Config, ListenerConfig
-from gateway.errors import GatewayError
+from gateway.errors import AuthenticationFailed, GatewayError
+from gateway.identity import ANONYMOUS, TlsDetails
 from gateway.identity.registry import Authenticator
+from gateway.identity.tls import (
+    CERTIFICATE_MECHANISM,
+    ServerTls,
+    certificate_identity,
+)
 from gateway.protocol.connection import ServerProtocol
 from gateway.server.connection import ClientConnection
+from gateway.server.tls import TlsServer
 from gateway.session import ClientSession, Services
 from gateway.upstream.pool import ClusterPool
 
@@ -30,8 +38,14 @@ class Gateway:
         pool = ClusterPool(
             "primary", config.clusters.primary, config.limits.upstream_timeout_seconds
         )
+        # Built before anything starts: a missing or broken certificate stops the start.
+        self._tls = {
+            listener.name: ServerTls(listener.tls, listener.name)
+            for listener in config.listeners
+            if listener.tls is not None
+        }
         self.services = Services(config, pool, Authenticator(config))
-        self._servers: list[asyncio.Server] = []
+        self._servers: list[asyncio.Server | TlsServer] = []
         self._connections: dict[asyncio.Task[None], ClientConnection] = {}
         self._admin = AdminServer(self.services, *config.admin.bind_address)
         self.bound: dict[str, tuple[str, int]] = {}
@@ -59,14 +73,24 @@ class Gateway:
 
     async def _listen(self, listener: ListenerConfig) -> None:
         host, port = listener.bind_address
+        server: asyncio.Server | TlsServer
         try:
-            server = await asyncio.start_server(
-                functools.partial(self._accept, listener),
-                host,
-                port,
-                reuse_address=True,
-                backlog=1024,
-            )
+            if listener.name in self._tls:
+                server = TlsServer(
+                    listener.name,
+                    self._tls[listener.name],
+                    self.config.limits.authentication_timeout_seconds,
+                    functools.partial(self._accept, listener),
+                )
+                await server.start(host, port)
+            else:
+                server = await asyncio.start_server(
+                    functools.partial(self._accept, listener),
+                    host,
+                    port,
+                    reuse_address=True,
+                    backlog=1024,
+                )
         except OSError as exc:
             raise GatewayError(
                 f"listener {listener.name}: cannot listen on {host}:{port}: {exc.strerror}"
@@ -76,14 +100,21 @@ class Gateway:
         log.info("listener %s on %s:%d (%s)", listener.name, host, port, listener.security_protocol)
 
     async def _accept(
-        self, listener: ListenerConfig, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        listener: ListenerConfig,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        tls: TlsDetails | None = None,
     ) -> None:
+        """Serve one connection (on a TLS listener: after its handshake, ``tls`` being
+        what the handshake established)."""
         task = asyncio.current_task()
         assert task is not None
         sock = writer.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        peer = writer.get_extra_info("peername")
+        address = writer.get_extra_info("peername")
+        peer = f"{address[0]}:{address[1]}" if address else "unknown"
         if not self.services.pool.api_versions:
             # Nothing to advertise before the cluster has answered once: refuse, as a
             # broker that is still starting does, and let the client retry.
@@ -93,14 +124,18 @@ class Gateway:
         session = ClientSession(
             services=self.services,
             listener=listener,
-            peer=f"{peer[0]}:{peer[1]}" if peer else "unknown",
+            peer=peer,
             upstream=self.services.pool.session(),
             protocol=ServerProtocol(
                 lambda: self.services.versions,
                 self.config.limits.pre_auth_max_frame_bytes,
                 self.config.limits.max_frame_bytes,
             ),
+            tls=tls,
         )
+        if listener.security_protocol == "SSL" and not self._certificate_login(session):
+            await self._refuse(session, writer)
+            return
         protocol = listener.security_protocol
         metrics.CONNECTIONS_TOTAL.labels(listener.name, protocol).inc()
         metrics.CONNECTIONS_OPEN.labels(listener.name, protocol).inc()
@@ -114,6 +149,57 @@ class Gateway:
             metrics.CONNECTIONS_OPEN.labels(listener.name, protocol).dec()
             self.services.sessions.remove(session)
             self._connections.pop(task, None)
+
+    def _certificate_login(self, session: ClientSession) -> bool:
+        """An SSL listener's session is who its client certificate says (or anonymous
+        without one); False when the certificate stands for no one allowed in."""
+        listener = session.listener
+        assert listener.tls is not None and session.tls is not None
+        authenticator = self.services.authenticator
+        if session.tls.client_subject is None:
+            session.authenticated(ANONYMOUS)
+            return True
+        try:
+            identity = certificate_identity(
+                session.tls, listener.tls, authenticator.accounts, listener.name, session.peer
+            )
+        except AuthenticationFailed as exc:
+            metrics.AUTHENTICATIONS.labels(listener.name, CERTIFICATE_MECHANISM, "failure").inc()
+            metrics.AUTHENTICATION_FAILURES.labels(
+                listener.name, CERTIFICATE_MECHANISM, exc.reason
+            ).inc()
+            log.info(
+                "authentication failed from %s on %s via %s (%s): %s",
+                session.peer,
+                listener.name,
+                CERTIFICATE_MECHANISM,
+                exc.reason,
+                exc,
+            )
+            return False
+        session.authenticated(identity, authenticator.max_session_seconds(CERTIFICATE_MECHANISM))
+        metrics.AUTHENTICATIONS.labels(listener.name, CERTIFICATE_MECHANISM, "success").inc()
+        log.info(
+            "authenticated %s from %s on %s via %s (certificate %s)",
+            identity.principal,
+            session.peer,
+            listener.name,
+            CERTIFICATE_MECHANISM,
+            session.tls.client_subject,
+        )
+        return True
+
+    async def _refuse(self, session: ClientSession, writer: asyncio.StreamWriter) -> None:
+        """Close a connection whose certificate was refused, after the failure delay
+        (the attacker waits, not the gateway)."""
+        metrics.CONNECTIONS_CLOSED.labels(session.listener.name, "authentication failed").inc()
+        try:
+            await self.services.authenticator.guard.failed(session.address)
+        finally:
+            await session.upstream.close()
+            writer.close()
+            with contextlib.suppress(OSError, ssl.SSLError):
+                await writer.wait_closed()
 
     async def stop(self) -> None:
         for server in self._servers:

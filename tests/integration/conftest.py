@@ -138,13 +138,15 @@ def gateway_config(
     users: Sequence[Mapping[str, Any]] = (),
     identity: Mapping[str, Any] | None = None,
     sasl_mechanisms: Sequence[str] | None = None,
+    listeners: Sequence[Mapping[str, Any]] = (),
     admin: Mapping[str, Any] | None = None,
     **limits: object,
 ) -> tuple[Config, dict[str, int]]:
     """A config in front of ``primary``: listeners ``plain`` and ``sasl`` (which offers
-    ``sasl_mechanisms``, by default PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512), CLIENT_USER
-    plus ``users``, the ``identity`` section, admin tokens ADMIN_TOKEN (every role) and
-    NO_ROLE_TOKEN with ``admin`` merged into the admin section, and ``limits``."""
+    ``sasl_mechanisms``, by default PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512) plus
+    ``listeners`` (e.g. TLS ones), CLIENT_USER plus ``users``, the ``identity`` section,
+    admin tokens ADMIN_TOKEN (every role) and NO_ROLE_TOKEN with ``admin`` merged into
+    the admin section, and ``limits``."""
     mechanisms = {"sasl_mechanisms": list(sasl_mechanisms)} if sasl_mechanisms else {}
     ports = {"plain": free_port(), "sasl": free_port(), "admin": free_port()}
     data = {
@@ -161,6 +163,7 @@ def gateway_config(
                 "security_protocol": "SASL_PLAINTEXT",
                 **mechanisms,
             },
+            *listeners,
         ],
         "clusters": {
             "primary": {
@@ -207,16 +210,19 @@ async def running_gateway(
     users: Sequence[Mapping[str, Any]] = (),
     identity: Mapping[str, Any] | None = None,
     sasl_mechanisms: Sequence[str] | None = None,
+    listeners: Sequence[Mapping[str, Any]] = (),
     admin: Mapping[str, Any] | None = None,
     **limits: object,
 ) -> AsyncIterator[GatewayUnderTest]:
     """A gateway in front of ``cluster``, on free ports, stopped on exit (see
-    ``gateway_config`` for ``users``, ``identity``, ``sasl_mechanisms`` and ``admin``)."""
+    ``gateway_config`` for ``users``, ``identity``, ``sasl_mechanisms``, ``listeners``
+    and ``admin``)."""
     config, ports = gateway_config(
         cluster,
         users=users,
         identity=identity,
         sasl_mechanisms=sasl_mechanisms,
+        listeners=listeners,
         admin=admin,
         **limits,
     )

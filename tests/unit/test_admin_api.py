@@ -6,8 +6,10 @@ the real one's interface (``validate(token, address) -> Identity``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from prometheus_client import REGISTRY
 
 from gateway.admin.auth import AdminAuth, AdminDenied, StaticTokens, bearer_token
 from gateway.admin.http import make_app
-from gateway.admin.tls import ReloadingTls, admin_ssl_context
+from gateway.admin.tls import AdminTls
 from gateway.config import AdminConfig, ListenerTlsConfig
 from gateway.errors import AuthenticationFailed, ConfigError, GatewayError
 from gateway.identity import Identity, TlsDetails
@@ -348,24 +350,42 @@ async def test_a_refused_jwt_reports_the_validators_reason() -> None:
 def test_admin_tls_names_a_missing_certificate_file(tmp_path: Path) -> None:
     config = ListenerTlsConfig(cert_file=tmp_path / "no.pem", key_file=tmp_path / "no.key")
 
-    with pytest.raises(ConfigError, match="admin.tls: cannot load"):
-        admin_ssl_context(config)
+    with pytest.raises(ConfigError, match="no.pem"):
+        AdminTls(config)
 
 
-def test_admin_tls_keeps_the_last_good_certificate_when_new_files_do_not_load(
+def _handshake(server_context: ssl.SSLContext, client_context: ssl.SSLContext) -> None:
+    """A TLS handshake between the two contexts over memory buffers; SSLError if refused."""
+    to_server, to_client = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client_out, server_out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = client_context.wrap_bio(to_client, client_out, server_hostname="127.0.0.1")
+    server = server_context.wrap_bio(to_server, server_out, server_side=True)
+    done: set[str] = set()
+    for _ in range(10):
+        for name, side in (("client", client), ("server", server)):
+            if name not in done:
+                with contextlib.suppress(ssl.SSLWantReadError):
+                    side.do_handshake()
+                    done.add(name)
+        to_server.write(client_out.read())
+        to_client.write(server_out.read())
+        if done == {"client", "server"}:
+            return
+    raise AssertionError("the handshake did not finish")
+
+
+def test_admin_tls_serves_a_renewed_certificate_on_the_context_it_started_with(
     tmp_path: Path,
 ) -> None:
-    ca = CertificateAuthority(tmp_path, "unit CA")
-    cert, key = ca.issue("127.0.0.1", "admin")
-    tls = ReloadingTls(ListenerTlsConfig(cert_file=cert, key_file=key))
-    served = tls.current
+    old_ca = CertificateAuthority(tmp_path, "old CA")
+    new_ca = CertificateAuthority(tmp_path, "new CA")
+    cert, key = old_ca.issue("127.0.0.1", "admin")
+    tls = AdminTls(ListenerTlsConfig(cert_file=cert, key_file=key))
 
-    unchanged = tls.reload_if_changed()
-    cert.write_text("not a certificate")
-    broken = tls.reload_if_changed()
-    ca.issue("127.0.0.1", "admin")
-    renewed = tls.reload_if_changed()
+    _handshake(tls.served, old_ca.trusting())
+    new_ca.issue("127.0.0.1", "admin")
+    assert tls.files.reload_if_changed()
 
-    assert (unchanged, broken, renewed) == (False, False, True)
-    assert tls.current is not served
-    assert tls.served is served
+    _handshake(tls.served, new_ca.trusting())
+    with pytest.raises(ssl.SSLCertVerificationError):
+        _handshake(tls.served, old_ca.trusting())
