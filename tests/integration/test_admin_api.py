@@ -13,13 +13,14 @@ from pathlib import Path
 import pytest
 
 from gateway import dev
-from tests.certs import CertificateAuthority
-from tests.integration.clients import connected_producer
+from tests.certs import TestAuthority
+from tests.integration.clients import Endpoint, connected_producer
 from tests.integration.conftest import (
     CLIENT_PASSWORD,
     CLIENT_USER,
     GatewayUnderTest,
     admin_get,
+    free_port,
     running_gateway,
 )
 from tests.integration.oidc import SigningKey, jwks
@@ -31,6 +32,22 @@ async def _get(
     url: str, token: str | None = None, context: ssl.SSLContext | None = None
 ) -> tuple[int, dict[str, str], str]:
     return await asyncio.to_thread(admin_get, url, token, context)
+
+
+async def _sessions_once_authenticated(gw: GatewayUnderTest, listener: str) -> tuple[int, str]:
+    """``/sessions`` once ``listener`` has sessions and all of them have authenticated.
+
+    librdkafka leaves its bootstrap connection for the broker the metadata names (the
+    gateway again), so right after connecting that second connection may still be in
+    its handshake or login.
+    """
+    for _ in range(100):
+        status, _, body = await _get(f"{gw.admin_url}/sessions", gw.admin_token)
+        on_listener = [s for s in json.loads(body)["sessions"] if s["listener"] == listener]
+        if on_listener and all(s["authenticated"] for s in on_listener):
+            break
+        await asyncio.sleep(0.1)
+    return status, body
 
 
 @pytest.mark.parametrize(
@@ -84,14 +101,7 @@ async def test_sessions_lists_a_connected_sasl_plain_client_without_its_password
 ) -> None:
     producer = await asyncio.to_thread(connected_producer, gateway.sasl)
     try:
-        # librdkafka moves from its bootstrap connection to the broker the metadata
-        # names (the gateway again): wait until that one has authenticated too.
-        for _ in range(100):
-            status, _, body = await _get(f"{gateway.admin_url}/sessions", gateway.admin_token)
-            listed = json.loads(body)["sessions"] if status == 200 else []
-            if listed and all(s["authenticated"] for s in listed):
-                break
-            await asyncio.sleep(0.1)
+        status, body = await _sessions_once_authenticated(gateway, "sasl")
     finally:
         await asyncio.to_thread(producer.close)
     # Once the client has gone, so have its sessions (the list holds open connections only).
@@ -122,7 +132,7 @@ async def test_sessions_lists_a_connected_sasl_plain_client_without_its_password
 async def test_admin_api_serves_https_when_tls_is_configured(
     primary: dev.ClusterInfo, tmp_path: Path
 ) -> None:
-    ca = CertificateAuthority(tmp_path, "admin test CA")
+    ca = TestAuthority(tmp_path, "admin test CA")
     cert, key = ca.issue("127.0.0.1", "admin")
 
     tls = {"cert_file": str(cert), "key_file": str(key)}
@@ -148,11 +158,11 @@ async def test_admin_api_serves_https_when_tls_is_configured(
 async def test_admin_https_with_required_client_certificates_refuses_callers_without_one(
     primary: dev.ClusterInfo, tmp_path: Path
 ) -> None:
-    ca = CertificateAuthority(tmp_path, "admin test CA")
-    other = CertificateAuthority(tmp_path, "other CA")
+    ca = TestAuthority(tmp_path, "admin test CA")
+    other = TestAuthority(tmp_path, "other CA")
     cert, key = ca.issue("127.0.0.1", "admin")
-    client_cert, client_key = ca.issue("sre-laptop", "client")
-    foreign_cert, foreign_key = other.issue("intruder", "foreign")
+    client_cert, client_key = ca.issue("sre-laptop", "client", server=False)
+    foreign_cert, foreign_key = other.issue("intruder", "foreign", server=False)
     with_cert = ca.trusting()
     with_cert.load_cert_chain(client_cert, client_key)
     with_foreign_cert = ca.trusting()
@@ -181,8 +191,8 @@ async def test_admin_https_with_required_client_certificates_refuses_callers_wit
 async def test_admin_https_serves_a_renewed_certificate_without_a_restart(
     primary: dev.ClusterInfo, tmp_path: Path
 ) -> None:
-    old_ca = CertificateAuthority(tmp_path, "old CA")
-    new_ca = CertificateAuthority(tmp_path, "new CA")
+    old_ca = TestAuthority(tmp_path, "old CA")
+    new_ca = TestAuthority(tmp_path, "new CA")
     cert, key = old_ca.issue("127.0.0.1", "admin")
 
     tls = {"cert_file": str(cert), "key_file": str(key), "reload_interval_seconds": 0.2}
@@ -235,3 +245,47 @@ async def test_admin_api_accepts_a_jwt_from_the_oauthbearer_identity_provider(
     assert refused[0] == 401
     for token in (auditor, nobody, forged):
         assert all(token not in text for _, _, text in (who, listed, without_role, refused))
+
+
+async def test_sessions_shows_the_tls_details_of_a_client_certificate_connection(
+    primary: dev.ClusterInfo, tmp_path: Path
+) -> None:
+    ca = TestAuthority(tmp_path, "listener CA")
+    cert, key = ca.issue("127.0.0.1", "server")
+    client_cert, client_key = ca.issue("billing-batch", "client", server=False)
+    listener = {
+        "name": "mtls",
+        "bind": f"127.0.0.1:{free_port()}",
+        "security_protocol": "SSL",
+        "tls": {
+            "cert_file": str(cert),
+            "key_file": str(key),
+            "ca_file": str(ca.file),
+            "client_auth": "required",
+        },
+    }
+
+    async with running_gateway(primary, listeners=[listener]) as gw:
+        host, port = gw.gateway.bound["mtls"]
+        client = Endpoint(
+            f"{host}:{port}",
+            security_protocol="SSL",
+            ca_file=str(ca.file),
+            cert_file=str(client_cert),
+            key_file=str(client_key),
+        )
+        producer = await asyncio.to_thread(connected_producer, client)
+        try:
+            status, body = await _sessions_once_authenticated(gw, "mtls")
+        finally:
+            await asyncio.to_thread(producer.close)
+
+    assert status == 200
+    mine = [s for s in json.loads(body)["sessions"] if s["listener"] == "mtls"]
+    assert mine, body
+    for session in mine:
+        assert session["mechanism"] == "SSL"
+        assert session["security_protocol"] == "SSL"
+        assert session["tls"]["version"] in ("TLSv1.2", "TLSv1.3")
+        assert session["tls"]["cipher"]
+        assert session["tls"]["client_subject"] == "CN=billing-batch,O=soc2-gateway-dev"

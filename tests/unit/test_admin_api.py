@@ -27,7 +27,7 @@ from gateway.identity import Identity, TlsDetails
 from gateway.identity.registry import Authenticator
 from gateway.protocol.connection import ServerProtocol
 from gateway.session import ClientSession, Services
-from tests.certs import CertificateAuthority
+from tests.certs import TestAuthority
 from tests.unit.harness import ScriptedPool, harness_config
 
 OPERATOR_TOKEN = "op-token-3c1f9a7e52d84b06a1e2"  # noqa: S105 - test tokens
@@ -377,8 +377,8 @@ def _handshake(server_context: ssl.SSLContext, client_context: ssl.SSLContext) -
 def test_admin_tls_serves_a_renewed_certificate_on_the_context_it_started_with(
     tmp_path: Path,
 ) -> None:
-    old_ca = CertificateAuthority(tmp_path, "old CA")
-    new_ca = CertificateAuthority(tmp_path, "new CA")
+    old_ca = TestAuthority(tmp_path, "old CA")
+    new_ca = TestAuthority(tmp_path, "new CA")
     cert, key = old_ca.issue("127.0.0.1", "admin")
     tls = AdminTls(ListenerTlsConfig(cert_file=cert, key_file=key))
 
