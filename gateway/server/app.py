@@ -15,6 +15,7 @@ from gateway.errors import GatewayError
 from gateway.identity.registry import Authenticator
 from gateway.protocol.connection import ServerProtocol
 from gateway.server.connection import ClientConnection
+from gateway.server.limits import AddressLimit, RequestBudget
 from gateway.session import ClientSession, Services
 from gateway.upstream.pool import ClusterPool
 
@@ -33,6 +34,8 @@ class Gateway:
         self.services = Services(config, pool, Authenticator(config))
         self._servers: list[asyncio.Server] = []
         self._connections: dict[asyncio.Task[None], ClientConnection] = {}
+        self.request_budget = RequestBudget(config.limits.queued_max_request_bytes)
+        self.address_limit = AddressLimit(config.limits.max_connections_per_address)
         self._admin = AdminServer(self.services, *config.admin.bind_address)
         self.bound: dict[str, tuple[str, int]] = {}
 
@@ -83,6 +86,23 @@ class Gateway:
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer = writer.get_extra_info("peername")
+        address = str(peer[0]) if peer else "unknown"
+        if not self.address_limit.admit(listener.name, address):
+            writer.close()
+            return
+        try:
+            await self._serve(listener, task, peer, reader, writer)
+        finally:
+            self.address_limit.release(address)
+
+    async def _serve(
+        self,
+        listener: ListenerConfig,
+        task: asyncio.Task[None],
+        peer: tuple[str, int] | None,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
         if not self.services.pool.api_versions:
             # Nothing to advertise before the cluster has answered once: refuse, as a
             # broker that is still starting does, and let the client retry.
@@ -103,7 +123,9 @@ class Gateway:
         protocol = listener.security_protocol
         metrics.CONNECTIONS_TOTAL.labels(listener.name, protocol).inc()
         metrics.CONNECTIONS_OPEN.labels(listener.name, protocol).inc()
-        connection = self._connections[task] = ClientConnection(session, reader, writer)
+        connection = self._connections[task] = ClientConnection(
+            session, reader, writer, self.request_budget
+        )
         try:
             await connection.serve(self.config.limits.shutdown_grace_seconds)
         except Exception:
