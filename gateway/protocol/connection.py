@@ -94,6 +94,10 @@ class ServerProtocol:
         self.expects_raw_token = False
         self._decoder.max_frame_size = self._max_frame_size
 
+    def discard(self) -> None:
+        """Drop the partial frame held (the connection is closing)."""
+        self._decoder.clear()
+
     def receive_data(self, data: bytes) -> None:
         self._decoder.receive(data)
 

@@ -79,6 +79,12 @@ class FrameDecoder:
         self._expected = None
         return payload
 
+    def clear(self) -> None:
+        """Drop what is buffered (the connection is closing): the memory goes back now,
+        not when a reference cycle holding the decoder is collected."""
+        self._buffer = bytearray()
+        self._expected = None
+
     def feed(self, data: bytes) -> list[bytes]:
         """Add received bytes; return every frame they complete, in order."""
         self.receive(data)

@@ -221,6 +221,7 @@ class ClientConnection:
         finally:
             if self._timer is not None:
                 self._timer.cancel()
+            protocol.discard()
             if self._frame_held is not None:
                 self._budget.release(self._frame_held)
                 self._frame_held = None
@@ -244,6 +245,7 @@ class ClientConnection:
             self._last_read = loop.time()
             bytes_in.inc(len(data))
             protocol.receive_data(data)
+            del data  # the decoder has its copy; a connection waiting holds one
             try:
                 await self._take_frames(protocol)
             except SessionExpired as exc:
@@ -263,15 +265,30 @@ class ClientConnection:
             if self._frame_held is None:
                 self._frame_held = self._budget.try_reserve(size)
                 if self._frame_held is None:
-                    self._frame_started = None
-                    self._frame_held = await self._budget.reserve(size)
-                    self._frame_begins(asyncio.get_running_loop().time())
+                    self._frame_held = await self._wait_for_budget(size)
             event = protocol.next_event()
             if event is None:
                 return  # the rest of the frame has yet to arrive
             held, self._frame_held = self._frame_held, None
             self._frame_started = None
             await self._dispatch(event, held)
+
+    async def _wait_for_budget(self, size: int) -> int:
+        # Stop the transport too, so that the stream reader's buffer does not fill up
+        # while the connection waits; the client and the kernel hold the bytes.
+        transport: asyncio.Transport | None = getattr(self.writer, "transport", None)
+        if transport is not None and not transport.is_reading():
+            transport = None  # paused by the stream reader: it resumes it itself
+        if transport is not None:
+            transport.pause_reading()
+        self._frame_started = None  # the gateway's wait is not the client's delay
+        try:
+            held = await self._budget.reserve(size)
+        finally:
+            if transport is not None and not transport.is_closing():
+                transport.resume_reading()
+        self._frame_begins(asyncio.get_running_loop().time())
+        return held
 
     async def _dispatch(self, event: Event, held: int = 0) -> None:
         """Start answering ``event``; the ``held`` budget bytes go back once the answer

@@ -15,6 +15,7 @@ import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -105,6 +106,15 @@ def direct(primary: dev.ClusterInfo) -> Endpoint:
 
 
 def gateway_config(primary: dev.ClusterInfo, **limits: object) -> tuple[Config, dict[str, int]]:
+    data, ports = gateway_config_data(primary, **limits)
+    return parse_config(data, "integration-test", environ={}), ports
+
+
+def gateway_config_data(
+    primary: dev.ClusterInfo, **limits: object
+) -> tuple[dict[str, Any], dict[str, int]]:
+    """The integration gateway's config file contents (for a gateway run as a
+    subprocess), and the ports it listens on."""
     ports = {"plain": free_port(), "sasl": free_port(), "admin": free_port()}
     data = {
         "gateway": {"node_id": 7, "cluster_id": "it-gateway"},
@@ -135,7 +145,7 @@ def gateway_config(primary: dev.ClusterInfo, **limits: object) -> tuple[Config, 
         "admin": {"bind": f"127.0.0.1:{ports['admin']}"},
         "limits": {"shutdown_grace_seconds": 2, **limits},
     }
-    return parse_config(data, "integration-test", environ={}), ports
+    return data, ports
 
 
 @contextlib.asynccontextmanager
