@@ -342,3 +342,57 @@ def test_refusals_are_logged_once_per_interval_with_a_count(
     assert len(lines) == 2
     assert "192.0.2.9" in lines[0] and "1 refused" in lines[0]
     assert "500 refused" in lines[1]
+
+
+class Transport:
+    """The socket transport's reading switch, as a connection waiting for the budget
+    flips it."""
+
+    def __init__(self) -> None:
+        self.reading = True
+        self.flips: list[str] = []
+
+    def is_reading(self) -> bool:
+        return self.reading
+
+    def is_closing(self) -> bool:
+        return False
+
+    def pause_reading(self) -> None:
+        self.reading = False
+        self.flips.append("pause")
+
+    def resume_reading(self) -> None:
+        self.reading = True
+        self.flips.append("resume")
+
+
+async def test_a_connection_waiting_for_the_budget_stops_its_transport_until_granted() -> None:
+    budget = RequestBudget(1000)
+    held = budget.try_reserve(1000)
+    assert held is not None
+    async with Harness(budget=budget) as h:
+        transport = Transport()
+        h.client.writer.transport = transport  # type: ignore[attr-defined]
+        asked = h.client.send(api_versions())
+        await settle()
+        assert transport.flips == ["pause"]
+
+        budget.release(held)
+        assert [a.correlation_id for a in await h.answers(1)] == asked
+        assert transport.flips == ["pause", "resume"]
+
+
+async def test_a_transport_the_stream_reader_paused_is_left_for_it_to_resume() -> None:
+    budget = RequestBudget(1000)
+    held = budget.try_reserve(1000)
+    assert held is not None
+    async with Harness(budget=budget) as h:
+        transport = Transport()
+        transport.reading = False  # the stream reader's buffer is full
+        h.client.writer.transport = transport  # type: ignore[attr-defined]
+        h.client.send(api_versions())
+        await settle()
+        budget.release(held)
+        await h.answers(1)
+        assert transport.flips == []
