@@ -15,7 +15,7 @@ from pathlib import Path
 from gateway import dev
 from gateway.config import Config, config_reference, load_config
 from gateway.errors import ConfigError, GatewayError
-from gateway.identity.passwords import hash_password
+from gateway.identity import passwords, scram
 from gateway.server.app import Gateway
 
 log = logging.getLogger("gateway")
@@ -60,7 +60,11 @@ def _dev_banner(config: Config) -> str:
     lines = ["", "Gateway is up in front of the local primary cluster.", ""]
     for listener in config.listeners:
         host, port = listener.advertised_address
-        auth = "no auth" if listener.security_protocol == "PLAINTEXT" else "SASL/PLAIN dev-client"
+        auth = (
+            "no auth"
+            if listener.security_protocol == "PLAINTEXT"
+            else "SASL PLAIN or SCRAM, dev-client"
+        )
         lines.append(f"  {listener.name:10} {host}:{port}  ({auth})")
     plain = next(lis for lis in config.listeners if lis.security_protocol == "PLAINTEXT")
     sasl = next(
@@ -81,6 +85,11 @@ def _dev_banner(config: Config) -> str:
         lines.append(
             f"  kcat -b {shost}:{sport} -X security.protocol=SASL_PLAINTEXT "
             "-X sasl.mechanisms=PLAIN -X sasl.username=dev-client "
+            "-X sasl.password=dev-client-secret -L"
+        )
+        lines.append(
+            f"  kcat -b {shost}:{sport} -X security.protocol=SASL_PLAINTEXT "
+            "-X sasl.mechanisms=SCRAM-SHA-512 -X sasl.username=dev-client "
             "-X sasl.password=dev-client-secret -L"
         )
     lines += [
@@ -120,6 +129,48 @@ def _cmd_dev(argv: list[str]) -> int:
     return 0
 
 
+def _read_secret(what: str) -> str | None:
+    """A secret from the terminal (asked twice) or the first line of stdin; None when
+    the two typed versions differ."""
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass(f"{what}: ")
+    if getpass.getpass(f"{what} again: ") != first:
+        return None
+    return first
+
+
+def _cmd_hash_password(ns: argparse.Namespace) -> int:
+    if ns.admin_mode == "new":
+        token = passwords.new_admin_token()
+        print(f"# the token to give its holder; shown once, not stored:\n# {token}")
+        print(f"token_sha256: {passwords.admin_token_sha256(token)}")
+        return 0
+    what = "token" if ns.admin_mode == "read" else "password"
+    secret = _read_secret(what)
+    if secret is None:
+        print(f"hash-password: the two {what}s differ", file=sys.stderr)
+        return 1
+    if ns.admin_mode == "read":
+        print(f"token_sha256: {passwords.admin_token_sha256(secret)}")
+    elif ns.scram:
+        iterations = ns.iterations or scram.DEFAULT_ITERATIONS
+        kinds: tuple[tuple[str, scram.ScramName], ...] = (
+            ("scram_sha_256", "SCRAM-SHA-256"),
+            ("scram_sha_512", "SCRAM-SHA-512"),
+        )
+        try:
+            for field, mechanism in kinds:
+                credential = scram.make_credential(mechanism, secret, iterations)
+                print(f"{field}: '{scram.format_credential(credential)}'")
+        except ValueError as exc:
+            print(f"hash-password: {exc}", file=sys.stderr)
+            return 2
+    else:
+        print(passwords.hash_password(secret, ns.iterations or passwords.DEFAULT_ITERATIONS))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["dev"]:
@@ -132,16 +183,37 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--config", "-c", type=Path, required=True)
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("config", type=Path)
-    sub.add_parser("hash-password", help="read a password from stdin/tty, print its hash")
+    hasher = sub.add_parser(
+        "hash-password",
+        help="read a password from stdin/tty and print what the config stores for it",
+    )
+    hasher.add_argument(
+        "--scram",
+        action="store_true",
+        help="print scram_sha_256: and scram_sha_512: lines instead of a password_hash",
+    )
+    hasher.add_argument(
+        "--iterations",
+        type=int,
+        help=f"hash iterations (SCRAM: default {scram.DEFAULT_ITERATIONS}, at least "
+        f"{scram.MIN_ITERATIONS}; PLAIN: default {passwords.DEFAULT_ITERATIONS})",
+    )
+    hasher.add_argument(
+        "--admin-token",
+        nargs="?",
+        const="new",
+        dest="admin_mode",
+        choices=["new", "read"],
+        help="an admin API token: 'new' (default) prints a fresh token and its "
+        "token_sha256; 'read' hashes a token read from stdin/tty",
+    )
     sub.add_parser("config-reference", help="print the config reference (Markdown)")
     sub.add_parser("dev", help="local Kafka clusters: dev up|down|status [--json]|run [config]")
     ns = parser.parse_args(args)
     _setup_logging(ns.log_level)
     try:
         if ns.command == "hash-password":
-            secret = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline()
-            print(hash_password(secret.rstrip("\r\n")))
-            return 0
+            return _cmd_hash_password(ns)
         if ns.command == "config-reference":
             print(config_reference())
             return 0

@@ -12,6 +12,7 @@ translated at the boundary that calls the third party (``protocol/`` for kio,
     │   ├── UnsupportedApi       an API key or version the gateway does not serve
     │   └── NotAuthenticated     a request other than ApiVersions/SASL before authentication
     ├── AuthenticationFailed     bad credentials: answered with SASL_AUTHENTICATION_FAILED
+    ├── JwksUnavailable          the identity provider's keys could not be read (last good kept)
     ├── UpstreamError            the active Kafka cluster could not serve the request
     │   ├── UpstreamUnavailable  no connection could be made (or it broke)
     │   ├── UpstreamTimeout      no answer within the request's time budget
@@ -59,6 +60,11 @@ class AuthenticationFailed(GatewayError):
     def __init__(self, message: str, reason: str = "invalid_credentials") -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class JwksUnavailable(GatewayError):
+    """The identity provider's key set (JWKS) could not be fetched or is not a valid key
+    set; the last good keys stay in force."""
 
 
 class UpstreamError(GatewayError):

@@ -72,6 +72,21 @@ SESSIONS_EXPIRED = Counter(
     "Connections closed because their session expired without re-authentication.",
     ["listener"],
 )
+JWKS_FETCHES = Counter(
+    "gateway_jwks_fetches_total",
+    "Reads of the OAUTHBEARER key set (JWKS URL or file), by result (ok, failed).",
+    ["result"],
+)
+JWKS_KEYS = Gauge(
+    "gateway_jwks_keys",
+    "Signing keys in the OAUTHBEARER key set currently in force.",
+)
+IDENTITY_RELOADS = Counter(
+    "gateway_identity_reloads_total",
+    "Re-reads of a changed identity source (source: service_accounts), by result "
+    "(success, or failure when the last good version stays in force).",
+    ["source", "result"],
+)
 UPSTREAM_CONNECTIONS = Gauge(
     "gateway_upstream_connections_open", "Connections open to upstream brokers.", ["cluster"]
 )

@@ -3,11 +3,14 @@ file, which is re-read when it changes.
 
 An invalid new version of the file is logged (naming the file and the field) and the
 last good version stays in force, so a typo never locks every machine out. Names must
-be unique across both sources.
+be unique across both sources. :class:`AccountsWatcher` checks the file periodically
+while the gateway runs.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import Iterable
@@ -17,10 +20,13 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from gateway import metrics
 from gateway.config import UserConfig
 from gateway.errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+_SOURCE = "service_accounts"  # the source label of gateway_identity_reloads_total
 
 
 class _AccountsFile(BaseModel):
@@ -91,10 +97,16 @@ class AccountStore:
         try:
             self._install([*self._static, *load_accounts_file(self._file)])
         except ConfigError as exc:
+            metrics.IDENTITY_RELOADS.labels(_SOURCE, "failure").inc()
             log.error("service accounts not reloaded, the last good version stays: %s", exc)
             return False
+        metrics.IDENTITY_RELOADS.labels(_SOURCE, "success").inc()
         log.info("service accounts reloaded from %s: %d identities", self._file, len(self))
         return True
+
+    @property
+    def watches_file(self) -> bool:
+        return self._file is not None
 
     def __len__(self) -> int:
         return len(self._by_name)
@@ -104,3 +116,47 @@ class AccountStore:
 
     def by_tls_subject(self, subject: str) -> UserConfig | None:
         return self._by_subject.get(subject)
+
+
+class AccountsWatcher:
+    """Re-reads the service accounts file every ``interval`` seconds while running.
+
+    ``start()`` from the gateway's start, ``await stop()`` from its stop. The file is
+    read on a worker thread so that a large file never stalls client traffic.
+    """
+
+    def __init__(self, accounts: AccountStore, interval: float) -> None:
+        self._accounts = accounts
+        self._interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None and self._accounts.watches_file:
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name="service-accounts-watcher"
+            )
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def check(self) -> bool:
+        """One check now; True when a new version took effect."""
+        return await asyncio.to_thread(self._accounts.reload_if_changed)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self.check()
+            except Exception:
+                # Whatever went wrong, the last good accounts stay and the next
+                # interval tries again: the watcher must not die silently.
+                log.exception("checking the service accounts file failed")

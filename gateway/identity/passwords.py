@@ -1,7 +1,10 @@
-"""Salted password hashes for SASL/PLAIN users (PBKDF2-HMAC-SHA256).
+"""Salted password hashes for SASL/PLAIN users (PBKDF2-HMAC-SHA256), and the hash
+of a static admin API token.
 
 The config stores ``pbkdf2_sha256$<iterations>$<salt>$<hash>`` (base64 parts), never
 a password. Verification runs in constant time with respect to the stored hash.
+An admin token is random (it needs no salt or stretching): the config keeps the
+lowercase hex SHA-256 of its UTF-8 bytes.
 """
 
 from __future__ import annotations
@@ -26,6 +29,16 @@ def hash_password(password: str, iterations: int = DEFAULT_ITERATIONS) -> str:
             base64.b64encode(digest).decode(),
         )
     )
+
+
+def new_admin_token() -> str:
+    """A fresh random bearer token for the admin API (256 bits, URL-safe)."""
+    return secrets.token_urlsafe(32)
+
+
+def admin_token_sha256(token: str) -> str:
+    """What ``admin.tokens[].token_sha256`` holds for ``token``."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
 def verify_password(password: str, stored: str) -> bool:

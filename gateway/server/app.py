@@ -55,6 +55,7 @@ class Gateway:
             for listener in self.config.listeners:
                 await self._listen(listener)
             await self._admin.start()
+            self.services.authenticator.watcher.start()
         except GatewayError:
             await self.stop()
             raise
@@ -149,6 +150,7 @@ class Gateway:
             with contextlib.suppress(Exception):
                 await server.wait_closed()
         await self._admin.stop()
+        await self.services.authenticator.watcher.stop()
         await self.services.pool.close()
         self.services.authenticator.close()
         log.info("gateway stopped")

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,16 +105,34 @@ def direct(primary: dev.ClusterInfo) -> Endpoint:
     )
 
 
-def gateway_config(primary: dev.ClusterInfo, **limits: object) -> tuple[Config, dict[str, int]]:
-    data, ports = gateway_config_data(primary, **limits)
+def gateway_config(
+    primary: dev.ClusterInfo,
+    *,
+    users: Sequence[Mapping[str, Any]] = (),
+    identity: Mapping[str, Any] | None = None,
+    sasl_mechanisms: Sequence[str] | None = None,
+    **limits: object,
+) -> tuple[Config, dict[str, int]]:
+    """A config in front of ``primary``: listeners ``plain`` and ``sasl`` (which offers
+    ``sasl_mechanisms``, by default PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512), CLIENT_USER
+    plus ``users``, the ``identity`` section and ``limits``."""
+    data, ports = gateway_config_data(
+        primary, users=users, identity=identity, sasl_mechanisms=sasl_mechanisms, **limits
+    )
     return parse_config(data, "integration-test", environ={}), ports
 
 
 def gateway_config_data(
-    primary: dev.ClusterInfo, **limits: object
+    primary: dev.ClusterInfo,
+    *,
+    users: Sequence[Mapping[str, Any]] = (),
+    identity: Mapping[str, Any] | None = None,
+    sasl_mechanisms: Sequence[str] | None = None,
+    **limits: object,
 ) -> tuple[dict[str, Any], dict[str, int]]:
-    """The integration gateway's config file contents (for a gateway run as a
-    subprocess), and the ports it listens on."""
+    """What :func:`gateway_config` validates, as a config file holds it (for a gateway
+    run as its own process), and the ports it listens on."""
+    mechanisms = {"sasl_mechanisms": list(sasl_mechanisms)} if sasl_mechanisms else {}
     ports = {"plain": free_port(), "sasl": free_port(), "admin": free_port()}
     data = {
         "gateway": {"node_id": 7, "cluster_id": "it-gateway"},
@@ -128,6 +146,7 @@ def gateway_config_data(
                 "name": "sasl",
                 "bind": f"127.0.0.1:{ports['sasl']}",
                 "security_protocol": "SASL_PLAINTEXT",
+                **mechanisms,
             },
         ],
         "clusters": {
@@ -141,19 +160,39 @@ def gateway_config_data(
                 },
             }
         },
-        "users": [{"name": CLIENT_USER, "password_hash": hash_password(CLIENT_PASSWORD, 20_000)}],
+        "users": [
+            {"name": CLIENT_USER, "password_hash": hash_password(CLIENT_PASSWORD, 20_000)},
+            *users,
+        ],
+        "identity": dict(identity or {}),
         "admin": {"bind": f"127.0.0.1:{ports['admin']}"},
-        "limits": {"shutdown_grace_seconds": 2, **limits},
+        "limits": {
+            "shutdown_grace_seconds": 2,
+            # Every test client connects from 127.0.0.1 and librdkafka retries refused
+            # logins: the per-address failure limit and delay are tested on their own
+            # (test_pre_trust_limits.py), not imposed on every test.
+            "failed_authentications_per_address": 100_000,
+            "failed_authentication_delay_seconds": 0.2,
+            **limits,
+        },
     }
     return data, ports
 
 
 @contextlib.asynccontextmanager
 async def running_gateway(
-    cluster: dev.ClusterInfo, **limits: object
+    cluster: dev.ClusterInfo,
+    *,
+    users: Sequence[Mapping[str, Any]] = (),
+    identity: Mapping[str, Any] | None = None,
+    sasl_mechanisms: Sequence[str] | None = None,
+    **limits: object,
 ) -> AsyncIterator[GatewayUnderTest]:
-    """A gateway in front of ``cluster``, on free ports, stopped on exit."""
-    config, ports = gateway_config(cluster, **limits)
+    """A gateway in front of ``cluster``, on free ports, stopped on exit (see
+    ``gateway_config`` for ``users``, ``identity`` and ``sasl_mechanisms``)."""
+    config, ports = gateway_config(
+        cluster, users=users, identity=identity, sasl_mechanisms=sasl_mechanisms, **limits
+    )
     running = Gateway(config)
     await running.start()
     try:

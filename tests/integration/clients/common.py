@@ -42,9 +42,13 @@ class Endpoint:
 
     bootstrap: str
     security_protocol: str = "PLAINTEXT"  # or "SASL_PLAINTEXT"
-    sasl_mechanism: str | None = None  # "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"
+    sasl_mechanism: str | None = None  # "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"
     username: str | None = None
     password: str | None = field(default=None, repr=False)
+    # OAUTHBEARER: the identity provider's token endpoint; username and password are
+    # then the OAuth client id and secret. Without it, Java clients use Kafka's
+    # unsecured login module (unsigned tokens).
+    oauth_token_url: str | None = None
 
     @property
     def uses_sasl(self) -> bool:

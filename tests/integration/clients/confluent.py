@@ -158,7 +158,16 @@ def elect_preferred_leaders(ep: Endpoint, topic: str, partitions: int) -> dict[i
 def librdkafka_config(ep: Endpoint) -> dict[str, str]:
     """Connection settings for a librdkafka client (confluent-kafka, kcat) of ``ep``."""
     conf = {"bootstrap.servers": ep.bootstrap, "security.protocol": ep.security_protocol}
-    if ep.uses_sasl:
+    if ep.uses_sasl and ep.oauth_token_url is not None:
+        conf |= {
+            "sasl.mechanisms": "OAUTHBEARER",
+            "sasl.oauthbearer.method": "oidc",
+            "sasl.oauthbearer.token.endpoint.url": ep.oauth_token_url,
+            "sasl.oauthbearer.client.id": ep.username or "",
+            "sasl.oauthbearer.client.secret": ep.password or "",
+            "sasl.oauthbearer.scope": "kafka",
+        }
+    elif ep.uses_sasl:
         conf |= {
             "sasl.mechanisms": ep.sasl_mechanism or "PLAIN",
             "sasl.username": ep.username or "",

@@ -73,7 +73,7 @@ def run_java_tool(
     with client_errors(main_class, ep), _java_config(ep) as config:
         config_args = (config_option, config) if config_option else ()
         # First: tools with sub-commands (kafka-transactions) take it before them.
-        proc = Proc(_java_command(main_class, *config_args, *args), ep)
+        proc = Proc(_java_command(main_class, *config_args, *args, ep=ep), ep)
         proc.run(timeout)
         return "\n".join(proc.stdout)
 
@@ -104,7 +104,9 @@ def java_default_partition(key: bytes, partitions: int) -> int:
 def _java_config(ep: Endpoint) -> Iterator[str]:
     """A temporary client properties file holding the connection settings."""
     lines = [f"security.protocol={ep.security_protocol}"]
-    if ep.uses_sasl:
+    if ep.uses_sasl and (ep.sasl_mechanism or "").upper() == "OAUTHBEARER":
+        lines += _oauth_lines(ep)
+    elif ep.uses_sasl:
         mechanism = ep.sasl_mechanism or "PLAIN"
         module = (
             "org.apache.kafka.common.security.plain.PlainLoginModule"
@@ -124,6 +126,37 @@ def _java_config(ep: Endpoint) -> Iterator[str]:
         yield str(path)
 
 
+_OAUTH_MODULE = "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule"
+_OAUTH_HANDLER = "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginCallbackHandler"
+_OAUTH_ALLOWED_URLS = "org.apache.kafka.sasl.oauthbearer.allowed.urls"
+
+
+def _oauth_lines(ep: Endpoint) -> list[str]:
+    """OAUTHBEARER: tokens from ``ep.oauth_token_url`` with the client credentials
+    grant (KIP-768), or without a URL Kafka's default unsecured login module, which
+    makes up an unsigned token for the principal ``ep.username``."""
+    if ep.oauth_token_url is None:
+        jaas = (
+            f"{_OAUTH_MODULE} required "
+            f"unsecuredLoginStringClaim_sub={_jaas_quote(ep.username or 'anonymous')};"
+        )
+        return ["sasl.mechanism=OAUTHBEARER", f"sasl.jaas.config={_properties_escape(jaas)}"]
+    jaas = (
+        f"{_OAUTH_MODULE} required clientId={_jaas_quote(ep.username or '')} "
+        f"clientSecret={_jaas_quote(ep.password or '')};"
+    )
+    return [
+        "sasl.mechanism=OAUTHBEARER",
+        f"sasl.login.callback.handler.class={_OAUTH_HANDLER}",
+        f"sasl.oauthbearer.token.endpoint.url={ep.oauth_token_url}",
+        f"sasl.jaas.config={_properties_escape(jaas)}",
+        # Test tokens live for seconds: refresh them well before they expire (the
+        # defaults assume hours and wait at least a minute between refreshes).
+        "sasl.login.refresh.min.period.seconds=1",
+        "sasl.login.refresh.buffer.seconds=1",
+    ]
+
+
 def _jaas_quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -133,12 +166,16 @@ def _properties_escape(value: str) -> str:
     return "\\" + out if out.startswith((" ", "\t")) else out
 
 
-def _java_command(main_class: str, *args: str) -> list[str]:
+def _java_command(main_class: str, *args: str, ep: Endpoint | None = None) -> list[str]:
     from gateway import dev  # imported lazily: only the java driver needs it
 
     cmd = list(dev.java_tool_command(main_class, *args))
     # Short-lived JVMs: skip the optimising JIT and the parallel GC to start faster.
-    return cmd[:1] + list(_JAVA_FAST_START) + cmd[1:]
+    options = list(_JAVA_FAST_START)
+    if ep is not None and ep.oauth_token_url:
+        # Kafka 4 fetches tokens only from URLs this system property allows.
+        options.append(f"-D{_OAUTH_ALLOWED_URLS}={ep.oauth_token_url}")
+    return cmd[:1] + options + cmd[1:]
 
 
 def _java_line(rec: Record) -> str:
@@ -173,6 +210,7 @@ def produce(
                 "--property", f"headers.separator={_J_HEADERS_SEP}",
                 "--property", f"headers.key.separator={_J_HEADER_KV_SEP}",
                 *(("--compression-codec", compression) if compression else ()),
+                ep=ep,
             )  # fmt: skip
             proc = Proc(cmd, ep, stdin="".join(_java_line(r) for r in run))
             proc.run(deadline_left(deadline))
@@ -235,6 +273,7 @@ def consume(
                     "--property", "print.key=true",
                     "--property", f"key.separator={_J_KEY_SEP}",
                     "--property", f"headers.separator={_J_HEADERS_SEP}",
+                    ep=ep,
                 )  # fmt: skip
                 procs.append(Proc(cmd, ep, on_line=on_line))
             while not enough.is_set() and time.monotonic() < deadline:
@@ -311,6 +350,7 @@ class JavaGroupConsumer:
             "--property", "print.key=true",
             "--property", f"key.separator={_J_KEY_SEP}",
             "--property", f"headers.separator={_J_HEADERS_SEP}",
+            ep=ep,
         )  # fmt: skip
         try:
             self.proc = Proc(cmd, ep, on_line=self._on_line)
