@@ -56,20 +56,23 @@ def _run_loop(config: Config, banner: str | None = None) -> None:
         asyncio.run(_serve(config, banner))
 
 
+_BANNER_AUTH = {
+    "PLAINTEXT": "no auth",
+    "SASL_PLAINTEXT": "SASL PLAIN or SCRAM, dev-client",
+    "SASL_SSL": "TLS + SASL PLAIN or SCRAM, dev-client",
+    "SSL": "TLS",
+}
+
+
 def _dev_banner(config: Config) -> str:
     lines = ["", "Gateway is up in front of the local primary cluster.", ""]
     for listener in config.listeners:
         host, port = listener.advertised_address
-        auth = (
-            "no auth"
-            if listener.security_protocol == "PLAINTEXT"
-            else "SASL PLAIN or SCRAM, dev-client"
-        )
+        auth = _BANNER_AUTH[listener.security_protocol]
+        if listener.tls is not None and listener.tls.client_auth == "required":
+            auth = "mutual TLS: the client certificate is the identity"
         lines.append(f"  {listener.name:10} {host}:{port}  ({auth})")
     plain = next(lis for lis in config.listeners if lis.security_protocol == "PLAINTEXT")
-    sasl = next(
-        (lis for lis in config.listeners if lis.security_protocol == "SASL_PLAINTEXT"), None
-    )
     host, port = plain.advertised_address
     lines += [
         "",
@@ -80,24 +83,39 @@ def _dev_banner(config: Config) -> str:
         f"p=Producer({{'bootstrap.servers':'{host}:{port}'}}); "
         "p.produce('demo', b'hi'); p.flush()\"",
     ]
-    if sasl is not None:
-        shost, sport = sasl.advertised_address
-        lines.append(
-            f"  kcat -b {shost}:{sport} -X security.protocol=SASL_PLAINTEXT "
-            "-X sasl.mechanisms=PLAIN -X sasl.username=dev-client "
-            "-X sasl.password=dev-client-secret -L"
-        )
-        lines.append(
-            f"  kcat -b {shost}:{sport} -X security.protocol=SASL_PLAINTEXT "
-            "-X sasl.mechanisms=SCRAM-SHA-512 -X sasl.username=dev-client "
-            "-X sasl.password=dev-client-secret -L"
-        )
+    lines += [f"  {line}" for line in _kcat_lines(config)]
     lines += [
         f"  curl http://{config.admin.bind}/metrics",
         "",
         "Ctrl-C stops everything this started.",
     ]
     return "\n".join(lines)
+
+
+def _kcat_lines(config: Config) -> list[str]:
+    """kcat command lines for the SASL and TLS listeners of ``config``."""
+    sasl = "-X sasl.mechanisms=PLAIN -X sasl.username=dev-client -X sasl.password=dev-client-secret"
+    tls_dir = dev.tls_dir(dev.default_run_dir())
+    found: list[str] = []
+    for listener in config.listeners:
+        host, port = listener.advertised_address
+        protocol = listener.security_protocol
+        if protocol == "PLAINTEXT":
+            continue
+        options = [f"-X security.protocol={protocol}"]
+        if listener.tls is not None:
+            # The dev CA signed the gateway's certificate (and the client's).
+            options.append(f"-X ssl.ca.location={tls_dir / 'ca.pem'}")
+            if listener.tls.client_auth != "none":
+                options.append(f"-X ssl.certificate.location={tls_dir / 'client.pem'}")
+                options.append(f"-X ssl.key.location={tls_dir / 'client.key'}")
+        if listener.uses_sasl:
+            options.append(sasl)
+        found.append(f"kcat -b {host}:{port} {' '.join(options)} -L")
+        if protocol == "SASL_PLAINTEXT":
+            scram = sasl.replace("mechanisms=PLAIN", "mechanisms=SCRAM-SHA-512")
+            found.append(f"kcat -b {host}:{port} {options[0]} {scram} -L")
+    return found
 
 
 def _cmd_dev(argv: list[str]) -> int:

@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from gateway.errors import ConfigError
+from gateway.identity.principal_mapping import InvalidRule, parse_rules
 from gateway.identity.scram import parse_credential
 
 ENV_PREFIX = "GATEWAY__"
@@ -124,6 +125,14 @@ class ListenerTlsConfig(_Model):
         return self
 
 
+def _check_rules(tls: ListenerTlsConfig, where: str) -> None:
+    """Mapping rules are parsed when the file loads, so a typo stops the start."""
+    try:
+        parse_rules(tls.principal_mapping_rules)
+    except InvalidRule as exc:
+        raise ValueError(f"{where}: {exc}") from None
+
+
 class ListenerConfig(_Model):
     """One address clients connect to."""
 
@@ -159,6 +168,8 @@ class ListenerConfig(_Model):
             raise ValueError(f"tls is required with security_protocol {self.security_protocol}")
         if not self.uses_tls and self.tls is not None:
             raise ValueError(f"tls is set but security_protocol is {self.security_protocol}")
+        if self.tls is not None:
+            _check_rules(self.tls, f"listener {self.name}")
         return self
 
     @property
@@ -423,6 +434,12 @@ class AdminConfig(_Model):
         default_factory=dict,
         description="Groups granting each role, e.g. {operator: [sre], auditor: [audit]}.",
     )
+
+    @model_validator(mode="after")
+    def _tls_rules(self) -> AdminConfig:
+        if self.tls is not None:
+            _check_rules(self.tls, "admin")
+        return self
 
     @property
     def bind_address(self) -> tuple[str, int]:

@@ -38,6 +38,17 @@ REQUEST_BUDGET_WAITS = Counter(
     "gateway_request_budget_waits_total",
     "Times a connection stopped reading because the request byte budget was spent.",
 )
+TLS_HANDSHAKE_FAILURES = Counter(
+    "gateway_tls_handshake_failures_total",
+    "TLS handshakes on client listeners that failed, by listener and reason (timeout, "
+    "not_tls, no_certificate, bad_certificate, unsupported_version, protocol, closed).",
+    ["listener", "reason"],
+)
+TLS_RELOADS = Counter(
+    "gateway_tls_reloads_total",
+    "Certificate reloads of a TLS listener, by listener and result (ok, failed).",
+    ["listener", "result"],
+)
 REQUESTS = Counter(
     "gateway_requests_total",
     "Client requests handled, by API, version and outcome.",

@@ -20,6 +20,7 @@ One module per component; this file only names the public API:
     kafka_config.py server.properties, JVM options and command lines of a node (pure)
     kafka.py        a node's storage format, start, readiness and stop
     clusters.py     up / down / status / nodes across the clusters
+    certs.py        a local CA, the gateway's server certificate and a client one
     faults.py       pause, resume, kill, stop, start, restart one node (for tests)
     cli.py          `python -m gateway dev ...`
 
@@ -32,6 +33,7 @@ Layout of the run directory (`$GATEWAY_DEV_DIR`, default `~/.cache/soc2-gateway/
     <name>/server.properties   0600: holds the inter-broker SCRAM password
     <name>/kafka.log           broker output
     <name>/data/               log.dirs and KRaft metadata, kept across down/up
+    tls/                       the dev CA, server and client certificates (keys 0600)
     <name>/node-<id>/          a three-node cluster's server.properties, kafka.log and
                                data/ per node (kept apart from the single node's)
 
@@ -40,6 +42,14 @@ Linux only: liveness checks read /proc.
 
 from __future__ import annotations
 
+from gateway.dev.certs import (
+    DEV_CLIENT_SUBJECT,
+    CertificateAuthority,
+    DevCertificates,
+    IssuedFiles,
+    dev_certificates,
+    ensure_dev_certificates,
+)
 from gateway.dev.cli import main
 from gateway.dev.clusters import down, nodes, status, up
 from gateway.dev.credentials import (
@@ -76,10 +86,18 @@ from gateway.dev.layout import (
     PORT_ENV,
     PRIMARY_BROKERS_ENV,
     default_run_dir,
+    tls_dir,
 )
 from gateway.dev.state import ClusterInfo, NodeInfo
 
 __all__ = [
+    "DEV_CLIENT_SUBJECT",
+    "CertificateAuthority",
+    "DevCertificates",
+    "IssuedFiles",
+    "dev_certificates",
+    "ensure_dev_certificates",
+    "tls_dir",
     "ADMIN_USER",
     "CLUSTER_NAMES",
     "DEFAULT_PORTS",

@@ -14,6 +14,7 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 
 from gateway.dev import kafka
+from gateway.dev.certs import ensure_dev_certificates
 from gateway.dev.credentials import ensure_password
 from gateway.dev.errors import DevError
 from gateway.dev.layout import (
@@ -24,6 +25,7 @@ from gateway.dev.layout import (
     default_run_dir,
     layouts,
     requested_primary_brokers,
+    tls_dir,
 )
 from gateway.dev.state import (
     PAUSED,
@@ -183,6 +185,8 @@ def up(
     """
     run = resolve_run_dir(run_dir)
     with locked(run):
+        # The gateway's TLS listeners (make run, tests) use these; created once.
+        ensure_dev_certificates(tls_dir(run))
         state = read_state(run)
         clusters = layouts(run, cluster_sizes(state, primary_brokers))
         clusters = [c for c in clusters if only is None or c.name in only]

@@ -113,6 +113,11 @@ def cluster_layout(name: str, port: int, root: Path, size: int = 1) -> ClusterLa
     return ClusterLayout(name, port, root, nodes)
 
 
+def tls_dir(run_dir: Path) -> Path:
+    """Where the dev CA and the gateway's dev certificates live (see certs.py)."""
+    return run_dir / "tls"
+
+
 def default_run_dir() -> Path:
     env = os.environ.get("GATEWAY_DEV_DIR")
     if env:

@@ -7,15 +7,23 @@ import contextlib
 import functools
 import logging
 import socket
+import ssl
 
 from gateway import metrics
 from gateway.admin.http import AdminServer
 from gateway.config import Config, ListenerConfig
-from gateway.errors import GatewayError
+from gateway.errors import AuthenticationFailed, GatewayError
+from gateway.identity import ANONYMOUS, TlsDetails
 from gateway.identity.registry import Authenticator
+from gateway.identity.tls import (
+    CERTIFICATE_MECHANISM,
+    ServerTls,
+    certificate_identity,
+)
 from gateway.protocol.connection import ServerProtocol
 from gateway.server.connection import ClientConnection
 from gateway.server.limits import AddressLimit, RequestBudget
+from gateway.server.tls import TlsServer
 from gateway.session import ClientSession, Services
 from gateway.upstream.pool import ClusterPool
 
@@ -31,8 +39,14 @@ class Gateway:
         pool = ClusterPool(
             "primary", config.clusters.primary, config.limits.upstream_timeout_seconds
         )
+        # Built before anything starts: a missing or broken certificate stops the start.
+        self._tls = {
+            listener.name: ServerTls(listener.tls, listener.name)
+            for listener in config.listeners
+            if listener.tls is not None
+        }
         self.services = Services(config, pool, Authenticator(config))
-        self._servers: list[asyncio.Server] = []
+        self._servers: list[asyncio.Server | TlsServer] = []
         self._connections: dict[asyncio.Task[None], ClientConnection] = {}
         self.request_budget = RequestBudget(config.limits.queued_max_request_bytes)
         self.address_limit = AddressLimit(config.limits.max_connections_per_address)
@@ -62,14 +76,25 @@ class Gateway:
 
     async def _listen(self, listener: ListenerConfig) -> None:
         host, port = listener.bind_address
+        server: asyncio.Server | TlsServer
         try:
-            server = await asyncio.start_server(
-                functools.partial(self._accept, listener),
-                host,
-                port,
-                reuse_address=True,
-                backlog=1024,
-            )
+            if listener.name in self._tls:
+                server = TlsServer(
+                    listener.name,
+                    self._tls[listener.name],
+                    self.config.limits.authentication_timeout_seconds,
+                    functools.partial(self._accept, listener),
+                    self.address_limit,
+                )
+                await server.start(host, port)
+            else:
+                server = await asyncio.start_server(
+                    functools.partial(self._accept_tcp, listener),
+                    host,
+                    port,
+                    reuse_address=True,
+                    backlog=1024,
+                )
         except OSError as exc:
             raise GatewayError(
                 f"listener {listener.name}: cannot listen on {host}:{port}: {exc.strerror}"
@@ -78,32 +103,37 @@ class Gateway:
         self.bound[listener.name] = server.sockets[0].getsockname()[:2]
         log.info("listener %s on %s:%d (%s)", listener.name, host, port, listener.security_protocol)
 
-    async def _accept(
+    async def _accept_tcp(
         self, listener: ListenerConfig, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        """A plaintext listener's connection: counted against its address's limit first
+        (a TLS listener counts before the handshake, in its TlsServer)."""
+        address = writer.get_extra_info("peername")
+        host = str(address[0]) if address else "unknown"
+        if not self.address_limit.admit(listener.name, host):
+            writer.close()
+            return
+        try:
+            await self._accept(listener, reader, writer)
+        finally:
+            self.address_limit.release(host)
+
+    async def _accept(
+        self,
+        listener: ListenerConfig,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        tls: TlsDetails | None = None,
+    ) -> None:
+        """Serve one connection (on a TLS listener: after its handshake, ``tls`` being
+        what the handshake established)."""
         task = asyncio.current_task()
         assert task is not None
         sock = writer.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        peer = writer.get_extra_info("peername")
-        address = str(peer[0]) if peer else "unknown"
-        if not self.address_limit.admit(listener.name, address):
-            writer.close()
-            return
-        try:
-            await self._serve(listener, task, peer, reader, writer)
-        finally:
-            self.address_limit.release(address)
-
-    async def _serve(
-        self,
-        listener: ListenerConfig,
-        task: asyncio.Task[None],
-        peer: tuple[str, int] | None,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-    ) -> None:
+        address = writer.get_extra_info("peername")
+        peer = f"{address[0]}:{address[1]}" if address else "unknown"
         if not self.services.pool.api_versions:
             # Nothing to advertise before the cluster has answered once: refuse, as a
             # broker that is still starting does, and let the client retry.
@@ -113,14 +143,18 @@ class Gateway:
         session = ClientSession(
             services=self.services,
             listener=listener,
-            peer=f"{peer[0]}:{peer[1]}" if peer else "unknown",
+            peer=peer,
             upstream=self.services.pool.session(),
             protocol=ServerProtocol(
                 lambda: self.services.versions,
                 self.config.limits.pre_auth_max_frame_bytes,
                 self.config.limits.max_frame_bytes,
             ),
+            tls=tls,
         )
+        if listener.security_protocol == "SSL" and not self._certificate_login(session):
+            await self._refuse(session, writer)
+            return
         protocol = listener.security_protocol
         metrics.CONNECTIONS_TOTAL.labels(listener.name, protocol).inc()
         metrics.CONNECTIONS_OPEN.labels(listener.name, protocol).inc()
@@ -134,6 +168,57 @@ class Gateway:
         finally:
             metrics.CONNECTIONS_OPEN.labels(listener.name, protocol).dec()
             self._connections.pop(task, None)
+
+    def _certificate_login(self, session: ClientSession) -> bool:
+        """An SSL listener's session is who its client certificate says (or anonymous
+        without one); False when the certificate stands for no one allowed in."""
+        listener = session.listener
+        assert listener.tls is not None and session.tls is not None
+        authenticator = self.services.authenticator
+        if session.tls.client_subject is None:
+            session.authenticated(ANONYMOUS)
+            return True
+        try:
+            identity = certificate_identity(
+                session.tls, listener.tls, authenticator.accounts, listener.name, session.peer
+            )
+        except AuthenticationFailed as exc:
+            metrics.AUTHENTICATIONS.labels(listener.name, CERTIFICATE_MECHANISM, "failure").inc()
+            metrics.AUTHENTICATION_FAILURES.labels(
+                listener.name, CERTIFICATE_MECHANISM, exc.reason
+            ).inc()
+            log.info(
+                "authentication failed from %s on %s via %s (%s): %s",
+                session.peer,
+                listener.name,
+                CERTIFICATE_MECHANISM,
+                exc.reason,
+                exc,
+            )
+            return False
+        session.authenticated(identity, authenticator.max_session_seconds(CERTIFICATE_MECHANISM))
+        metrics.AUTHENTICATIONS.labels(listener.name, CERTIFICATE_MECHANISM, "success").inc()
+        log.info(
+            "authenticated %s from %s on %s via %s (certificate %s)",
+            identity.principal,
+            session.peer,
+            listener.name,
+            CERTIFICATE_MECHANISM,
+            session.tls.client_subject,
+        )
+        return True
+
+    async def _refuse(self, session: ClientSession, writer: asyncio.StreamWriter) -> None:
+        """Close a connection whose certificate was refused, after the failure delay
+        (the attacker waits, not the gateway)."""
+        metrics.CONNECTIONS_CLOSED.labels(session.listener.name, "authentication failed").inc()
+        try:
+            await self.services.authenticator.guard.failed(session.address)
+        finally:
+            await session.upstream.close()
+            writer.close()
+            with contextlib.suppress(OSError, ssl.SSLError):
+                await writer.wait_closed()
 
     async def stop(self) -> None:
         for server in self._servers:

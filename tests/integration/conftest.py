@@ -111,13 +111,20 @@ def gateway_config(
     users: Sequence[Mapping[str, Any]] = (),
     identity: Mapping[str, Any] | None = None,
     sasl_mechanisms: Sequence[str] | None = None,
+    listeners: Sequence[Mapping[str, Any]] = (),
     **limits: object,
 ) -> tuple[Config, dict[str, int]]:
     """A config in front of ``primary``: listeners ``plain`` and ``sasl`` (which offers
-    ``sasl_mechanisms``, by default PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512), CLIENT_USER
-    plus ``users``, the ``identity`` section and ``limits``."""
+    ``sasl_mechanisms``, by default PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512) plus
+    ``listeners`` (e.g. TLS ones), CLIENT_USER plus ``users``, the ``identity`` section
+    and ``limits``."""
     data, ports = gateway_config_data(
-        primary, users=users, identity=identity, sasl_mechanisms=sasl_mechanisms, **limits
+        primary,
+        users=users,
+        identity=identity,
+        sasl_mechanisms=sasl_mechanisms,
+        listeners=listeners,
+        **limits,
     )
     return parse_config(data, "integration-test", environ={}), ports
 
@@ -128,6 +135,7 @@ def gateway_config_data(
     users: Sequence[Mapping[str, Any]] = (),
     identity: Mapping[str, Any] | None = None,
     sasl_mechanisms: Sequence[str] | None = None,
+    listeners: Sequence[Mapping[str, Any]] = (),
     **limits: object,
 ) -> tuple[dict[str, Any], dict[str, int]]:
     """What :func:`gateway_config` validates, as a config file holds it (for a gateway
@@ -148,6 +156,7 @@ def gateway_config_data(
                 "security_protocol": "SASL_PLAINTEXT",
                 **mechanisms,
             },
+            *listeners,
         ],
         "clusters": {
             "primary": {
@@ -186,12 +195,19 @@ async def running_gateway(
     users: Sequence[Mapping[str, Any]] = (),
     identity: Mapping[str, Any] | None = None,
     sasl_mechanisms: Sequence[str] | None = None,
+    listeners: Sequence[Mapping[str, Any]] = (),
     **limits: object,
 ) -> AsyncIterator[GatewayUnderTest]:
     """A gateway in front of ``cluster``, on free ports, stopped on exit (see
-    ``gateway_config`` for ``users``, ``identity`` and ``sasl_mechanisms``)."""
+    ``gateway_config`` for ``users``, ``identity``, ``sasl_mechanisms`` and
+    ``listeners``)."""
     config, ports = gateway_config(
-        cluster, users=users, identity=identity, sasl_mechanisms=sasl_mechanisms, **limits
+        cluster,
+        users=users,
+        identity=identity,
+        sasl_mechanisms=sasl_mechanisms,
+        listeners=listeners,
+        **limits,
     )
     running = Gateway(config)
     await running.start()

@@ -20,6 +20,7 @@ from aiokafka import errors as aiokafka_errors
 from aiokafka.conn import create_conn
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway import dev
 from gateway.protocol import codec
 from tests.integration.clients import (
     Endpoint,
@@ -249,3 +250,26 @@ async def test_upstream_password_appears_in_no_log_metric_or_response(
     assert all(secret not in text for text in admin)
     assert all(secret.encode() not in answer for answer in responses)
     assert secret not in repr(gateway.config)
+
+
+def _key_lines(path: str) -> list[str]:
+    """The base64 lines of a PEM private key (what a leak of it would show)."""
+    with open(path, encoding="utf-8") as fh:
+        return [line.strip() for line in fh if line.strip() and not line.startswith("-----")]
+
+
+@pytest.mark.runs_last
+async def test_tls_private_keys_appear_in_no_log_line_or_metric(
+    gateway: GatewayUnderTest, session_log: SessionLog
+) -> None:
+    # The dev CA, server and client keys that the TLS listener tests serve and present.
+    certs = dev.dev_certificates(dev.tls_dir(dev.default_run_dir()))
+    keys = [certs.ca_key_file, certs.server.key_file, certs.client.key_file]
+    lines = {line for key in keys for line in _key_lines(str(key))}
+    assert len(lines) >= 6
+    metrics_text = (await asyncio.to_thread(_get, f"{gateway.admin_url}/metrics"))[1]
+
+    assert session_log.lines, "the session log captured nothing"
+    assert [log for log in session_log.lines if any(line in log for line in lines)] == []
+    assert [line for line in lines if line in metrics_text] == []
+    assert all("PRIVATE KEY" not in log for log in session_log.lines)

@@ -297,7 +297,12 @@ EXAMPLE = Path(gateway.__file__).parent / "examples" / "dev.yaml"
 def test_shipped_dev_example_loads() -> None:
     config = load_config(EXAMPLE, environ={})
 
-    assert [item.name for item in config.listeners] == ["plaintext", "sasl"]
+    assert [(item.name, item.security_protocol) for item in config.listeners] == [
+        ("plaintext", "PLAINTEXT"),
+        ("sasl", "SASL_PLAINTEXT"),
+        ("sasl-ssl", "SASL_SSL"),
+        ("mtls", "SSL"),
+    ]
     assert config.clusters.secondary is not None
     sasl = config.clusters.primary.sasl
     assert sasl is not None

@@ -41,7 +41,7 @@ class Endpoint:
     """Where and how to connect."""
 
     bootstrap: str
-    security_protocol: str = "PLAINTEXT"  # or "SASL_PLAINTEXT"
+    security_protocol: str = "PLAINTEXT"  # or "SASL_PLAINTEXT", "SSL", "SASL_SSL"
     sasl_mechanism: str | None = None  # "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"
     username: str | None = None
     password: str | None = field(default=None, repr=False)
@@ -49,10 +49,19 @@ class Endpoint:
     # then the OAuth client id and secret. Without it, Java clients use Kafka's
     # unsecured login module (unsigned tokens).
     oauth_token_url: str | None = None
+    # TLS (SSL, SASL_SSL): the CA that signed the server's certificate, and the
+    # client's own certificate and key (PEM) for mutual TLS.
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
 
     @property
     def uses_sasl(self) -> bool:
         return self.security_protocol.upper().startswith("SASL")
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.security_protocol.upper() in ("SSL", "SASL_SSL")
 
     def redact(self, text: str) -> str:
         """``text`` with the password replaced by ``***``."""

@@ -173,6 +173,14 @@ def librdkafka_config(ep: Endpoint) -> dict[str, str]:
             "sasl.username": ep.username or "",
             "sasl.password": ep.password or "",
         }
+    if ep.uses_tls:
+        if ep.ca_file:
+            conf["ssl.ca.location"] = ep.ca_file
+        if ep.cert_file:
+            conf |= {
+                "ssl.certificate.location": ep.cert_file,
+                "ssl.key.location": ep.key_file or "",
+            }
     return conf
 
 

@@ -119,11 +119,29 @@ def _java_config(ep: Endpoint) -> Iterator[str]:
         )
         lines += [f"sasl.mechanism={mechanism}", f"sasl.jaas.config={_properties_escape(jaas)}"]
     with tempfile.TemporaryDirectory(prefix="kafka-client-") as tmp:
+        lines += _java_tls_lines(ep, Path(tmp))
         path = Path(tmp) / "client.properties"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write("\n".join(lines) + "\n")
         yield str(path)
+
+
+def _java_tls_lines(ep: Endpoint, tmp: Path) -> list[str]:
+    """PEM trust and key stores (KIP-651): the client key and certificate go into one
+    0600 file, as a PEM keystore wants them."""
+    if not ep.uses_tls:
+        return []
+    lines = []
+    if ep.ca_file:
+        lines += ["ssl.truststore.type=PEM", f"ssl.truststore.location={ep.ca_file}"]
+    if ep.cert_file and ep.key_file:
+        keystore = tmp / "keystore.pem"
+        fd = os.open(keystore, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(Path(ep.key_file).read_text() + Path(ep.cert_file).read_text())
+        lines += ["ssl.keystore.type=PEM", f"ssl.keystore.location={keystore}"]
+    return lines
 
 
 _OAUTH_MODULE = "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule"
