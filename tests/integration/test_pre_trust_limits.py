@@ -50,7 +50,12 @@ from tests.integration.clients.probes import (
     plain_login,
     plain_login_frames,
 )
-from tests.integration.conftest import SessionLog, gateway_config_data, running_gateway
+from tests.integration.conftest import (
+    SessionLog,
+    free_port,
+    gateway_config_data,
+    running_gateway,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -482,3 +487,30 @@ async def test_connections_over_the_per_address_limit_are_refused_at_accept(
         assert await _login_once_admitted(gw.sasl, source) > 0
         for _, writer in held[1:]:
             writer.close()
+
+
+async def test_a_tls_listener_refuses_connections_over_the_limit_before_their_handshake(
+    primary: dev.ClusterInfo,
+) -> None:
+    certs = dev.dev_certificates(dev.tls_dir(dev.default_run_dir()))
+    server = {"cert_file": str(certs.server.cert_file), "key_file": str(certs.server.key_file)}
+    listener = {
+        "name": "tls-limited",
+        "bind": f"127.0.0.1:{free_port()}",
+        "security_protocol": "SSL",
+        "tls": server,
+    }
+    source = "127.0.0.5"
+    labels = {"listener": "tls-limited", "reason": "too many connections"}
+    async with running_gateway(primary, listeners=[listener], max_connections_per_address=2) as gw:
+        host, port = gw.gateway.bound["tls-limited"]
+        endpoint = Endpoint(f"{host}:{port}")
+        before = REGISTRY.get_sample_value("gateway_connections_refused_total", labels) or 0.0
+        # Two connections that never start their handshake hold the address's share.
+        held = [await _open_from(endpoint, source) for _ in range(2)]
+        reader, writer = await _open_from(endpoint, source)
+
+        assert await _closed_at_once(reader)
+        assert REGISTRY.get_sample_value("gateway_connections_refused_total", labels) == before + 1
+        for _, w in [*held, (reader, writer)]:
+            w.close()
