@@ -23,6 +23,21 @@ CONNECTIONS_CLOSED = Counter(
     "Client connections closed, by reason.",
     ["listener", "reason"],
 )
+CONNECTIONS_REFUSED = Counter(
+    "gateway_connections_refused_total",
+    "Client connections refused at accept, by listener and reason (too many connections "
+    "from one address).",
+    ["listener", "reason"],
+)
+REQUEST_BYTES_RESERVED = Gauge(
+    "gateway_request_bytes_reserved",
+    "Bytes of client requests being read or handled, reserved from limits."
+    "queued_max_request_bytes.",
+)
+REQUEST_BUDGET_WAITS = Counter(
+    "gateway_request_budget_waits_total",
+    "Times a connection stopped reading because the request byte budget was spent.",
+)
 TLS_HANDSHAKE_FAILURES = Counter(
     "gateway_tls_handshake_failures_total",
     "TLS handshakes on client listeners that failed, by listener and reason (timeout, "

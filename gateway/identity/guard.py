@@ -7,7 +7,10 @@ line while others keep theirs. A source with more than ``failures_per_minute``
 failures is refused without checking anything until the minute has passed, and every
 failure is answered only after ``delay`` seconds (Kafka's
 ``connection.failed.authentication.delay.ms``), holding the attacker's connection
-rather than the gateway's CPU.
+rather than the gateway's CPU. A check whose caller went away (the client closed its
+connection) keeps its address's slot until its thread is done, so closing connections
+early does not buy a source more than its share of the workers. At most
+``max_tracked`` addresses are remembered, the least recently seen forgotten first.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import contextlib
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -24,7 +28,6 @@ from gateway.errors import AuthenticationFailed
 T = TypeVar("T")
 
 _WINDOW = 60.0
-_MAX_TRACKED = 10_000  # addresses remembered; the oldest are forgotten first
 
 
 class _Address:
@@ -44,12 +47,14 @@ class AuthGuard:
         failures_per_minute: int,
         delay: float,
         clock: Callable[[], float] = time.monotonic,
+        max_tracked: int = 10_000,
     ) -> None:
         self._pool = concurrent.futures.ThreadPoolExecutor(workers, "auth-check")
         self._per_address = per_address
         self._failures_per_minute = failures_per_minute
         self.delay = delay
         self._clock = clock
+        self._max_tracked = max_tracked
         self._addresses: collections.OrderedDict[str, _Address] = collections.OrderedDict()
 
     def _entry(self, address: str) -> _Address:
@@ -58,7 +63,7 @@ class AuthGuard:
             entry = self._addresses[address] = _Address(
                 self._per_address, self._failures_per_minute
             )
-            while len(self._addresses) > _MAX_TRACKED:
+            while len(self._addresses) > self._max_tracked:
                 self._addresses.popitem(last=False)
         else:
             self._addresses.move_to_end(address)
@@ -85,9 +90,30 @@ class AuthGuard:
         """Run a CPU-heavy ``check(*args)`` off the event loop, within ``address``'s share."""
         self.check_allowed(address)
         entry = self._entry(address)
-        async with entry.running:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._pool, check, *args)
+        await entry.running.acquire()
+        loop = asyncio.get_running_loop()
+        try:
+            # Attempts that queued behind this address's share before it ran out of
+            # failures are refused here, unchecked.
+            self.check_allowed(address)
+            job = self._pool.submit(check, *args)
+        except BaseException:
+            entry.running.release()
+            raise
+
+        def finished(_: object) -> None:
+            # Runs in the worker thread (or here, when a queued job is cancelled).
+            with contextlib.suppress(RuntimeError):  # the loop already closed
+                loop.call_soon_threadsafe(entry.running.release)
+
+        job.add_done_callback(finished)
+        # Cancelling the wait cancels a job still queued; a running one holds the slot.
+        return await asyncio.wrap_future(job)
+
+    @property
+    def tracked(self) -> int:
+        """How many addresses are remembered."""
+        return len(self._addresses)
 
     async def failed(self, address: str) -> None:
         """Count a failure from ``address`` and wait out the failure delay."""

@@ -72,11 +72,31 @@ class ServerProtocol:
     def buffered(self) -> int:
         return self._decoder.buffered
 
+    @property
+    def missing(self) -> int:
+        """Bytes the frame in progress still lacks (0 between frames)."""
+        return self._decoder.missing
+
+    @property
+    def mid_frame(self) -> bool:
+        """Part of a frame has arrived and the rest has not."""
+        return self._decoder.buffered > 0 or self._decoder.missing > 0
+
+    def pending_frame_size(self) -> int | None:
+        """The size of the next frame as soon as its size prefix has arrived (so that
+        memory can be reserved before its body is read), else None. Raises
+        :class:`~gateway.errors.FrameTooLarge` for a size over the limit in force."""
+        return self._decoder.pending_size()
+
     def authenticated(self) -> None:
         """The client proved who it is: lift the pre-authentication limits."""
         self.is_authenticated = True
         self.expects_raw_token = False
         self._decoder.max_frame_size = self._max_frame_size
+
+    def discard(self) -> None:
+        """Drop the partial frame held (the connection is closing)."""
+        self._decoder.clear()
 
     def receive_data(self, data: bytes) -> None:
         self._decoder.receive(data)

@@ -22,6 +22,7 @@ from gateway.identity.tls import (
 )
 from gateway.protocol.connection import ServerProtocol
 from gateway.server.connection import ClientConnection
+from gateway.server.limits import AddressLimit, RequestBudget
 from gateway.server.tls import TlsServer
 from gateway.session import ClientSession, Services
 from gateway.upstream.pool import ClusterPool
@@ -47,6 +48,8 @@ class Gateway:
         self.services = Services(config, pool, Authenticator(config))
         self._servers: list[asyncio.Server | TlsServer] = []
         self._connections: dict[asyncio.Task[None], ClientConnection] = {}
+        self.request_budget = RequestBudget(config.limits.queued_max_request_bytes)
+        self.address_limit = AddressLimit(config.limits.max_connections_per_address)
         self._admin = AdminServer(self.services, *config.admin.bind_address)
         self.bound: dict[str, tuple[str, int]] = {}
 
@@ -81,11 +84,12 @@ class Gateway:
                     self._tls[listener.name],
                     self.config.limits.authentication_timeout_seconds,
                     functools.partial(self._accept, listener),
+                    self.address_limit,
                 )
                 await server.start(host, port)
             else:
                 server = await asyncio.start_server(
-                    functools.partial(self._accept, listener),
+                    functools.partial(self._accept_tcp, listener),
                     host,
                     port,
                     reuse_address=True,
@@ -98,6 +102,21 @@ class Gateway:
         self._servers.append(server)
         self.bound[listener.name] = server.sockets[0].getsockname()[:2]
         log.info("listener %s on %s:%d (%s)", listener.name, host, port, listener.security_protocol)
+
+    async def _accept_tcp(
+        self, listener: ListenerConfig, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """A plaintext listener's connection: counted against its address's limit first
+        (a TLS listener counts before the handshake, in its TlsServer)."""
+        address = writer.get_extra_info("peername")
+        host = str(address[0]) if address else "unknown"
+        if not self.address_limit.admit(listener.name, host):
+            writer.close()
+            return
+        try:
+            await self._accept(listener, reader, writer)
+        finally:
+            self.address_limit.release(host)
 
     async def _accept(
         self,
@@ -139,7 +158,9 @@ class Gateway:
         protocol = listener.security_protocol
         metrics.CONNECTIONS_TOTAL.labels(listener.name, protocol).inc()
         metrics.CONNECTIONS_OPEN.labels(listener.name, protocol).inc()
-        connection = self._connections[task] = ClientConnection(session, reader, writer)
+        connection = self._connections[task] = ClientConnection(
+            session, reader, writer, self.request_budget
+        )
         self.services.sessions.add(session)
         try:
             await connection.serve(self.config.limits.shutdown_grace_seconds)

@@ -5,6 +5,13 @@ written strictly in request order. Back-pressure works both ways: reading pauses
 while ``max_in_flight_requests`` responses are owed, and writing waits for the
 client to drain its socket. Before authentication requests are handled one at a
 time, because each may change what the next frame is allowed to be.
+
+Memory and time are bounded before the client is trusted: every frame reserves its
+size from the gateway-wide :class:`~gateway.server.limits.RequestBudget` once its size
+prefix has arrived and before its body is read (reading pauses while the budget is
+spent), and one timer per connection enforces three deadlines: authenticate within
+``authentication_timeout_seconds`` of connecting, complete a started frame within
+``frame_timeout_seconds``, and send something within ``idle_timeout_seconds``.
 """
 
 from __future__ import annotations
@@ -33,11 +40,17 @@ from gateway.protocol.connection import (
     ServerProtocol,
 )
 from gateway.protocol.versions import SASL_AUTHENTICATE, SASL_HANDSHAKE
+from gateway.server.limits import RequestBudget
 from gateway.session import ClientSession
 
 log = logging.getLogger(__name__)
 
 READ_CHUNK = 256 * 1024
+# What one read may take beyond the frame whose size has been reserved: the bytes a
+# connection holds outside the budget (besides the stream reader's own buffer).
+LOOKAHEAD = 64 * 1024
+# Deadlines are checked by a timer that the loop may run this much early.
+_SLACK = 0.001
 Owed = asyncio.Future[list[Chunk] | None]
 
 
@@ -92,6 +105,7 @@ class ClientConnection:
         session: ClientSession,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
+        budget: RequestBudget | None = None,
     ) -> None:
         self.session = session
         self.reader = reader
@@ -101,11 +115,21 @@ class ClientConnection:
         self._owed: collections.deque[Owed] = collections.deque()
         self._owed_changed = asyncio.Event()
         self._slots = asyncio.Semaphore(limits.max_in_flight_requests)
+        # Shared by every connection of the gateway; a connection on its own (tests)
+        # gets one of the configured size.
+        self._budget = budget or RequestBudget(limits.queued_max_request_bytes)
+        self._frame_held: int | None = None  # reserved for the frame being read
         self._idle_timeout = limits.idle_timeout_seconds
+        self._auth_timeout = limits.authentication_timeout_seconds
+        self._frame_timeout = limits.frame_timeout_seconds
         self._reading_done = False
         self._reading: asyncio.Future[None] | None = None
+        self._connected = 0.0
         self._last_read = 0.0
-        self._idle_timer: asyncio.TimerHandle | None = None
+        # When the frame being read began to arrive; None between frames and while
+        # waiting for the budget (the gateway's wait is not the client's delay).
+        self._frame_started: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self.close_reason = "client closed"
 
     def stop_reading(self) -> None:
@@ -139,38 +163,81 @@ class ClientConnection:
         self.close_reason = reason
         log.info("closing connection from %s: %s: %s", self.session.peer, reason, detail)
 
-    def _check_idle(self) -> None:
+    def _deadlines(self, now: float) -> list[tuple[float, str, str]]:
+        """``(when, reason, detail)`` for each deadline in force."""
+        found = []
+        if not self.session.is_authenticated:
+            found.append(
+                (
+                    self._connected + self._auth_timeout,
+                    "authentication timeout",
+                    f"not authenticated {self._auth_timeout}s after connecting",
+                )
+            )
+        if self._frame_started is not None:
+            found.append(
+                (
+                    self._frame_started + self._frame_timeout,
+                    "frame timeout",
+                    f"a request incomplete {self._frame_timeout}s after its first bytes",
+                )
+            )
+        # An owed answer keeps the connection busy, not idle: look again later.
+        idle_at = now + self._idle_timeout if self._owed else self._last_read + self._idle_timeout
+        found.append((idle_at, "idle timeout", f"{self._idle_timeout}s without a request"))
+        return found
+
+    def _check_deadlines(self) -> None:
         """One timer per connection instead of one per read: close the connection when
-        nothing arrived for the idle timeout and no answer is owed."""
-        loop = asyncio.get_running_loop()
-        quiet_for = loop.time() - self._last_read
-        if quiet_for >= self._idle_timeout and not self._owed and self._reading is not None:
-            self._closing("idle timeout", f"{self._idle_timeout}s without a request")
-            self._reading.cancel()
-            return
-        wait = (
-            self._idle_timeout - quiet_for if quiet_for < self._idle_timeout else self._idle_timeout
-        )
-        self._idle_timer = loop.call_later(wait, self._check_idle)
+        a deadline has passed, else look again at the next one."""
+        now = asyncio.get_running_loop().time()
+        deadlines = self._deadlines(now)
+        for when, reason, detail in deadlines:
+            if when <= now + _SLACK and self._reading is not None:
+                self._closing(reason, detail)
+                self._reading.cancel()
+                return
+        self._check_at(min(when for when, _, _ in deadlines))
+
+    def _check_at(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_at(when, self._check_deadlines)
+
+    def _frame_begins(self, now: float) -> None:
+        self._frame_started = now
+        due = now + self._frame_timeout
+        if self._timer is None or self._timer.when() > due:
+            self._check_at(due)
 
     async def _read_requests(self) -> None:
         protocol = self.session.protocol
         bytes_in = metrics.BYTES_IN.labels(self.listener)
         loop = asyncio.get_running_loop()
-        self._last_read = loop.time()
-        self._idle_timer = loop.call_later(self._idle_timeout, self._check_idle)
+        self._connected = self._last_read = loop.time()
+        self._check_at(min(when for when, _, _ in self._deadlines(self._connected)))
         try:
             await self._read_loop(protocol, bytes_in, loop)
         finally:
-            if self._idle_timer is not None:
-                self._idle_timer.cancel()
+            if self._timer is not None:
+                self._timer.cancel()
+            protocol.discard()
+            if self._frame_held is not None:
+                self._budget.release(self._frame_held)
+                self._frame_held = None
+
+    def _read_size(self, protocol: ServerProtocol) -> int:
+        """Read the reserved frame's missing bytes (in chunks), or a little lookahead:
+        never much more than is reserved."""
+        missing = protocol.missing if self._frame_held is not None else 0
+        return min(READ_CHUNK, max(LOOKAHEAD, missing))
 
     async def _read_loop(
         self, protocol: ServerProtocol, bytes_in: Any, loop: asyncio.AbstractEventLoop
     ) -> None:
         while True:
             try:
-                data = await self.reader.read(READ_CHUNK)
+                data = await self.reader.read(self._read_size(protocol))
             except OSError:
                 return
             if not data:
@@ -178,9 +245,9 @@ class ClientConnection:
             self._last_read = loop.time()
             bytes_in.inc(len(data))
             protocol.receive_data(data)
+            del data  # the decoder has its copy; a connection waiting holds one
             try:
-                while (event := protocol.next_event()) is not None:
-                    await self._dispatch(event)
+                await self._take_frames(protocol)
             except SessionExpired as exc:
                 self._closing("session expired", str(exc))
                 return
@@ -188,14 +255,54 @@ class ClientConnection:
                 metrics.REQUESTS.labels("unknown", "-", "rejected").inc()
                 self._closing("protocol error", str(exc))
                 return
+            if protocol.mid_frame and self._frame_started is None:
+                self._frame_begins(loop.time())
 
-    async def _dispatch(self, event: Event) -> None:
-        if self.session.session_expired and not _reauthenticating(event):
-            # As Kafka's broker does (KIP-368): a session past its lifetime that did
-            # not re-authenticate is closed on its next request.
-            metrics.SESSIONS_EXPIRED.labels(self.listener).inc()
-            raise SessionExpired("the session expired without re-authentication")
-        await self._slots.acquire()
+    async def _take_frames(self, protocol: ServerProtocol) -> None:
+        """Dispatch every complete frame, reserving each one's size from the budget as
+        soon as its size prefix is in."""
+        while (size := protocol.pending_frame_size()) is not None:
+            if self._frame_held is None:
+                self._frame_held = self._budget.try_reserve(size)
+                if self._frame_held is None:
+                    self._frame_held = await self._wait_for_budget(size)
+            event = protocol.next_event()
+            if event is None:
+                return  # the rest of the frame has yet to arrive
+            held, self._frame_held = self._frame_held, None
+            self._frame_started = None
+            await self._dispatch(event, held)
+
+    async def _wait_for_budget(self, size: int) -> int:
+        # Stop the transport too, so that the stream reader's buffer does not fill up
+        # while the connection waits; the client and the kernel hold the bytes.
+        transport: asyncio.Transport | None = getattr(self.writer, "transport", None)
+        if transport is not None and not transport.is_reading():
+            transport = None  # paused by the stream reader: it resumes it itself
+        if transport is not None:
+            transport.pause_reading()
+        self._frame_started = None  # the gateway's wait is not the client's delay
+        try:
+            held = await self._budget.reserve(size)
+        finally:
+            if transport is not None and not transport.is_closing():
+                transport.resume_reading()
+        self._frame_begins(asyncio.get_running_loop().time())
+        return held
+
+    async def _dispatch(self, event: Event, held: int = 0) -> None:
+        """Start answering ``event``; the ``held`` budget bytes go back once the answer
+        is ready (or abandoned)."""
+        try:
+            if self.session.session_expired and not _reauthenticating(event):
+                # As Kafka's broker does (KIP-368): a session past its lifetime that did
+                # not re-authenticate is closed on its next request.
+                metrics.SESSIONS_EXPIRED.labels(self.listener).inc()
+                raise SessionExpired("the session expired without re-authentication")
+            await self._slots.acquire()
+        except BaseException:
+            self._budget.release(held)
+            raise
         owed: Owed
         if isinstance(event, AnswerReady):
             owed = asyncio.get_running_loop().create_future()
@@ -204,6 +311,8 @@ class ClientConnection:
             owed = asyncio.ensure_future(self._raw_token_answer(event.token))
         else:
             owed = asyncio.ensure_future(self._handle(event.request))
+        if held:
+            owed.add_done_callback(lambda _: self._budget.release(held))
         self._owed.append(owed)
         self._owed_changed.set()
         if not self.session.is_authenticated:

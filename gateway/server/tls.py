@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from gateway import metrics
 from gateway.identity import TlsDetails
 from gateway.identity.tls import ServerTls, tls_details
+from gateway.server.limits import AddressLimit
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +71,16 @@ class TlsServer:
     """Serves one TLS listener; ``close`` and ``wait_closed`` as an asyncio.Server."""
 
     def __init__(
-        self, name: str, tls: ServerTls, handshake_timeout: float, on_connection: OnConnection
+        self,
+        name: str,
+        tls: ServerTls,
+        handshake_timeout: float,
+        on_connection: OnConnection,
+        address_limit: AddressLimit | None = None,
     ) -> None:
         self.name = name
+        # Checked before the handshake, so that refused connections cost no TLS work.
+        self._address_limit = address_limit
         self._tls = tls
         self._timeout = handshake_timeout
         self._on_connection = on_connection
@@ -127,7 +135,19 @@ class TlsServer:
         except OSError:
             conn.close()
             return
-        peer = f"{host}:{port}"
+        limit = self._address_limit
+        if limit is not None and not limit.admit(self.name, str(host)):
+            conn.close()
+            return
+        try:
+            await self._serve_admitted(loop, conn, f"{host}:{port}")
+        finally:
+            if limit is not None:
+                limit.release(str(host))
+
+    async def _serve_admitted(
+        self, loop: asyncio.AbstractEventLoop, conn: socket.socket, peer: str
+    ) -> None:
         reader = asyncio.StreamReader(loop=loop)
         protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
         try:

@@ -147,6 +147,30 @@ def gateway_config(
     ``listeners`` (e.g. TLS ones), CLIENT_USER plus ``users``, the ``identity`` section,
     admin tokens ADMIN_TOKEN (every role) and NO_ROLE_TOKEN with ``admin`` merged into
     the admin section, and ``limits``."""
+    data, ports = gateway_config_data(
+        primary,
+        users=users,
+        identity=identity,
+        sasl_mechanisms=sasl_mechanisms,
+        listeners=listeners,
+        admin=admin,
+        **limits,
+    )
+    return parse_config(data, "integration-test", environ={}), ports
+
+
+def gateway_config_data(
+    primary: dev.ClusterInfo,
+    *,
+    users: Sequence[Mapping[str, Any]] = (),
+    identity: Mapping[str, Any] | None = None,
+    sasl_mechanisms: Sequence[str] | None = None,
+    listeners: Sequence[Mapping[str, Any]] = (),
+    admin: Mapping[str, Any] | None = None,
+    **limits: object,
+) -> tuple[dict[str, Any], dict[str, int]]:
+    """What :func:`gateway_config` validates, as a config file holds it (for a gateway
+    run as its own process), and the ports it listens on."""
     mechanisms = {"sasl_mechanisms": list(sasl_mechanisms)} if sasl_mechanisms else {}
     ports = {"plain": free_port(), "sasl": free_port(), "admin": free_port()}
     data = {
@@ -200,7 +224,7 @@ def gateway_config(
             **limits,
         },
     }
-    return parse_config(data, "integration-test", environ={}), ports
+    return data, ports
 
 
 @contextlib.asynccontextmanager

@@ -35,6 +35,7 @@ from gateway.protocol import codec
 from gateway.protocol.connection import ServerProtocol
 from gateway.protocol.versions import IMPLEMENTED
 from gateway.server.connection import ClientConnection
+from gateway.server.limits import RequestBudget
 from gateway.session import ClientSession, Services
 from gateway.upstream.boundary import map_errors
 from gateway.upstream.pool import ClusterPool
@@ -340,6 +341,8 @@ class Harness:
 
     limits: dict[str, Any] = field(default_factory=dict)
     overrides: dict[str, Any] = field(default_factory=dict)
+    # The gateway-wide request byte budget, when the test shares or inspects it.
+    budget: RequestBudget | None = None
     client: Client = field(init=False)
     pool: ScriptedPool = field(init=False)
     connection: ClientConnection = field(init=False)
@@ -364,7 +367,10 @@ class Harness:
             ),
         )
         self.connection = ClientConnection(
-            session, self.client.reader, cast(asyncio.StreamWriter, self.client.writer)
+            session,
+            self.client.reader,
+            cast(asyncio.StreamWriter, self.client.writer),
+            self.budget,
         )
 
     async def __aenter__(self) -> Harness:
