@@ -115,8 +115,15 @@ def _kcat_lines(config: Config) -> list[str]:
             options.append(sasl)
         found.append(f"kcat -b {host}:{port} {' '.join(options)} -L")
         if protocol == "SASL_PLAINTEXT":
-            scram = sasl.replace("mechanisms=PLAIN", "mechanisms=SCRAM-SHA-512")
-            found.append(f"kcat -b {host}:{port} {options[0]} {scram} -L")
+            # Not kcat: librdkafka before 2.6.1 (Debian 12's kcat) sends a SCRAM nonce
+            # that Kafka 4 brokers refuse, and so does the gateway.
+            found.append(
+                '.venv/bin/python -c "from confluent_kafka.admin import AdminClient; '
+                f"print(AdminClient({{'bootstrap.servers':'{host}:{port}',"
+                "'security.protocol':'SASL_PLAINTEXT','sasl.mechanisms':'SCRAM-SHA-512',"
+                "'sasl.username':'dev-client','sasl.password':'dev-client-secret'})"
+                '.list_topics(timeout=10).brokers)"'
+            )
     return found
 
 
