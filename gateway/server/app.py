@@ -124,6 +124,7 @@ class Gateway:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         tls: TlsDetails | None = None,
+        accepted: float | None = None,
     ) -> None:
         """Serve one connection (on a TLS listener: after its handshake, ``tls`` being
         what the handshake established)."""
@@ -159,7 +160,7 @@ class Gateway:
         metrics.CONNECTIONS_TOTAL.labels(listener.name, protocol).inc()
         metrics.CONNECTIONS_OPEN.labels(listener.name, protocol).inc()
         connection = self._connections[task] = ClientConnection(
-            session, reader, writer, self.request_budget
+            session, reader, writer, self.request_budget, accepted
         )
         self.services.sessions.add(session)
         try:

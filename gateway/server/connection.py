@@ -106,6 +106,7 @@ class ClientConnection:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         budget: RequestBudget | None = None,
+        accepted: float | None = None,
     ) -> None:
         self.session = session
         self.reader = reader
@@ -124,6 +125,8 @@ class ClientConnection:
         self._frame_timeout = limits.frame_timeout_seconds
         self._reading_done = False
         self._reading: asyncio.Future[None] | None = None
+        # Loop time of the accept (a TLS listener's handshake came before this object).
+        self._accepted = accepted
         self._connected = 0.0
         self._last_read = 0.0
         # When the frame being read began to arrive; None between frames and while
@@ -214,7 +217,8 @@ class ClientConnection:
         protocol = self.session.protocol
         bytes_in = metrics.BYTES_IN.labels(self.listener)
         loop = asyncio.get_running_loop()
-        self._connected = self._last_read = loop.time()
+        self._last_read = loop.time()
+        self._connected = self._last_read if self._accepted is None else self._accepted
         self._check_at(min(when for when, _, _ in self._deadlines(self._connected)))
         try:
             await self._read_loop(protocol, bytes_in, loop)

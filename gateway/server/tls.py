@@ -28,7 +28,10 @@ from gateway.server.limits import AddressLimit
 
 log = logging.getLogger(__name__)
 
-OnConnection = Callable[[asyncio.StreamReader, asyncio.StreamWriter, TlsDetails], Awaitable[None]]
+# (reader, writer, what the handshake established, loop time the connection was accepted)
+OnConnection = Callable[
+    [asyncio.StreamReader, asyncio.StreamWriter, TlsDetails, float], Awaitable[None]
+]
 
 # How long to wait before accepting again when accept itself fails (e.g. out of file
 # descriptors), so that the loop does not spin.
@@ -128,6 +131,7 @@ class TlsServer:
 
     async def _serve(self, conn: socket.socket) -> None:
         loop = asyncio.get_running_loop()
+        accepted = loop.time()
         try:
             conn.setblocking(False)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -140,13 +144,13 @@ class TlsServer:
             conn.close()
             return
         try:
-            await self._serve_admitted(loop, conn, f"{host}:{port}")
+            await self._serve_admitted(loop, conn, f"{host}:{port}", accepted)
         finally:
             if limit is not None:
                 limit.release(str(host))
 
     async def _serve_admitted(
-        self, loop: asyncio.AbstractEventLoop, conn: socket.socket, peer: str
+        self, loop: asyncio.AbstractEventLoop, conn: socket.socket, peer: str, accepted: float
     ) -> None:
         reader = asyncio.StreamReader(loop=loop)
         protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
@@ -169,7 +173,8 @@ class TlsServer:
         if ssl_object is None:  # the client left right after the handshake
             writer.close()
             return
-        await self._on_connection(reader, writer, tls_details(ssl_object))
+        # The authentication deadline counts from the accept, the handshake included.
+        await self._on_connection(reader, writer, tls_details(ssl_object), accepted)
 
     def _failed(self, peer: str, exc: BaseException) -> None:
         reason = handshake_failure_reason(exc)

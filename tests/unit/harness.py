@@ -343,6 +343,8 @@ class Harness:
     overrides: dict[str, Any] = field(default_factory=dict)
     # The gateway-wide request byte budget, when the test shares or inspects it.
     budget: RequestBudget | None = None
+    # Loop time the connection was accepted, when earlier than its serving (TLS).
+    accepted: float | None = None
     client: Client = field(init=False)
     pool: ScriptedPool = field(init=False)
     connection: ClientConnection = field(init=False)
@@ -371,6 +373,7 @@ class Harness:
             self.client.reader,
             cast(asyncio.StreamWriter, self.client.writer),
             self.budget,
+            self.accepted,
         )
 
     async def __aenter__(self) -> Harness:

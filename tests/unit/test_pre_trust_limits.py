@@ -233,6 +233,16 @@ async def test_a_connection_that_does_not_authenticate_in_time_is_closed() -> No
     )
 
 
+async def test_the_authentication_deadline_counts_from_the_accept_not_from_serving() -> None:
+    # A TLS listener serves a connection only after its handshake: the handshake's
+    # time counts against the deadline too.
+    long_ago = asyncio.get_running_loop().time() - 60
+    async with Harness(
+        limits={"authentication_timeout_seconds": 30}, overrides=SASL_LISTENER, accepted=long_ago
+    ) as h:
+        assert await ended(h) == "authentication timeout"
+
+
 async def test_an_authenticated_connection_outlives_the_authentication_deadline() -> None:
     # A PLAINTEXT listener's connections are authenticated (anonymous) from the start.
     async with Harness(limits={"authentication_timeout_seconds": 0.01}) as h:
