@@ -51,7 +51,9 @@ from kio.schema.errors import ErrorCode
 from gateway.protocol import codec
 
 BROKER = 4
-"""DescribeConfigs' resource type for a broker (BROKER_LOGGER, 8, names no address)."""
+"""DescribeConfigs' resource type for a broker."""
+BROKER_LOGGER = 8
+"""A broker's log levels: named by broker id, but its entries name no address."""
 
 _WITHHELD_NAMES = frozenset(
     {
@@ -124,8 +126,10 @@ def _withhold(entry: Any) -> Any:
     return codec.replace(entry, value=None, is_sensitive=True, synonyms=synonyms)
 
 
-def _own(entry: Any, value: str, own: dict[str, str]) -> Any:
-    synonyms = tuple(codec.replace(s, value=own[s.name]) for s in entry.synonyms if s.name in own)
+def _own(entry: Any, value: str) -> Any:
+    # Kafka lists synonyms by precedence, the first being where the value comes from;
+    # the others describe the upstream's own settings and defaults.
+    synonyms = tuple(codec.replace(s, value=value) for s in entry.synonyms[:1])
     return codec.replace(entry, value=value, is_sensitive=False, synonyms=synonyms)
 
 
@@ -137,7 +141,7 @@ def config_entry(entry: Any, broker: VirtualBroker | None) -> Any | None:
             return None
         own = broker.own_values()
         if entry.name in own:
-            return _own(entry, own[entry.name], own)
+            return _own(entry, own[entry.name])
         if _withheld_by_name(entry.name):
             return _withhold(entry)
     if reveals(entry.value) or any(reveals(s.value) or _dropped(s.name) for s in entry.synonyms):
@@ -169,7 +173,7 @@ def alter_configs_result(result: Any) -> Any:
 def foreign_broker(resource: Any, node_id: int) -> str | None:
     """Kafka's error message when a config resource names a broker other than the
     gateway (the empty name is the cluster-wide default and passes), else None."""
-    if resource.resource_type not in (BROKER, 8) or resource.resource_name in (
+    if resource.resource_type not in (BROKER, BROKER_LOGGER) or resource.resource_name in (
         "",
         str(node_id),
     ):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 from typing import Any
 
 import pytest
@@ -15,7 +14,7 @@ from kio.schema.incremental_alter_configs.v1 import request as alter_request
 from kio.schema.incremental_alter_configs.v1 import response as alter_response
 from kio.static.primitive import i8, i64
 
-from gateway.protocol import topology
+from gateway.protocol import codec, topology
 from gateway.protocol.topology import VirtualBroker
 from tests.unit.harness import ADVERTISED, GATEWAY_NODE, Harness
 
@@ -90,7 +89,7 @@ def test_listeners_and_node_id_are_the_gateways_own() -> None:
         entry(
             "listener.security.protocol.map", "CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT"
         ),
-        entry("node.id", "1", ("node.id", "1")),
+        entry("node.id", "1", ("node.id", "1"), ("node.id", "-1")),
         entry("broker.id", "1"),
     )
 
@@ -253,7 +252,7 @@ async def test_describe_configs_for_the_gateway_answers_with_its_own_listener() 
         assert [r.resource_name for r in sent.body.resources] == ["1"]
         sent.reply(
             describe_response.DescribeConfigsResponse(
-                throttle_time=datetime.timedelta(0),
+                throttle_time=codec.NO_THROTTLE,
                 results=(
                     result(
                         BROKER,
@@ -301,7 +300,7 @@ async def test_alter_configs_for_another_broker_is_refused_beside_an_allowed_top
         assert [r.resource_name for r in sent.body.resources] == ["orders"]
         sent.reply(
             alter_response.IncrementalAlterConfigsResponse(
-                throttle_time=datetime.timedelta(0),
+                throttle_time=codec.NO_THROTTLE,
                 responses=(
                     alter_response.AlterConfigsResourceResponse(
                         error_code=ErrorCode.none,
@@ -326,7 +325,7 @@ async def test_describe_log_dirs_hides_every_upstream_directory() -> None:
         for each in sent:
             each.reply(
                 log_dirs_response.DescribeLogDirsResponse(
-                    throttle_time=datetime.timedelta(0),
+                    throttle_time=codec.NO_THROTTLE,
                     error_code=ErrorCode.none,
                     results=(
                         log_dirs_response.DescribeLogDirsResult(
