@@ -341,3 +341,17 @@ async def test_describe_log_dirs_hides_every_upstream_directory() -> None:
         (answer,) = await h.answers(1)
 
     assert [r.log_dir for r in answer.body.results] == ["log-dir-0", "log-dir-1"]
+
+
+def test_an_alter_configs_message_naming_an_upstream_path_is_replaced_by_null() -> None:
+    upstream = alter_response.AlterConfigsResourceResponse(
+        error_code=ErrorCode.invalid_config,
+        error_message="Cannot write /tmp/dev/primary/broker-1/data/meta.properties",
+        resource_type=BROKER,
+        resource_name="7",
+    )
+
+    seen = topology.alter_configs_result(upstream)
+
+    assert seen.error_code == ErrorCode.invalid_config
+    assert seen.error_message is None
