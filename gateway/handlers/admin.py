@@ -4,7 +4,10 @@ Cluster-wide requests go to the upstream controller (brokers forward what they m
 per-partition ones (DeleteRecords) to each partition's leader; per-broker ones
 (DescribeLogDirs) to every broker, merged. Clients know one broker, the gateway: a
 broker config resource named after the gateway's node id is answered by one upstream
-broker and reported back under the gateway's id. Topic changes are followed by a
+broker and reported back under the gateway's id, with the gateway's own listeners and
+node id and no upstream address or path (:mod:`gateway.protocol.topology` says what is
+withheld); a broker resource with another id is refused as a Kafka broker refuses it,
+and log dirs get neutral names. Topic changes are followed by a
 metadata refresh so the next request to a new topic is routed without a miss.
 (Approval of high-risk operations is a later stage; these handlers are where it will be
 called.)
@@ -19,7 +22,7 @@ from gateway.errors import UpstreamError
 from gateway.handlers.coordination import to_every_broker
 from gateway.handlers.fanout import own_budget, partitioned
 from gateway.handlers.routing import PartitionedApi
-from gateway.protocol import codec
+from gateway.protocol import codec, topology
 from gateway.protocol.codec import Request
 from gateway.protocol.versions import DESCRIBE_CONFIGS
 from gateway.session import ClientSession
@@ -46,11 +49,56 @@ def _names_the_gateway(session: ClientSession, resource: Any) -> bool:
     )
 
 
+def _virtual_broker(session: ClientSession) -> topology.VirtualBroker:
+    host, port = session.advertised_address
+    return topology.VirtualBroker(session.node_id, session.listener.security_protocol, host, port)
+
+
 async def handle_configs(session: ClientSession, request: Request) -> Any:
-    """DescribeConfigs, AlterConfigs, IncrementalAlterConfigs."""
+    """DescribeConfigs, AlterConfigs, IncrementalAlterConfigs; answers are made safe by
+    :mod:`gateway.protocol.topology` (own listeners and node id, no upstream hosts or
+    paths), and a broker resource other than the gateway is refused as Kafka refuses it."""
+    describe = request.api_key == DESCRIBE_CONFIGS
+    results_field = "results" if describe else "responses"
+    response_cls = codec.response_schema(request.api_key, request.api_version)
+    result_cls = getattr(
+        codec.entity_module(response_cls),
+        "DescribeConfigsResult" if describe else "AlterConfigsResourceResponse",
+    )
+    asked = request.body.resources
+    refused = {
+        i: text
+        for i, r in enumerate(asked)
+        if (text := topology.foreign_broker(r, session.node_id)) is not None
+    }
+    forwarded = [r for i, r in enumerate(asked) if i not in refused]
+    answered: list[Any] = []
+    response = None
+    if forwarded:
+        response = await _forward_configs(session, request, forwarded)
+        answered = list(getattr(response, results_field))
+    broker = _virtual_broker(session)
+    # Clients match results to resources by type and name, not by position (Kafka
+    # itself lists the authorized ones first).
+    results = [
+        topology.describe_configs_result(r, broker)
+        if describe
+        else topology.alter_configs_result(r)
+        for r in answered
+    ]
+    results += [topology.foreign_broker_result(result_cls, asked[i], t) for i, t in refused.items()]
+    if response is None:
+        return codec.build(
+            response_cls, throttle_time=codec.NO_THROTTLE, **{results_field: tuple(results)}
+        )
+    return codec.replace(response, **{results_field: tuple(results)})
+
+
+async def _forward_configs(session: ClientSession, request: Request, asked: list[Any]) -> Any:
+    """The upstream answer for ``asked``: a broker resource named after the gateway is
+    asked of one upstream broker and answered back under the gateway's id."""
     upstream = session.upstream
     target = upstream.any_broker()
-    asked = request.body.resources
     resources = tuple(
         codec.replace(r, resource_name=str(target)) if _names_the_gateway(session, r) else r
         for r in asked
@@ -90,4 +138,6 @@ async def handle_delete_records(session: ClientSession, request: Request) -> Any
 
 
 async def handle_describe_log_dirs(session: ClientSession, request: Request) -> Any:
-    return await to_every_broker(session, request, "results")
+    """Every upstream broker's log dirs, as the virtual broker's, under neutral names."""
+    response = await to_every_broker(session, request, "results")
+    return codec.replace(response, results=topology.log_dirs(response.results))
