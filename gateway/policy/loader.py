@@ -189,6 +189,24 @@ def _line_of(node: yaml.Node, loc: Sequence[int | str]) -> int:
     return line
 
 
+def _duplicate_keys(
+    node: yaml.Node, loc: tuple[int | str, ...] = ()
+) -> Iterator[tuple[int, tuple[int | str, ...]]]:
+    """(line, field) of every key repeated in one mapping: YAML loaders keep the last
+    one silently, and a policy must not change meaning because of a pasted line."""
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key, value in node.value:
+            name = str(key.value)
+            if name in seen:
+                yield key.start_mark.line + 1, (*loc, name)
+            seen.add(name)
+            yield from _duplicate_keys(value, (*loc, name))
+    elif isinstance(node, yaml.SequenceNode):
+        for n, item in enumerate(node.value):
+            yield from _duplicate_keys(item, (*loc, n))
+
+
 def _parse_file(name: str, data: bytes) -> tuple[PolicyFile, yaml.Node] | list[str]:
     """One file's model and YAML tree, or its problems."""
     try:
@@ -203,6 +221,12 @@ def _parse_file(name: str, data: bytes) -> tuple[PolicyFile, yaml.Node] | list[s
         return [f"{name}:{line}: not valid YAML: {exc.problem or exc.context}"]
     if node is None:
         return [f"{name}:1: the file is empty; it needs a rules: list"]
+    repeated = [
+        f"{name}:{line}: {_field(loc)}: this key is given twice"
+        for line, loc in _duplicate_keys(node)
+    ]
+    if repeated:
+        return repeated
     try:
         return PolicyFile.model_validate(value), node
     except ValidationError as exc:
@@ -245,13 +269,13 @@ def build_policy(sources: Mapping[str, bytes]) -> Policy:
 def load_policy_dir(directory: Path) -> Policy:
     """Read ``directory/*.yaml`` (sorted) and build the policy; no files is an error,
     since an empty policy would deny everything by accident."""
+    if not directory.is_dir():
+        raise PolicyError([f"{directory}: not a directory"])
     try:
         paths = sorted(p for p in directory.glob("*.yaml") if p.is_file())
         sources = {str(p): p.read_bytes() for p in paths}
     except OSError as exc:
         raise PolicyError([f"{directory}: cannot read: {exc.strerror}"]) from exc
-    if not directory.is_dir():
-        raise PolicyError([f"{directory}: not a directory"])
     if not sources:
         raise PolicyError([f"{directory}: no *.yaml policy files"])
     return build_policy(sources)

@@ -148,6 +148,21 @@ def test_bad_rule_id_is_refused() -> None:
     assert one_problem(text).startswith("policies/p.yaml:2: rules[0].id: ")
 
 
+def test_a_key_given_twice_is_refused_not_silently_overridden() -> None:
+    text = rule(VALID_BODY + "    effect: deny\n")
+    assert one_problem(text) == "policies/p.yaml:8: rules[0].effect: this key is given twice"
+
+
+def test_policy_is_immutable() -> None:
+    policy = build_policy({"a.yaml": GOOD})
+    with pytest.raises(AttributeError):
+        policy.version = "other"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        policy.index[ResourceType.TOPIC] = policy.index[ResourceType.GROUP]  # type: ignore[index]
+    with pytest.raises(AttributeError):
+        policy.rules[0].allow = False  # type: ignore[misc]
+
+
 def test_yaml_syntax_error_names_its_line() -> None:
     found = one_problem("rules:\n  - id: r1\n    effect: [allow\n")
     assert found.startswith("policies/p.yaml:4: not valid YAML: ")
