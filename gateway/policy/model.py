@@ -39,7 +39,11 @@ class _Strict(BaseModel):
 
 
 class Subjects(_Strict):
-    """Who a rule is about. A rule matches an identity if any listed subject matches."""
+    """Who a rule is about. A rule matches an identity if any listed subject matches:
+    its principal, one of its groups, the listener it came in on, or its mechanism
+    (compared without case). ``"*"`` in any list matches every identity, anonymous ones
+    included; to grant unauthenticated clients something, name their listener instead.
+    """
 
     principals: tuple[str, ...] = ()
     groups: tuple[str, ...] = ()
