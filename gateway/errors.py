@@ -6,6 +6,7 @@ translated at the boundary that calls the third party (``protocol/`` for kio,
 
     GatewayError
     ├── ConfigError              a config or policy file is invalid (names the field)
+    │   └── PolicyError          a policy set is invalid: every problem names file, line, field
     ├── ProtocolError            the client broke the Kafka protocol: close its connection
     │   ├── FrameTooLarge        a size prefix over the limit (or negative)
     │   ├── MalformedRequest     a frame that does not decode as the request it claims to be
@@ -30,6 +31,16 @@ class GatewayError(Exception):
 
 class ConfigError(GatewayError):
     """A configuration or policy file is invalid."""
+
+
+class PolicyError(ConfigError):
+    """A set of policy files is invalid. ``problems`` holds one line per problem, each
+    naming the file, the line and the field (``policies/apps.yaml:7: rules[0].effect:
+    ...``), so that a checker can print them all at once."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("invalid policy:\n" + "\n".join(f"  {p}" for p in problems))
+        self.problems = tuple(problems)
 
 
 class ProtocolError(GatewayError):
