@@ -39,6 +39,7 @@ __all__ = [
     "AnyOf",
     "AnyResource",
     "ItemActions",
+    "ResponseFilter",
     "Scope",
     "UnknownApi",
     "required_actions",
@@ -232,27 +233,14 @@ def _metadata(body: Any, topic_names: TopicNames) -> tuple[ItemActions, ...]:
         if name is None:
             found.append(_unknown_id(topic.topic_id))
             continue
-        create = (
-            (
-                AnyOf(
-                    (
-                        _cluster(Operation.CREATE),
-                        Action(ResourceType.TOPIC, name, Operation.CREATE),
-                    )
-                ),
-            )
-            if auto_create
-            else ()
+        create = AnyOf(
+            (_cluster(Operation.CREATE), Action(ResourceType.TOPIC, name, Operation.CREATE))
         )
-        found.append(
-            ItemActions(
-                ResourceType.TOPIC,
-                name,
-                Scope.ITEM,
-                (_one(ResourceType.TOPIC, name, Operation.DESCRIBE),),
-                to_create=create,
-            )
-        )
+        describe = _one(ResourceType.TOPIC, name, Operation.DESCRIBE)
+        # Kafka answers a topic it may not create TOPIC_AUTHORIZATION_FAILED, like one
+        # it may not describe, so that auto-creation is no existence oracle either.
+        to_create = (create,) if auto_create else ()
+        found.append(ItemActions(ResourceType.TOPIC, name, Scope.ITEM, (describe,), to_create))
     return tuple(found)
 
 
@@ -288,9 +276,10 @@ def _read_group(body: Any, topic_names: TopicNames) -> tuple[ItemActions, ...]:
 
 
 def _consumer_group_heartbeat(body: Any, topic_names: TopicNames) -> tuple[ItemActions, ...]:
-    # Kafka 4.0 also refuses a subscription naming a topic the member may not
-    # DESCRIBE, with TOPIC_AUTHORIZATION_FAILED for the whole heartbeat, so that a
-    # subscription cannot probe for topics. A regex subscription is decided elsewhere.
+    # Since Kafka 4.0, KafkaApis.handleConsumerGroupHeartbeat also refuses a
+    # subscription naming a topic the member may not DESCRIBE, with
+    # TOPIC_AUTHORIZATION_FAILED for the whole heartbeat, so that subscribing cannot
+    # probe for topics. A regex subscription names no topic: it is decided elsewhere.
     topics = tuple(
         _item(ResourceType.TOPIC, name, Operation.DESCRIBE, Scope.REQUEST)
         for name in body.subscribed_topic_names or ()
@@ -529,21 +518,31 @@ TABLE: Mapping[int, Describer] = {
 """Per served API key, the function that lists a request's items and their checks."""
 
 
-RESPONSE_FILTERS: Mapping[int, tuple[AnyOf | None, ResourceType, Operation]] = {
-    # (a grant that shows everything, or None; the type of the listed items; the
-    # operation each listed item needs to be shown)
-    api.METADATA: (None, ResourceType.TOPIC, Operation.DESCRIBE),
-    api.LIST_GROUPS: (
-        AnyOf((_cluster(Operation.DESCRIBE),)),
-        ResourceType.GROUP,
-        Operation.DESCRIBE,
+@dataclass(frozen=True, slots=True)
+class ResponseFilter:
+    """An answer that lists resources the request did not name: each listed resource is
+    shown only when the identity may perform ``operation`` on it, unless ``shows_all``
+    is granted. Kafka answers nothing for hidden ones, not an error."""
+
+    resource_type: ResourceType
+    operation: Operation
+    shows_all: AnyOf = AnyOf(())
+
+
+RESPONSE_FILTERS: Mapping[int, ResponseFilter] = {
+    # Metadata for all topics (KafkaApis.handleTopicMetadataRequest).
+    api.METADATA: ResponseFilter(ResourceType.TOPIC, Operation.DESCRIBE),
+    # DESCRIBE on the cluster shows every group (KafkaApis.handleListGroupsRequest).
+    api.LIST_GROUPS: ResponseFilter(
+        ResourceType.GROUP, Operation.DESCRIBE, AnyOf((_cluster(Operation.DESCRIBE),))
     ),
-    api.LIST_TRANSACTIONS: (None, ResourceType.TRANSACTIONAL_ID, Operation.DESCRIBE),
-    api.OFFSET_FETCH: (None, ResourceType.TOPIC, Operation.DESCRIBE),
-    api.DESCRIBE_TRANSACTIONS: (None, ResourceType.TOPIC, Operation.DESCRIBE),
-    api.CONSUMER_GROUP_DESCRIBE: (None, ResourceType.TOPIC, Operation.DESCRIBE),
+    api.LIST_TRANSACTIONS: ResponseFilter(ResourceType.TRANSACTIONAL_ID, Operation.DESCRIBE),
+    # A group's offsets for all topics (null topics).
+    api.OFFSET_FETCH: ResponseFilter(ResourceType.TOPIC, Operation.DESCRIBE),
+    # The partitions of a described transaction.
+    api.DESCRIBE_TRANSACTIONS: ResponseFilter(ResourceType.TOPIC, Operation.DESCRIBE),
 }
-"""Answers that list resources the request did not name, and what showing each takes."""
+"""Per API, the resources its answer lists beyond those the request named."""
 
 
 def required_actions(

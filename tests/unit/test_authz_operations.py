@@ -22,10 +22,12 @@ from hypothesis import strategies as st
 from gateway.handlers import HANDLERS
 from gateway.policy import CLUSTER_NAME, Action, Operation, ResourceType
 from gateway.policy.operations import (
+    RESPONSE_FILTERS,
     TABLE,
     AnyOf,
     AnyResource,
     ItemActions,
+    ResponseFilter,
     Scope,
     UnknownApi,
     required_actions,
@@ -639,6 +641,18 @@ def test_required_actions_are_kafkas(api_key: int, body: Any, expected: tuple[An
 def test_every_served_api_has_a_table_entry_and_a_case() -> None:
     assert set(HANDLERS) == set(TABLE)
     assert {key for _, key, _, _ in CASES} == set(HANDLERS)
+
+
+def test_answers_listing_unnamed_resources_show_only_describable_ones() -> None:
+    expected = {
+        api.METADATA: ResponseFilter(T, D),
+        api.LIST_GROUPS: ResponseFilter(G, D, AnyOf((cluster(D),))),
+        api.LIST_TRANSACTIONS: ResponseFilter(X, D),
+        api.OFFSET_FETCH: ResponseFilter(T, D),
+        api.DESCRIBE_TRANSACTIONS: ResponseFilter(T, D),
+    }
+    assert dict(RESPONSE_FILTERS) == expected
+    assert ResponseFilter(T, D).shows_all == AnyOf(())  # nothing shows all topics
 
 
 def test_an_api_without_an_entry_is_refused() -> None:
