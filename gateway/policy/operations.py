@@ -13,10 +13,9 @@ place of a per-resource one (CREATE on the cluster or on the topic), and an empt
 ``AnyOf`` is never satisfied (a topic id the caller cannot name is refused, as Kafka
 answers UNKNOWN_TOPIC_ID without consulting the authorizer).
 
-What this module does not say: which items of a *response* must be hidden (Metadata
-for all topics, ListGroups, ListTransactions, OffsetFetch for all topics list only what
-the identity may DESCRIBE); :data:`RESPONSE_FILTERS` names those, and the stage that
-filters answers applies them.
+Answers can list resources the request never named (Metadata for all topics,
+ListGroups, ListTransactions, OffsetFetch for all topics): those refuse nothing here,
+and :data:`RESPONSE_FILTERS` says what showing each listed resource takes.
 
 Sans-IO and decision-free: it reads request entities and returns data; it never decides,
 reads policies, sockets or the server.
@@ -118,6 +117,11 @@ def _item(
     resource_type: ResourceType, name: str, operation: Operation, scope: Scope = Scope.ITEM
 ) -> ItemActions:
     return ItemActions(resource_type, name, scope, (_one(resource_type, name, operation),))
+
+
+def _cluster_or_topic(name: str, operation: Operation) -> AnyOf:
+    """Kafka's admin pattern: the operation on the cluster covers every topic."""
+    return AnyOf((_cluster(operation), Action(ResourceType.TOPIC, name, operation)))
 
 
 def _whole_request(operation: Operation) -> ItemActions:
@@ -233,9 +237,7 @@ def _metadata(body: Any, topic_names: TopicNames) -> tuple[ItemActions, ...]:
         if name is None:
             found.append(_unknown_id(topic.topic_id))
             continue
-        create = AnyOf(
-            (_cluster(Operation.CREATE), Action(ResourceType.TOPIC, name, Operation.CREATE))
-        )
+        create = _cluster_or_topic(name, Operation.CREATE)
         describe = _one(ResourceType.TOPIC, name, Operation.DESCRIBE)
         # Kafka answers a topic it may not create TOPIC_AUTHORIZATION_FAILED, like one
         # it may not describe, so that auto-creation is no existence oracle either.
@@ -388,14 +390,7 @@ def _create_topics(body: Any, topic_names: TopicNames) -> tuple[ItemActions, ...
             ResourceType.TOPIC,
             topic.name,
             Scope.ITEM,
-            (
-                AnyOf(
-                    (
-                        _cluster(Operation.CREATE),
-                        Action(ResourceType.TOPIC, topic.name, Operation.CREATE),
-                    )
-                ),
-            ),
+            (_cluster_or_topic(topic.name, Operation.CREATE),),
         )
         for topic in body.topics
     )
@@ -416,8 +411,9 @@ def _delete_topics(body: Any, topic_names: TopicNames) -> tuple[ItemActions, ...
 
 
 def _delete_topic(name: str) -> ItemActions:
-    choices = (_cluster(Operation.DELETE), Action(ResourceType.TOPIC, name, Operation.DELETE))
-    return ItemActions(ResourceType.TOPIC, name, Scope.ITEM, (AnyOf(choices),))
+    return ItemActions(
+        ResourceType.TOPIC, name, Scope.ITEM, (_cluster_or_topic(name, Operation.DELETE),)
+    )
 
 
 def _delete_records(body: Any, topic_names: TopicNames) -> tuple[ItemActions, ...]:
@@ -449,8 +445,10 @@ def _configs(operation: Operation) -> Describer:
             elif kind == _CONFIG_GROUP:
                 found.append(_item(ResourceType.GROUP, name, operation))
             else:
-                # Broker configs are the cluster's (ConfigHelper.handleDescribeConfigsRequest).
-                # An unknown type is refused: Kafka answers INVALID_REQUEST.
+                # Broker, broker logger and client metrics configs are the cluster's
+                # (ConfigHelper.handleDescribeConfigsRequest, ControllerApis'
+                # authorizeAlterResource). An unknown type is never granted: Kafka
+                # answers INVALID_REQUEST.
                 choices = (_cluster(operation),) if kind in _CONFIG_ON_CLUSTER else ()
                 found.append(ItemActions(ResourceType.CLUSTER, name, Scope.ITEM, (AnyOf(choices),)))
         return tuple(found)
@@ -459,7 +457,8 @@ def _configs(operation: Operation) -> Describer:
 
 
 def _describe_log_dirs(body: Any, topic_names: TopicNames) -> tuple[ItemActions, ...]:
-    # Kafka answers an empty result, not an error, when this is denied.
+    # Denied, Kafka answers no log dirs and CLUSTER_AUTHORIZATION_FAILED (v3+ carry
+    # it; older versions only see the empty list, as the documentation's table says).
     return (_whole_request(Operation.DESCRIBE),)
 
 

@@ -673,8 +673,8 @@ SERVED_VERSIONS = [
     for version in range(versions.min, versions.max + 1)
 ]
 # Resources a request names that Kafka does not authorize: topics a Fetch forgets
-# (forgetting reads nothing), a ConsumerGroupHeartbeat's owned partitions (its
-# assignment, already granted), and broker config resources (checked on the cluster).
+# (forgetting reads nothing) and a ConsumerGroupHeartbeat's owned partitions (its
+# assignment, already granted). Broker config resources are checked on the cluster.
 _UNCHECKED = {
     (api.FETCH, "forgotten_topics_data"),
     (api.CONSUMER_GROUP_HEARTBEAT, "topic_partitions"),
@@ -689,7 +689,8 @@ def _without_unchecked(api_key: int, body: Any) -> Any:
 
 
 def _covers_everything(found: tuple[ItemActions, ...]) -> bool:
-    """A whole-request check on the cluster (a follower's Fetch) covers every item."""
+    """A whole-request check on the cluster covers every item (a follower's Fetch,
+    ElectLeaders, DescribeLogDirs: Kafka checks only the cluster)."""
     return any(i.scope is Scope.REQUEST and i.resource_type is C for i in found)
 
 
