@@ -1,8 +1,9 @@
 """The resources and operations Kafka's authorizer checks, per served API.
 
 One realistic request per API (several where Kafka's checks depend on the request),
-each with the exact checks Kafka 4's KafkaApis / ControllerApis make; and guards that
-no served API, version or named resource escapes the table.
+each with the exact checks Kafka 4's KafkaApis / ControllerApis make; guards that no
+served API, version or named resource escapes the table; and the table held against
+Kafka's documented authorization matrix, with every place its code differs named.
 """
 
 from __future__ import annotations
@@ -606,19 +607,21 @@ CASES: list[tuple[str, int, Any, tuple[ItemActions, ...]]] = [
     (
         "alter_configs_alters_configs_of_each_resource",
         api.ALTER_CONFIGS,
-        _configs(api.ALTER_CONFIGS, 2, (2, "orders"), (4, "")),
+        _configs(api.ALTER_CONFIGS, 2, (2, "orders"), (4, ""), (32, "billing")),
         (
             item(T, "orders", Operation.ALTER_CONFIGS),
             ItemActions(C, "", Scope.ITEM, (AnyOf((cluster(Operation.ALTER_CONFIGS),)),)),
+            item(G, "billing", Operation.ALTER_CONFIGS),
         ),
     ),
     (
         "incremental_alter_configs_alters_configs_of_each_resource",
         api.INCREMENTAL_ALTER_CONFIGS,
-        _configs(api.INCREMENTAL_ALTER_CONFIGS, 1, (2, "orders"), (16, "metrics")),
+        _configs(api.INCREMENTAL_ALTER_CONFIGS, 1, (2, "orders"), (16, "metrics"), (32, "billing")),
         (
             item(T, "orders", Operation.ALTER_CONFIGS),
             ItemActions(C, "metrics", Scope.ITEM, (AnyOf((cluster(Operation.ALTER_CONFIGS),)),)),
+            item(G, "billing", Operation.ALTER_CONFIGS),
         ),
     ),
     (
@@ -722,3 +725,106 @@ def _bodies(api_key: int, version: int) -> st.SearchStrategy[Any]:
 
 def _described(api_key: int) -> bool:
     return api_key not in {api.API_VERSIONS, api.SASL_HANDSHAKE, api.SASL_AUTHENTICATE}
+
+
+# -- Kafka's documented matrix -----------------------------------------------------------
+
+A, CA = Operation.ALTER, Operation.CLUSTER_ACTION
+DC, AC = Operation.DESCRIBE_CONFIGS, Operation.ALTER_CONFIGS
+CR, DL, IW = Operation.CREATE, Operation.DELETE, Operation.IDEMPOTENT_WRITE
+Pair = tuple[ResourceType, Operation]
+
+# docs/security.html, "Operations and Resources on Protocols", for every served API.
+DOCUMENTED: dict[int, set[Pair]] = {
+    api.PRODUCE: {(X, W), (C, IW), (T, W)},
+    api.FETCH: {(C, CA), (T, R)},
+    api.LIST_OFFSETS: {(T, D)},
+    api.METADATA: {(T, D), (C, CR), (T, CR)},
+    api.OFFSET_COMMIT: {(G, R), (T, R)},
+    api.OFFSET_FETCH: {(G, D), (T, D)},
+    api.FIND_COORDINATOR: {(G, D), (X, D)},
+    api.JOIN_GROUP: {(G, R)},
+    api.HEARTBEAT: {(G, R)},
+    api.LEAVE_GROUP: {(G, R)},
+    api.SYNC_GROUP: {(G, R)},
+    api.DESCRIBE_GROUPS: {(G, D)},
+    api.LIST_GROUPS: {(C, D), (G, D)},
+    api.SASL_HANDSHAKE: set(),
+    api.API_VERSIONS: set(),
+    api.CREATE_TOPICS: {(C, CR), (T, CR)},
+    api.DELETE_TOPICS: {(T, DL)},
+    api.DELETE_RECORDS: {(T, DL)},
+    api.INIT_PRODUCER_ID: {(X, W), (C, IW)},
+    api.OFFSET_FOR_LEADER_EPOCH: {(C, CA), (T, D)},
+    api.ADD_PARTITIONS_TO_TXN: {(X, W), (T, W)},
+    api.ADD_OFFSETS_TO_TXN: {(X, W), (G, R)},
+    api.END_TXN: {(X, W)},
+    api.TXN_OFFSET_COMMIT: {(X, W), (G, R), (T, R)},
+    api.DESCRIBE_CONFIGS: {(C, DC), (T, DC)},
+    api.ALTER_CONFIGS: {(C, AC), (T, AC)},
+    api.DESCRIBE_LOG_DIRS: {(C, D)},
+    api.SASL_AUTHENTICATE: set(),
+    api.CREATE_PARTITIONS: {(T, A)},
+    api.DELETE_GROUPS: {(G, DL)},
+    api.ELECT_LEADERS: {(C, CA)},
+    api.INCREMENTAL_ALTER_CONFIGS: {(C, AC), (T, AC)},
+    api.OFFSET_DELETE: {(G, DL), (T, R)},
+    api.DESCRIBE_CLUSTER: {(C, D)},
+    api.DESCRIBE_PRODUCERS: {(T, R)},
+    api.DESCRIBE_TRANSACTIONS: {(X, D)},
+    api.LIST_TRANSACTIONS: {(X, D)},
+    api.CONSUMER_GROUP_HEARTBEAT: {(G, R)},
+    api.CONSUMER_GROUP_DESCRIBE: {(G, R)},
+}
+
+# Where Kafka's code checks otherwise than its table says: (documented pairs it does not
+# check, pairs it checks that the table leaves out). The code is what clients meet.
+CODE_DIFFERS: dict[int, tuple[set[Pair], set[Pair]]] = {
+    # KIP-679 (Kafka 3.0): idempotent Produce needs only WRITE on the topic, and
+    # InitProducerId accepts WRITE on any topic in place of IDEMPOTENT_WRITE.
+    api.PRODUCE: ({(C, IW)}, set()),
+    api.INIT_PRODUCER_ID: (set(), {(T, W)}),
+    # DELETE on the cluster covers every topic (ControllerApis.handleDeleteTopics).
+    api.DELETE_TOPICS: (set(), {(C, DL)}),
+    # Group configs (KIP-848) are checked on the group.
+    api.DESCRIBE_CONFIGS: (set(), {(G, DC)}),
+    api.ALTER_CONFIGS: (set(), {(G, AC)}),
+    api.INCREMENTAL_ALTER_CONFIGS: (set(), {(G, AC)}),
+    # Share coordinators are for brokers (CLUSTER_ACTION).
+    api.FIND_COORDINATOR: (set(), {(C, CA)}),
+    # ControllerApis.handleElectLeaders checks ALTER.
+    api.ELECT_LEADERS: ({(C, CA)}, {(C, A)}),
+    # KafkaApis.handleDescribeCluster checks nothing to answer.
+    api.DESCRIBE_CLUSTER: ({(C, D)}, set()),
+    # A described transaction shows only partitions of describable topics.
+    api.DESCRIBE_TRANSACTIONS: (set(), {(T, D)}),
+    # Kafka 4.0: subscribed topics must be describable.
+    api.CONSUMER_GROUP_HEARTBEAT: (set(), {(T, D)}),
+    # KafkaApis.handleConsumerGroupDescribe checks DESCRIBE, like DescribeGroups.
+    api.CONSUMER_GROUP_DESCRIBE: ({(G, R)}, {(G, D)}),
+}
+
+
+def _pairs(choice: Action | AnyResource) -> Pair:
+    return (choice.resource_type, choice.operation)
+
+
+def _checked_pairs(api_key: int) -> set[Pair]:
+    """Every (resource type, operation) the table's cases and answer filters use."""
+    found: set[Pair] = set()
+    for _, key, body, _ in CASES:
+        if key == api_key:
+            for found_item in required_actions(key, body, TOPIC_NAMES):
+                for check in found_item.checks + found_item.to_create:
+                    found |= {_pairs(c) for c in check.choices}
+    shown = RESPONSE_FILTERS.get(api_key)
+    if shown is not None:
+        found |= {(shown.resource_type, shown.operation)}
+        found |= {_pairs(c) for c in shown.shows_all.choices}
+    return found
+
+
+@pytest.mark.parametrize("api_key", sorted(HANDLERS))
+def test_checks_match_kafkas_documented_matrix_where_its_code_agrees(api_key: int) -> None:
+    not_checked, undocumented = CODE_DIFFERS.get(api_key, (set(), set()))
+    assert _checked_pairs(api_key) == (DOCUMENTED[api_key] - not_checked) | undocumented
