@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.errors import UnsupportedApi
 from gateway.policy import CLUSTER_NAME, Action, Operation, ResourceType
 from gateway.protocol import versions as api
 
@@ -40,13 +41,8 @@ __all__ = [
     "ItemActions",
     "ResponseFilter",
     "Scope",
-    "UnknownApi",
     "required_actions",
 ]
-
-
-class UnknownApi(LookupError):
-    """The API key has no entry: the gateway must not serve what it cannot authorize."""
 
 
 class Scope(enum.Enum):
@@ -247,8 +243,8 @@ def _metadata(body: Any, topic_names: TopicNames) -> tuple[ItemActions, ...]:
 
 
 def _describe_producers(body: Any, topic_names: TopicNames) -> tuple[ItemActions, ...]:
-    # READ, where the documentation might lead one to expect DESCRIBE: producer state
-    # reveals who writes (KafkaApis.handleDescribeProducersRequest).
+    # READ, not DESCRIBE as for offsets: producer state tells who writes and where
+    # (KafkaApis.handleDescribeProducersRequest).
     return _topics(body.topics, topic_names, Operation.READ)
 
 
@@ -552,11 +548,11 @@ def required_actions(
 
     ``topic_names`` resolves topic ids for versions that address topics by id (Fetch
     v13+, Produce v13, OffsetCommit v10, Metadata v10+, DeleteTopics v6); an id it
-    cannot resolve becomes an item no grant satisfies. :class:`UnknownApi` for an API
-    key with no entry.
+    cannot resolve becomes an item no grant satisfies. :class:`UnsupportedApi` for an
+    API key with no entry: the gateway must not serve what it cannot authorize.
     """
     describer = TABLE.get(api_key)
     if describer is None:
-        raise UnknownApi(f"api_key={api_key} has no authorization entry")
+        raise UnsupportedApi(f"api_key={api_key} has no authorization entry")
     items = describer(body, topic_names or {})
     return tuple(sorted(items, key=lambda item: item.scope is not Scope.REQUEST))
