@@ -132,15 +132,23 @@ async def step(session: ClientSession, token: bytes) -> tuple[bytes, float | Non
 
 def _lifetime(expires_at: float | None, max_session: float | None) -> float | None:
     """min(credential expiry - now, configured maximum); None when neither bounds it."""
-    bounds = [b for b in (max_session,) if b is not None]
-    if expires_at is not None:
-        bounds.append(expires_at - time.time())
-    return min(bounds) if bounds else None
+    if expires_at is None:
+        return max_session
+    remaining = expires_at - time.time()
+    return remaining if max_session is None else min(remaining, max_session)
 
 
 async def _failed(session: ClientSession, mechanism: str, exc: AuthenticationFailed) -> None:
     session.sasl_exchange = None
     session.close_after_response = True
+    count_failure(session, mechanism, exc)
+    # The attacker's connection waits, not the gateway's CPU.
+    await session.services.authenticator.guard.failed(session.address)
+
+
+def count_failure(session: ClientSession, mechanism: str, exc: AuthenticationFailed) -> None:
+    """Count and log a refused login (SASL or client certificate): the reason goes to the
+    metric label and the log, never to the client."""
     listener = session.listener.name
     metrics.AUTHENTICATIONS.labels(listener, mechanism, "failure").inc()
     metrics.AUTHENTICATION_FAILURES.labels(listener, mechanism, exc.reason).inc()
@@ -152,5 +160,3 @@ async def _failed(session: ClientSession, mechanism: str, exc: AuthenticationFai
         exc.reason,
         exc,
     )
-    # The attacker's connection waits, not the gateway's CPU.
-    await session.services.authenticator.guard.failed(session.address)

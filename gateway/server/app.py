@@ -13,6 +13,7 @@ from gateway import metrics
 from gateway.admin.http import AdminServer
 from gateway.config import Config, ListenerConfig
 from gateway.errors import AuthenticationFailed, GatewayError
+from gateway.handlers import sasl
 from gateway.identity import ANONYMOUS, TlsDetails
 from gateway.identity.registry import Authenticator
 from gateway.identity.tls import (
@@ -186,18 +187,7 @@ class Gateway:
                 session.tls, listener.tls, authenticator.accounts, listener.name, session.peer
             )
         except AuthenticationFailed as exc:
-            metrics.AUTHENTICATIONS.labels(listener.name, CERTIFICATE_MECHANISM, "failure").inc()
-            metrics.AUTHENTICATION_FAILURES.labels(
-                listener.name, CERTIFICATE_MECHANISM, exc.reason
-            ).inc()
-            log.info(
-                "authentication failed from %s on %s via %s (%s): %s",
-                session.peer,
-                listener.name,
-                CERTIFICATE_MECHANISM,
-                exc.reason,
-                exc,
-            )
+            sasl.count_failure(session, CERTIFICATE_MECHANISM, exc)
             return False
         session.authenticated(identity, authenticator.max_session_seconds(CERTIFICATE_MECHANISM))
         metrics.AUTHENTICATIONS.labels(listener.name, CERTIFICATE_MECHANISM, "success").inc()
