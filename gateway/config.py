@@ -500,6 +500,20 @@ class LimitsConfig(_Model):
     )
 
 
+class PolicyConfig(_Model):
+    """Which policy decides what each identity may do (see ``policies/``)."""
+
+    dir: Path | None = Field(
+        None,
+        description="Directory of policy files (*.yaml). Once set, every request is "
+        "authorized and what no rule allows is denied, anonymous listeners included; "
+        "unset: every authenticated client may do what the gateway's upstream account may.",
+    )
+    reload_interval_seconds: float = Field(
+        2.0, gt=0, description="How often the directory is checked for changed files."
+    )
+
+
 class GatewayIdentity(_Model):
     node_id: int = Field(0, ge=0, description="The one broker id clients see.")
     cluster_id: str = Field(
@@ -519,6 +533,7 @@ class Config(_Model):
     identity: IdentityConfig = IdentityConfig()
     admin: AdminConfig = AdminConfig()
     limits: LimitsConfig = LimitsConfig()
+    policy: PolicyConfig = PolicyConfig()
 
     @model_validator(mode="after")
     def _unique_names(self) -> Config:
@@ -555,6 +570,7 @@ _SECTIONS: tuple[tuple[str, type[BaseModel]], ...] = (
     ("admin", AdminConfig),
     ("admin.tokens[]", AdminTokenConfig),
     ("limits", LimitsConfig),
+    ("policy", PolicyConfig),
 )
 
 

@@ -15,6 +15,7 @@ from gateway.config import Config, ListenerConfig
 from gateway.identity import ANONYMOUS, Identity, TlsDetails
 from gateway.identity.mechanisms import AuthContext, Exchange
 from gateway.identity.registry import Authenticator
+from gateway.pipeline.policies import PolicyStore
 from gateway.protocol.connection import ServerProtocol
 from gateway.protocol.sequences import SequenceGuard
 from gateway.protocol.versions import VersionRange, advertised
@@ -46,12 +47,13 @@ class OpenSessions:
 
 @dataclass
 class Services:
-    """What every connection shares: config, the active cluster, authenticators, and
-    the sessions open now."""
+    """What every connection shares: config, the active cluster, authenticators, the
+    policy in force, and the sessions open now."""
 
     config: Config
     pool: ClusterPool
     authenticator: Authenticator
+    policies: PolicyStore = field(default_factory=lambda: PolicyStore(None))
     sessions: OpenSessions = field(default_factory=OpenSessions)
     _versions: tuple[object, dict[int, VersionRange]] | None = field(init=False, default=None)
 

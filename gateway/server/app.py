@@ -21,6 +21,7 @@ from gateway.identity.tls import (
     ServerTls,
     certificate_identity,
 )
+from gateway.pipeline.policies import PolicyStore
 from gateway.protocol.connection import ServerProtocol
 from gateway.server.connection import ClientConnection
 from gateway.server.limits import AddressLimit, RequestBudget
@@ -46,7 +47,9 @@ class Gateway:
             for listener in config.listeners
             if listener.tls is not None
         }
-        self.services = Services(config, pool, Authenticator(config))
+        self.services = Services(
+            config, pool, Authenticator(config), policies=PolicyStore(config.policy.dir)
+        )
         self._servers: list[asyncio.Server | TlsServer] = []
         self._connections: dict[asyncio.Task[None], ClientConnection] = {}
         self.request_budget = RequestBudget(config.limits.queued_max_request_bytes)
