@@ -145,13 +145,15 @@ def gateway_config(
     sasl_mechanisms: Sequence[str] | None = None,
     listeners: Sequence[Mapping[str, Any]] = (),
     admin: Mapping[str, Any] | None = None,
+    policy_dir: Path | None = None,
     **limits: object,
 ) -> tuple[Config, dict[str, int]]:
     """A config in front of ``primary``: listeners ``plain`` and ``sasl`` (which offers
     ``sasl_mechanisms``, by default PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512) plus
     ``listeners`` (e.g. TLS ones), CLIENT_USER plus ``users``, the ``identity`` section,
     admin tokens ADMIN_TOKEN (every role) and NO_ROLE_TOKEN with ``admin`` merged into
-    the admin section, and ``limits``."""
+    the admin section, the policy files of ``policy_dir`` (None: no policy, so
+    every client may do what the upstream account may) and ``limits``."""
     data, ports = gateway_config_data(
         primary,
         users=users,
@@ -159,6 +161,7 @@ def gateway_config(
         sasl_mechanisms=sasl_mechanisms,
         listeners=listeners,
         admin=admin,
+        policy_dir=policy_dir,
         **limits,
     )
     return parse_config(data, "integration-test", environ={}), ports
@@ -172,6 +175,7 @@ def gateway_config_data(
     sasl_mechanisms: Sequence[str] | None = None,
     listeners: Sequence[Mapping[str, Any]] = (),
     admin: Mapping[str, Any] | None = None,
+    policy_dir: Path | None = None,
     **limits: object,
 ) -> tuple[dict[str, Any], dict[str, int]]:
     """What :func:`gateway_config` validates, as a config file holds it (for a gateway
@@ -229,6 +233,8 @@ def gateway_config_data(
             **limits,
         },
     }
+    if policy_dir is not None:
+        data["policy"] = {"dir": str(policy_dir)}
     return data, ports
 
 
@@ -241,11 +247,12 @@ async def running_gateway(
     sasl_mechanisms: Sequence[str] | None = None,
     listeners: Sequence[Mapping[str, Any]] = (),
     admin: Mapping[str, Any] | None = None,
+    policy_dir: Path | None = None,
     **limits: object,
 ) -> AsyncIterator[GatewayUnderTest]:
     """A gateway in front of ``cluster``, on free ports, stopped on exit (see
-    ``gateway_config`` for ``users``, ``identity``, ``sasl_mechanisms``, ``listeners``
-    and ``admin``)."""
+    ``gateway_config`` for ``users``, ``identity``, ``sasl_mechanisms``, ``listeners``,
+    ``admin`` and ``policy_dir``)."""
     config, ports = gateway_config(
         cluster,
         users=users,
@@ -253,6 +260,7 @@ async def running_gateway(
         sasl_mechanisms=sasl_mechanisms,
         listeners=listeners,
         admin=admin,
+        policy_dir=policy_dir,
         **limits,
     )
     running = Gateway(config)

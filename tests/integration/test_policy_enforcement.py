@@ -1,0 +1,540 @@
+"""Policy enforcement as real clients meet it: each identity reads, writes, lists and
+joins only what a rule grants, and every refusal is the client's own Kafka error.
+
+One gateway per module, in front of the primary cluster, with the policy files that
+:func:`policy_files` writes: an analyst who may read one topic with groups named
+``analysts...``, a producer who may write ``orders-...`` topics and use transactional
+ids ``granted-...``, and the anonymous (PLAINTEXT) listener, which may read and write
+``anon-...`` topics. Every topic a test needs is created directly on the cluster with
+the upstream account (no test identity may create topics), and what reached the
+cluster is read back from it directly, never through the gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime
+import struct
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
+from kio.schema.errors import ErrorCode
+
+from gateway import dev
+from gateway.identity.passwords import hash_password
+from gateway.protocol import codec
+from gateway.protocol.versions import SASL_AUTHENTICATE, SASL_HANDSHAKE
+from tests.integration.clients import (
+    ClientError,
+    Endpoint,
+    Record,
+    aconsume,
+    aconsume_group,
+    acreate_topic,
+    aproduce,
+    arun_java_tool,
+    committed_offsets,
+    librdkafka_config,
+    list_topics,
+    unique_topic,
+    watermarks,
+)
+from tests.integration.clients.probes import plain_login_frames
+from tests.integration.conftest import GatewayUnderTest, SessionLog, running_gateway
+
+pytestmark = pytest.mark.integration
+
+TOPIC_COMMAND = "org.apache.kafka.tools.TopicCommand"
+CONSUMER_GROUP_COMMAND = "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand"
+
+ANALYST = "pe-analyst"
+PRODUCER = "pe-producer"
+PASSWORD = "pe-password-5d1c9a"  # noqa: S105 - a gateway test user, not a secret
+ANALYST_GROUP_PREFIX = "analysts"
+
+# Kafka's error codes as confluent-kafka's KafkaError and kio name them.
+TOPIC_AUTHORIZATION_FAILED = ErrorCode.topic_authorization_failed
+GROUP_AUTHORIZATION_FAILED = ErrorCode.group_authorization_failed
+TRANSACTIONAL_ID_AUTHORIZATION_FAILED = ErrorCode.transactional_id_authorization_failed
+
+
+def policy_files(directory: Path, analyst_topic: str) -> None:
+    """The module's policy: one file per role, as an operator would keep them."""
+    (directory / "analysts.yaml").write_text(
+        f"""\
+rules:
+  - id: it-analysts-read
+    effect: allow
+    subjects: {{groups: [analysts]}}
+    resources: [{{type: topic, literal: {analyst_topic}}}]
+    operations: [read]
+  - id: it-analysts-groups
+    effect: allow
+    subjects: {{groups: [analysts]}}
+    resources: [{{type: group, prefix: {ANALYST_GROUP_PREFIX}}}]
+    operations: [read]
+  - id: it-analysts-never-write
+    effect: deny
+    subjects: {{groups: [analysts]}}
+    resources: [{{type: topic, literal: "*"}}]
+    operations: [write, delete, alter, alter_configs]
+""",
+        encoding="utf-8",
+    )
+    (directory / "producers.yaml").write_text(
+        f"""\
+rules:
+  - id: it-producer-orders
+    effect: allow
+    subjects: {{principals: [{PRODUCER}]}}
+    resources: [{{type: topic, prefix: orders-}}]
+    operations: [write]
+  - id: it-producer-transactions
+    effect: allow
+    subjects: {{principals: [{PRODUCER}]}}
+    resources: [{{type: transactional_id, prefix: granted-}}]
+    operations: [write]
+""",
+        encoding="utf-8",
+    )
+    (directory / "anonymous.yaml").write_text(
+        """\
+rules:
+  - id: it-anonymous-anon-topics
+    effect: allow
+    subjects: {listeners: [plain]}
+    resources: [{type: topic, prefix: anon-}, {type: group, prefix: anon-}]
+    operations: [read, write]
+""",
+        encoding="utf-8",
+    )
+
+
+@dataclass(frozen=True)
+class PolicyGateway:
+    running: GatewayUnderTest
+    analyst: Endpoint
+    producer: Endpoint
+    anonymous: Endpoint
+    analyst_topic: str  # holds ANALYST_RECORDS, written directly
+    direct: Endpoint
+
+
+ANALYST_RECORDS = [Record(0, -1, f"k{i}".encode(), f"reading {i}".encode()) for i in range(5)]
+
+
+@pytest.fixture(scope="module")
+async def policy_gateway(
+    primary: dev.ClusterInfo,
+    direct: Endpoint,
+    session_log: SessionLog,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[PolicyGateway]:
+    analyst_topic = unique_topic("analytics")
+    await acreate_topic(direct, analyst_topic, 1)
+    await aproduce("confluent", direct, analyst_topic, ANALYST_RECORDS)
+    policy_dir = tmp_path_factory.mktemp("policies")
+    policy_files(policy_dir, analyst_topic)
+    password_hash = hash_password(PASSWORD, 20_000)
+    users = [
+        {"name": ANALYST, "password_hash": password_hash, "groups": ["analysts"]},
+        {"name": PRODUCER, "password_hash": password_hash, "groups": ["apps"]},
+    ]
+    async with running_gateway(primary, users=users, policy_dir=policy_dir) as running:
+        yield PolicyGateway(
+            running=running,
+            analyst=dataclasses.replace(running.sasl, username=ANALYST, password=PASSWORD),
+            producer=dataclasses.replace(running.sasl, username=PRODUCER, password=PASSWORD),
+            anonymous=running.plain,
+            analyst_topic=analyst_topic,
+            direct=direct,
+        )
+
+
+# --- raw requests: one request carrying exactly what the test names ---------------
+
+
+def _frame(body: Any, correlation_id: int) -> bytes:
+    payload = codec.encode_request_header(
+        body.__api_key__, body.__version__, correlation_id, "policy-it"
+    ) + codec.encode_body(body)
+    return struct.pack(">i", len(payload)) + payload
+
+
+async def _read_frame(reader: asyncio.StreamReader) -> bytes:
+    size = struct.unpack(">i", await asyncio.wait_for(reader.readexactly(4), 30))[0]
+    return await asyncio.wait_for(reader.readexactly(size), 30)
+
+
+def _decode(api_key: int, version: int, frame: bytes) -> Any:
+    return codec.decode_response(
+        api_key, version, frame, codec.response_header_size(api_key, version, frame)
+    )
+
+
+async def exchange(ep: Endpoint, body: Any) -> Any:
+    """Send ``body`` as ``ep``'s user (SASL/PLAIN login first) on a new connection and
+    return the decoded answer; a closed connection raises IncompleteReadError."""
+    host, port = ep.bootstrap.rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        if ep.uses_sasl:
+            writer.write(plain_login_frames(ep.username or "", ep.password or ""))
+            for api_key, version in ((SASL_HANDSHAKE, 1), (SASL_AUTHENTICATE, 2)):
+                answer = _decode(api_key, version, await _read_frame(reader))
+                assert answer.error_code == ErrorCode.none, f"login refused: {answer}"
+        writer.write(_frame(body, 100))
+        await writer.drain()
+        return _decode(body.__api_key__, body.__version__, await _read_frame(reader))
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+def record_batch(values: list[bytes]) -> bytes:
+    """One uncompressed, non-idempotent record batch (magic 2) holding ``values``."""
+    builder = DefaultRecordBatchBuilder(
+        magic=2,
+        compression_type=0,
+        is_transactional=0,
+        producer_id=-1,
+        producer_epoch=-1,
+        base_sequence=-1,
+        batch_size=1 << 20,
+    )
+    now_ms = int(time.time() * 1000)
+    for offset, value in enumerate(values):
+        builder.append(offset, timestamp=now_ms, key=b"k%d" % offset, value=value, headers=[])
+    return bytes(builder.build())
+
+
+def produce_request(batches: dict[str, bytes]) -> Any:
+    """Produce v9 (acks all) of one batch to partition 0 of each topic, in one request."""
+    cls = codec.request_schema(0, 9)
+    module = codec.entity_module(cls)
+    return codec.build(
+        cls,
+        transactional_id=None,
+        acks=-1,
+        timeout=datetime.timedelta(seconds=30),
+        topic_data=tuple(
+            codec.build(
+                module.TopicProduceData,
+                name=topic,
+                partition_data=(module.PartitionProduceData(index=0, records=batch),),
+            )
+            for topic, batch in batches.items()
+        ),
+    )
+
+
+def metadata_request(*topics: str) -> Any:
+    """Metadata v12 for ``topics``, asking the broker to create missing ones."""
+    cls = codec.request_schema(3, 12)
+    module = codec.entity_module(cls)
+    return codec.build(
+        cls,
+        topics=tuple(
+            codec.build(module.MetadataRequestTopic, topic_id=uuid.UUID(int=0), name=name)
+            for name in topics
+        ),
+        allow_auto_topic_creation=True,
+        include_topic_authorized_operations=False,
+    )
+
+
+# --- client helpers -------------------------------------------------------------------
+
+
+def confluent_produce_error(ep: Endpoint, topic: str) -> int | None:
+    """Produce one record with confluent-kafka; the delivery report's error code (None:
+    delivered)."""
+    from confluent_kafka import KafkaError, Message, Producer
+
+    reports: list[KafkaError | None] = []
+
+    def delivered(err: KafkaError | None, _: Message) -> None:
+        reports.append(err)
+
+    producer = Producer({**librdkafka_config(ep), "acks": "all", "message.timeout.ms": 30000})
+    try:
+        producer.produce(topic, key=b"k", value=b"not allowed", on_delivery=delivered)
+        producer.flush(60)
+    finally:
+        producer.purge()
+        producer.flush(0)
+    assert len(reports) == 1, "no delivery report"
+    err = reports[0]
+    return None if err is None else int(err.code())
+
+
+def confluent_join_error(ep: Endpoint, topic: str, group: str, timeout: float = 60) -> int | None:
+    """Subscribe to ``topic`` in ``group`` with confluent-kafka; the first error code the
+    consumer reports (None if it got an assignment without one)."""
+    from confluent_kafka import Consumer, KafkaError, KafkaException
+
+    consumer = Consumer(
+        {
+            **librdkafka_config(ep),
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    deadline = time.monotonic() + timeout
+    try:
+        consumer.subscribe([topic])
+        while time.monotonic() < deadline:
+            try:
+                msg = consumer.poll(0.5)
+            except KafkaException as exc:
+                return int(exc.args[0].code())
+            if msg is not None and msg.error() is not None:
+                err: KafkaError = msg.error()
+                return int(err.code())
+            if consumer.assignment():
+                return None
+        raise AssertionError(f"neither an error nor an assignment within {timeout}s")
+    finally:
+        consumer.close()
+
+
+def confluent_init_transactions_error(ep: Endpoint, transactional_id: str) -> int | None:
+    """``init_transactions`` with confluent-kafka; the error code it raises (None: it
+    succeeded)."""
+    from confluent_kafka import KafkaException, Producer
+
+    producer = Producer({**librdkafka_config(ep), "transactional.id": transactional_id})
+    try:
+        producer.init_transactions(60)
+    except KafkaException as exc:
+        return int(exc.args[0].code())
+    finally:
+        producer.flush(0)
+    return None
+
+
+async def upstream_topics(direct: Endpoint) -> set[str]:
+    return await asyncio.to_thread(list_topics, "confluent", direct)
+
+
+# --- the analyst ----------------------------------------------------------------------
+
+
+async def test_analyst_consumes_the_topic_it_may_read_in_its_own_group(
+    policy_gateway: PolicyGateway,
+) -> None:
+    gw = policy_gateway
+    group = f"{ANALYST_GROUP_PREFIX}-{uuid.uuid4().hex[:8]}"
+
+    consumed = await aconsume_group(
+        "confluent", gw.analyst, gw.analyst_topic, group, len(ANALYST_RECORDS)
+    )
+
+    assert [r.value for r in consumed] == [r.value for r in ANALYST_RECORDS]
+
+
+async def test_analyst_produce_fails_with_topic_authorization_failed_in_confluent_kafka(
+    policy_gateway: PolicyGateway,
+) -> None:
+    gw = policy_gateway
+    before = await asyncio.to_thread(watermarks, gw.direct, gw.analyst_topic, 1)
+
+    code = await asyncio.to_thread(confluent_produce_error, gw.analyst, gw.analyst_topic)
+
+    assert code == TOPIC_AUTHORIZATION_FAILED.value
+    assert await asyncio.to_thread(watermarks, gw.direct, gw.analyst_topic, 1) == before
+
+
+@pytest.mark.parametrize(
+    ("client", "client_error"),
+    [
+        # The console producer (--sync) dies on the exception its send raised.
+        ("java", "TopicAuthorizationException"),
+        # kcat prints librdkafka's delivery report.
+        ("kcat", "Topic authorization failed"),
+    ],
+)
+async def test_analyst_produce_fails_with_topic_authorization_failed_in_command_line_clients(
+    policy_gateway: PolicyGateway, client: str, client_error: str
+) -> None:
+    gw = policy_gateway
+    before = await asyncio.to_thread(watermarks, gw.direct, gw.analyst_topic, 1)
+
+    with pytest.raises(ClientError) as refused:
+        await aproduce(client, gw.analyst, gw.analyst_topic, [Record(0, -1, b"k", b"no")])
+
+    assert client_error in str(refused.value)
+    assert await asyncio.to_thread(watermarks, gw.direct, gw.analyst_topic, 1) == before
+
+
+async def test_analyst_lists_only_its_topic(policy_gateway: PolicyGateway) -> None:
+    gw = policy_gateway
+    hidden = unique_topic("hidden")
+    await acreate_topic(gw.direct, hidden, 1)
+    assert {gw.analyst_topic, hidden} <= await upstream_topics(gw.direct)
+
+    listed_by_confluent = await asyncio.to_thread(list_topics, "confluent", gw.analyst)
+    listed_by_java = await arun_java_tool(
+        gw.analyst, TOPIC_COMMAND, "--bootstrap-server", gw.analyst.bootstrap, "--list"
+    )
+
+    assert listed_by_confluent == {gw.analyst_topic}
+    assert set(listed_by_java.split()) == {gw.analyst_topic}
+
+
+async def test_forbidden_and_missing_topics_get_the_same_metadata_answer_and_none_is_created(
+    policy_gateway: PolicyGateway,
+) -> None:
+    gw = policy_gateway
+    forbidden, missing = unique_topic("secret"), unique_topic("missing")
+    await acreate_topic(gw.direct, forbidden, 1)
+
+    answer = await exchange(gw.analyst, metadata_request(forbidden, missing))
+
+    by_name = {t.name: t for t in answer.topics}
+    assert set(by_name) == {forbidden, missing}
+    assert by_name[forbidden].error_code == TOPIC_AUTHORIZATION_FAILED
+    # Everything but the name is the same: nothing tells which of the two exists.
+    assert dataclasses.replace(by_name[forbidden], name=missing) == by_name[missing]
+    assert missing not in await upstream_topics(gw.direct)
+
+
+# --- one Produce, two topics ----------------------------------------------------------
+
+
+async def test_one_produce_writes_the_allowed_topic_and_refuses_the_other(
+    policy_gateway: PolicyGateway,
+) -> None:
+    gw = policy_gateway
+    suffix = uuid.uuid4().hex[:12]
+    orders, payments = f"orders-{suffix}", f"payments-{suffix}"
+    await acreate_topic(gw.direct, orders, 1)
+    await acreate_topic(gw.direct, payments, 1)
+    values = [b"order-1", b"order-2"]
+
+    answer = await exchange(
+        gw.producer,
+        produce_request({orders: record_batch(values), payments: record_batch([b"payment-1"])}),
+    )
+
+    errors = {t.name: [p.error_code for p in t.partition_responses] for t in answer.responses}
+    assert errors == {orders: [ErrorCode.none], payments: [TOPIC_AUTHORIZATION_FAILED]}
+    stored = await aconsume("kafka-python", gw.direct, orders, 1, len(values))
+    assert [r.value for r in stored] == values
+    assert await asyncio.to_thread(watermarks, gw.direct, payments, 1) == {0: (0, 0)}
+
+
+# --- consumer groups ------------------------------------------------------------------
+
+
+async def test_consumer_without_read_on_its_group_cannot_join(
+    policy_gateway: PolicyGateway,
+) -> None:
+    gw = policy_gateway
+
+    code = await asyncio.to_thread(
+        confluent_join_error, gw.analyst, gw.analyst_topic, unique_topic("finance")
+    )
+
+    assert code == GROUP_AUTHORIZATION_FAILED.value
+
+
+async def _forbidden_group_with_offsets(gw: PolicyGateway) -> tuple[str, dict[int, int]]:
+    """A group that committed offsets on the analyst's topic, upstream, directly."""
+    group = unique_topic("payroll")
+    await aconsume_group("confluent", gw.direct, gw.analyst_topic, group, len(ANALYST_RECORDS))
+    offsets = await asyncio.to_thread(committed_offsets, gw.direct, group, gw.analyst_topic, 1)
+    assert offsets == {0: len(ANALYST_RECORDS)}
+    return group, offsets
+
+
+async def test_kafka_consumer_groups_cannot_describe_a_forbidden_group(
+    policy_gateway: PolicyGateway,
+) -> None:
+    gw = policy_gateway
+    group, _ = await _forbidden_group_with_offsets(gw)
+
+    with pytest.raises(ClientError) as refused:
+        await arun_java_tool(
+            gw.analyst,
+            CONSUMER_GROUP_COMMAND,
+            "--bootstrap-server", gw.analyst.bootstrap,
+            "--describe", "--group", group,
+        )  # fmt: skip
+
+    assert "GroupAuthorizationException" in str(refused.value)
+
+
+async def test_kafka_consumer_groups_cannot_reset_offsets_of_a_forbidden_group(
+    policy_gateway: PolicyGateway,
+) -> None:
+    gw = policy_gateway
+    group, offsets = await _forbidden_group_with_offsets(gw)
+
+    with pytest.raises(ClientError) as refused:
+        await arun_java_tool(
+            gw.analyst,
+            CONSUMER_GROUP_COMMAND,
+            "--bootstrap-server", gw.analyst.bootstrap,
+            "--reset-offsets", "--group", group, "--topic", gw.analyst_topic,
+            "--to-earliest", "--execute",
+        )  # fmt: skip
+
+    assert "GroupAuthorizationException" in str(refused.value)
+    assert (
+        await asyncio.to_thread(committed_offsets, gw.direct, group, gw.analyst_topic, 1) == offsets
+    )
+
+
+# --- transactions ---------------------------------------------------------------------
+
+
+async def test_transactional_producer_without_write_on_its_id_fails_init_transactions(
+    policy_gateway: PolicyGateway,
+) -> None:
+    gw = policy_gateway
+
+    refused = await asyncio.to_thread(
+        confluent_init_transactions_error, gw.producer, unique_topic("forbidden")
+    )
+    granted = await asyncio.to_thread(
+        confluent_init_transactions_error, gw.producer, unique_topic("granted")
+    )
+
+    assert refused == TRANSACTIONAL_ID_AUTHORIZATION_FAILED.value
+    assert granted is None
+
+
+# --- the anonymous listener -----------------------------------------------------------
+
+
+async def test_anonymous_listener_gets_only_what_its_listener_rule_grants(
+    policy_gateway: PolicyGateway,
+) -> None:
+    gw = policy_gateway
+    granted = unique_topic("anon")
+    await acreate_topic(gw.direct, granted, 1)
+    records = [Record(0, -1, b"a", b"anonymous 1"), Record(0, -1, b"b", b"anonymous 2")]
+
+    await aproduce("confluent", gw.anonymous, granted, records)
+    consumed = await aconsume("kafka-python", gw.anonymous, granted, 1, len(records))
+    refused = await asyncio.to_thread(confluent_produce_error, gw.anonymous, gw.analyst_topic)
+    listed = await asyncio.to_thread(list_topics, "confluent", gw.anonymous)
+    listed_by_analyst = await asyncio.to_thread(list_topics, "confluent", gw.analyst)
+
+    assert [r.value for r in consumed] == [r.value for r in records]
+    assert refused == TOPIC_AUTHORIZATION_FAILED.value
+    assert granted in listed
+    assert all(name.startswith("anon-") for name in listed), listed
+    # The listener rule is about the listener, not about everyone.
+    assert granted not in listed_by_analyst
