@@ -16,8 +16,13 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime
+import json
+import os
 import struct
+import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -29,7 +34,9 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from kio.schema.errors import ErrorCode
 
 from gateway import dev
+from gateway.errors import PolicyError
 from gateway.identity.passwords import hash_password
+from gateway.policy.loader import load_policy_dir
 from gateway.protocol import codec
 from gateway.protocol.versions import SASL_AUTHENTICATE, SASL_HANDSHAKE
 from tests.integration.clients import (
@@ -48,7 +55,7 @@ from tests.integration.clients import (
     watermarks,
 )
 from tests.integration.clients.probes import plain_login_frames
-from tests.integration.conftest import GatewayUnderTest, SessionLog, running_gateway
+from tests.integration.conftest import GatewayUnderTest, SessionLog, admin_get, running_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -180,24 +187,45 @@ def _decode(api_key: int, version: int, frame: bytes) -> Any:
     )
 
 
+class RawSession:
+    """One client connection speaking raw requests: logged in as the endpoint's user
+    (SASL/PLAIN) when it has one, then one request at a time. A connection the gateway
+    closes raises IncompleteReadError."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader, self._writer = reader, writer
+        self._correlation_id = 100
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(cls, ep: Endpoint) -> AsyncIterator[RawSession]:
+        host, port = ep.bootstrap.rsplit(":", 1)
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            if ep.uses_sasl:
+                writer.write(plain_login_frames(ep.username or "", ep.password or ""))
+                for api_key, version in ((SASL_HANDSHAKE, 1), (SASL_AUTHENTICATE, 2)):
+                    answer = _decode(api_key, version, await _read_frame(reader))
+                    assert answer.error_code == ErrorCode.none, f"login refused: {answer}"
+            yield cls(reader, writer)
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    async def request(self, body: Any) -> Any:
+        self._correlation_id += 1
+        self._writer.write(_frame(body, self._correlation_id))
+        await self._writer.drain()
+        frame = await _read_frame(self._reader)
+        assert codec.read_correlation_id(frame) == self._correlation_id
+        return _decode(body.__api_key__, body.__version__, frame)
+
+
 async def exchange(ep: Endpoint, body: Any) -> Any:
-    """Send ``body`` as ``ep``'s user (SASL/PLAIN login first) on a new connection and
-    return the decoded answer; a closed connection raises IncompleteReadError."""
-    host, port = ep.bootstrap.rsplit(":", 1)
-    reader, writer = await asyncio.open_connection(host, int(port))
-    try:
-        if ep.uses_sasl:
-            writer.write(plain_login_frames(ep.username or "", ep.password or ""))
-            for api_key, version in ((SASL_HANDSHAKE, 1), (SASL_AUTHENTICATE, 2)):
-                answer = _decode(api_key, version, await _read_frame(reader))
-                assert answer.error_code == ErrorCode.none, f"login refused: {answer}"
-        writer.write(_frame(body, 100))
-        await writer.drain()
-        return _decode(body.__api_key__, body.__version__, await _read_frame(reader))
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
+    """Send ``body`` as ``ep``'s user on a new connection; the decoded answer."""
+    async with RawSession.open(ep) as session:
+        return await session.request(body)
 
 
 def record_batch(values: list[bytes]) -> bytes:
@@ -538,3 +566,237 @@ async def test_anonymous_listener_gets_only_what_its_listener_rule_grants(
     assert all(name.startswith("anon-") for name in listed), listed
     # The listener rule is about the listener, not about everyone.
     assert granted not in listed_by_analyst
+
+
+# --- hot reload under load ------------------------------------------------------------
+
+LOADER = "pe-loader"
+LOADER_FILE = "loader.yaml"
+
+
+def loader_policy(*topics: str, operation: str = "write") -> str:
+    """The loader may ``operation`` on exactly ``topics``."""
+    resources = ", ".join(f"{{type: topic, literal: {topic}}}" for topic in topics)
+    return f"""\
+rules:
+  - id: it-loader-writes
+    effect: allow
+    subjects: {{principals: [{LOADER}]}}
+    resources: [{resources}]
+    operations: [{operation}]
+"""
+
+
+def replace_policy_file(directory: Path, text: str) -> str | None:
+    """Replace the loader's file in one step, as a deployment tool would; the version
+    the directory's policy now has (None when it is invalid)."""
+    tmp = directory / f".{LOADER_FILE}.tmp"  # not *.yaml: the watcher never reads it
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, directory / LOADER_FILE)
+    try:
+        return load_policy_dir(directory).version
+    except PolicyError:
+        return None
+
+
+def policy_status(gw: GatewayUnderTest) -> dict[str, Any]:
+    status, _, body = admin_get(f"{gw.admin_url}/policy", gw.admin_token)
+    assert status == 200, body
+    answer: dict[str, Any] = json.loads(body)
+    return answer
+
+
+def request_reload(gw: GatewayUnderTest) -> tuple[int, dict[str, Any]]:
+    """POST /policy/reload: the status and the answer."""
+    request = urllib.request.Request(  # noqa: S310 - a test URL
+        f"{gw.admin_url}/policy/reload", method="POST", data=b""
+    )
+    request.add_header("Authorization", f"Bearer {gw.admin_token}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+async def wait_for_version(gw: GatewayUnderTest, version: str | None, timeout: float = 30) -> None:
+    """Wait until the admin API says ``version`` is in force (the watcher found it)."""
+    assert version is not None
+    deadline = time.monotonic() + timeout
+    while (await asyncio.to_thread(policy_status, gw))["version"] != version:
+        assert time.monotonic() < deadline, f"policy {version} never took effect"
+        await asyncio.sleep(0.1)
+
+
+class LoadProducer:
+    """A confluent-kafka producer writing numbered records to ``topic`` from its own
+    thread until stopped, keeping every acknowledged value and every error it saw (a
+    dropped connection shows up as a transport error)."""
+
+    def __init__(self, ep: Endpoint, topic: str) -> None:
+        self._ep, self._topic = ep, topic
+        self._lock = threading.Lock()
+        self._acked: list[bytes] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        from confluent_kafka import KafkaError, Message, Producer
+
+        def delivered(err: KafkaError | None, msg: Message) -> None:
+            if err is not None:
+                self.errors.append(f"delivery: {err}")
+                return
+            with self._lock:
+                self._acked.append(msg.value())
+
+        def on_error(err: KafkaError) -> None:
+            self.errors.append(f"client: {err}")
+
+        producer = Producer(
+            {
+                **librdkafka_config(self._ep),
+                "acks": "all",
+                "linger.ms": 0,
+                "message.timeout.ms": 60000,
+                "error_cb": on_error,
+            }
+        )
+        sequence = 0
+        try:
+            while not self._stop.is_set():
+                value = b"load-%07d" % sequence
+                producer.produce(self._topic, value=value, on_delivery=delivered)
+                sequence += 1
+                producer.poll(0.005)
+        finally:
+            if producer.flush(60):
+                self.errors.append("records still unacknowledged after 60 s")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def acked(self) -> list[bytes]:
+        with self._lock:
+            return list(self._acked)
+
+    async def wait_for_more(self, count: int, timeout: float = 60) -> None:
+        """Wait until ``count`` more records than now are acknowledged."""
+        target = len(self.acked()) + count
+        deadline = time.monotonic() + timeout
+        while len(self.acked()) < target:
+            assert not self.errors, self.errors
+            assert time.monotonic() < deadline, f"fewer than {count} records acknowledged"
+            await asyncio.sleep(0.05)
+
+    async def stop(self) -> None:
+        self._stop.set()
+        await asyncio.to_thread(self._thread.join, 90)
+
+
+@dataclass(frozen=True)
+class ReloadGateway:
+    running: GatewayUnderTest
+    policy_dir: Path
+    loader: Endpoint
+    steady: str  # the loader may always write it
+    toggled: str  # the loader may write it only while a test's policy says so
+
+
+@pytest.fixture
+async def reload_gateway(
+    primary: dev.ClusterInfo, direct: Endpoint, session_log: SessionLog, tmp_path: Path
+) -> AsyncIterator[ReloadGateway]:
+    steady, toggled = unique_topic("steady"), unique_topic("toggled")
+    await acreate_topic(direct, steady, 1)
+    await acreate_topic(direct, toggled, 1)
+    policy_dir = tmp_path / "policies"
+    policy_dir.mkdir()
+    replace_policy_file(policy_dir, loader_policy(steady))
+    users = [{"name": LOADER, "password_hash": hash_password(PASSWORD, 20_000)}]
+    async with running_gateway(primary, users=users, policy_dir=policy_dir) as running:
+        yield ReloadGateway(
+            running=running,
+            policy_dir=policy_dir,
+            loader=dataclasses.replace(running.sasl, username=LOADER, password=PASSWORD),
+            steady=steady,
+            toggled=toggled,
+        )
+
+
+async def produce_error(session: RawSession, topic: str, value: bytes) -> ErrorCode:
+    """One Produce of ``value`` to partition 0 of ``topic`` on ``session``; its error."""
+    answer = await session.request(produce_request({topic: record_batch([value])}))
+    ((partition,),) = [t.partition_responses for t in answer.responses]
+    return ErrorCode(partition.error_code)
+
+
+async def assert_every_ack_stored(load: LoadProducer, direct: Endpoint, topic: str) -> None:
+    acked = load.acked()
+    stored = await aconsume("kafka-python", direct, topic, 1, len(acked))
+    assert not load.errors, load.errors
+    assert set(acked) <= {r.value for r in stored}
+
+
+async def test_policy_change_under_load_takes_effect_on_the_next_request_and_drops_nothing(
+    reload_gateway: ReloadGateway, direct: Endpoint
+) -> None:
+    gw = reload_gateway
+    load = LoadProducer(gw.loader, gw.steady)
+    load.start()
+    try:
+        await load.wait_for_more(20)
+        # One connection, open before and after every change: the change reaches it on
+        # its next request, and it is never closed for it.
+        async with RawSession.open(gw.loader) as session:
+            before = await produce_error(session, gw.toggled, b"before the grant")
+
+            granted = replace_policy_file(gw.policy_dir, loader_policy(gw.steady, gw.toggled))
+            await wait_for_version(gw.running, granted)
+            after_grant = await produce_error(session, gw.toggled, b"after the grant")
+            await load.wait_for_more(20)
+
+            revoked = replace_policy_file(gw.policy_dir, loader_policy(gw.steady))
+            await wait_for_version(gw.running, revoked)
+            after_revoke = await produce_error(session, gw.toggled, b"after the revocation")
+            await load.wait_for_more(20)
+    finally:
+        await load.stop()
+
+    assert (before, after_grant, after_revoke) == (
+        TOPIC_AUTHORIZATION_FAILED,
+        ErrorCode.none,
+        TOPIC_AUTHORIZATION_FAILED,
+    )
+    toggled = await aconsume("kafka-python", direct, gw.toggled, 1, 1, timeout=10)
+    assert [r.value for r in toggled] == [b"after the grant"]
+    await assert_every_ack_stored(load, direct, gw.steady)
+
+
+async def test_invalid_policy_file_is_refused_and_the_old_policy_keeps_working(
+    reload_gateway: ReloadGateway, direct: Endpoint
+) -> None:
+    gw = reload_gateway
+    in_force = (await asyncio.to_thread(policy_status, gw.running))["version"]
+    load = LoadProducer(gw.loader, gw.steady)
+    load.start()
+    try:
+        await load.wait_for_more(20)
+        async with RawSession.open(gw.loader) as session:
+            # Would let the loader also write the toggled topic, if it were valid.
+            invalid = loader_policy(gw.steady, gw.toggled, operation="write, teleport")
+            assert replace_policy_file(gw.policy_dir, invalid) is None
+            status, answer = await asyncio.to_thread(request_reload, gw.running)
+            refused = await produce_error(session, gw.toggled, b"under the invalid file")
+            await load.wait_for_more(20)
+    finally:
+        await load.stop()
+
+    assert status == 422
+    assert answer["version"] == in_force
+    assert answer["last_reload"]["result"] == "failure"
+    assert LOADER_FILE in " ".join(answer["last_reload"]["error"])
+    assert (await asyncio.to_thread(policy_status, gw.running))["version"] == in_force
+    assert refused == TOPIC_AUTHORIZATION_FAILED
+    await assert_every_ack_stored(load, direct, gw.steady)
