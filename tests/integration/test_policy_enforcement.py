@@ -355,6 +355,20 @@ async def upstream_topics(direct: Endpoint) -> set[str]:
     return await asyncio.to_thread(list_topics, "confluent", direct)
 
 
+def upstream_partitions(direct: Endpoint, topic: str, tries: int = 100) -> int:
+    """How many partitions ``topic`` has on the cluster, once every one has a leader (a
+    topic just created may be listed before its leaders are)."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(librdkafka_config(direct))
+    for _ in range(tries):
+        found = admin.list_topics(topic, timeout=10).topics[topic]
+        if found.error is None and all(p.leader >= 0 for p in found.partitions.values()):
+            return len(found.partitions)
+        time.sleep(0.1)
+    raise AssertionError(f"{topic} has no leader for every partition on the cluster")
+
+
 # --- the analyst ----------------------------------------------------------------------
 
 
@@ -800,3 +814,114 @@ async def test_invalid_policy_file_is_refused_and_the_old_policy_keeps_working(
     assert (await asyncio.to_thread(policy_status, gw.running))["version"] == in_force
     assert refused == TOPIC_AUTHORIZATION_FAILED
     await assert_every_ack_stored(load, direct, gw.steady)
+
+
+# --- safeguards on topic creation -----------------------------------------------------
+
+CREATOR = "pe-creator"
+BOUND_ID = "it-bounded-topics"
+BOUNDED_POLICY = f"""\
+rules:
+  - id: it-creator-bounded
+    effect: allow
+    subjects: {{principals: [{CREATOR}]}}
+    resources: [{{type: topic, prefix: bounded-}}]
+    operations: [create, describe]
+safeguards:
+  - id: {BOUND_ID}
+    description: bounded topics stay small and expire
+    subjects: {{principals: [{CREATOR}]}}
+    topics: [{{prefix: bounded-}}]
+    create_topics:
+      max_partitions: 12
+      min_replication_factor: 1
+      max_replication_factor: 3
+      configs:
+        retention.ms: {{min: 3600000, max: 604800000}}
+"""
+
+# What each refused create asks for beyond the bound, as kafka-topics options.
+BEYOND_BOUNDS = {
+    "1000-partitions": ("--partitions", "1000"),
+    "infinite-retention": ("--partitions", "1", "--config", "retention.ms=-1"),
+}
+
+
+@pytest.fixture(scope="module")
+async def creator(
+    primary: dev.ClusterInfo, session_log: SessionLog, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Endpoint]:
+    policy_dir = tmp_path_factory.mktemp("bounded-policies")
+    (policy_dir / "bounded.yaml").write_text(BOUNDED_POLICY, encoding="utf-8")
+    users = [{"name": CREATOR, "password_hash": hash_password(PASSWORD, 20_000)}]
+    async with running_gateway(primary, users=users, policy_dir=policy_dir) as running:
+        yield dataclasses.replace(running.sasl, username=CREATOR, password=PASSWORD)
+
+
+async def kafka_topics_create(ep: Endpoint, topic: str, *options: str) -> str:
+    return await arun_java_tool(
+        ep,
+        TOPIC_COMMAND,
+        "--bootstrap-server", ep.bootstrap,
+        "--create", "--topic", topic, "--replication-factor", "1", *options,
+    )  # fmt: skip
+
+
+def confluent_validate_only_create(ep: Endpoint, topic: str, options: tuple[str, ...]) -> Any:
+    """CreateTopics with validate_only through confluent-kafka's admin client (Kafka's
+    kafka-topics has no validate-only option); the KafkaError it fails with, or None."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    partitions = int(options[options.index("--partitions") + 1])
+    config = dict(
+        options[i + 1].split("=", 1) for i, option in enumerate(options) if option == "--config"
+    )
+    admin = AdminClient(librdkafka_config(ep))
+    new = NewTopic(topic, num_partitions=partitions, replication_factor=1, config=config)
+    (future,) = admin.create_topics([new], validate_only=True, request_timeout=30).values()
+    try:
+        future.result(40)
+    except KafkaException as exc:
+        return exc.args[0]
+    return None
+
+
+@pytest.mark.parametrize("beyond", BEYOND_BOUNDS.values(), ids=BEYOND_BOUNDS.keys())
+async def test_kafka_topics_create_beyond_a_bound_gets_policy_violation_naming_the_safeguard(
+    creator: Endpoint, direct: Endpoint, beyond: tuple[str, ...]
+) -> None:
+    topic = unique_topic("bounded")
+
+    with pytest.raises(ClientError) as refused:
+        await kafka_topics_create(creator, topic, *beyond)
+
+    assert "PolicyViolationException" in str(refused.value)
+    assert BOUND_ID in str(refused.value)
+    assert topic not in await upstream_topics(direct)
+
+
+@pytest.mark.parametrize("beyond", BEYOND_BOUNDS.values(), ids=BEYOND_BOUNDS.keys())
+async def test_validate_only_create_beyond_a_bound_gets_the_same_policy_violation(
+    creator: Endpoint, direct: Endpoint, beyond: tuple[str, ...]
+) -> None:
+    topic = unique_topic("bounded")
+
+    error = await asyncio.to_thread(confluent_validate_only_create, creator, topic, beyond)
+
+    assert error is not None
+    assert error.code() == ErrorCode.policy_violation.value
+    assert BOUND_ID in error.str()
+    assert topic not in await upstream_topics(direct)
+
+
+async def test_kafka_topics_create_within_the_bounds_succeeds(
+    creator: Endpoint, direct: Endpoint
+) -> None:
+    topic = unique_topic("bounded")
+
+    await kafka_topics_create(
+        creator, topic, "--partitions", "3", "--config", "retention.ms=86400000"
+    )
+
+    assert await asyncio.to_thread(upstream_partitions, direct, topic) == 3
