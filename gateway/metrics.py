@@ -138,3 +138,10 @@ ADMIN_REQUESTS = Counter(
     "client_error, error).",
     ["endpoint", "result"],
 )
+
+POLICY_DECISIONS = Counter(
+    "gateway_policy_decisions_total",
+    "Authorization decisions by API, decision (allow or deny) and the rule that made it "
+    '("none" when no rule allowed it).',
+    ["api", "decision", "rule"],
+)

@@ -10,6 +10,7 @@ import dataclasses
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from gateway.config import Config, ListenerConfig
 from gateway.identity import ANONYMOUS, Identity, TlsDetails
@@ -21,6 +22,10 @@ from gateway.protocol.sequences import SequenceGuard
 from gateway.protocol.versions import VersionRange, advertised
 from gateway.upstream.connections import UpstreamSession
 from gateway.upstream.pool import ClusterPool
+
+if TYPE_CHECKING:
+    # Stages see sessions: the pipeline module imports this one.
+    from gateway.pipeline import Pipeline
 
 
 class OpenSessions:
@@ -55,6 +60,9 @@ class Services:
     authenticator: Authenticator
     policies: PolicyStore = field(default_factory=lambda: PolicyStore(None))
     sessions: OpenSessions = field(default_factory=OpenSessions)
+    # The stages every request passes (gateway.pipeline.standard builds them from the
+    # above when the first connection needs them).
+    pipeline: Pipeline | None = None
     _versions: tuple[object, dict[int, VersionRange]] | None = field(init=False, default=None)
 
     @property

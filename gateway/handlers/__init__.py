@@ -1,14 +1,15 @@
 """One module per API family; :data:`HANDLERS` maps each API key to its handler.
 
-A handler takes the client's session and decoded request and returns the response
-entity (of the request's version), or None when the client expects no response
-(Produce with acks=0).
+A handler takes the client's session and decoded request and returns an
+:data:`~gateway.protocol.codec.Answer`: the response entity (of the request's version),
+an upstream answer's encoded body passed on as is, or None when the client expects no
+response (Produce with acks=0). Handlers are called only by the request pipeline
+(:mod:`gateway.pipeline`), after its stages have seen the request.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from gateway.handlers import (
     admin,
@@ -22,10 +23,10 @@ from gateway.handlers import (
     transactions,
 )
 from gateway.protocol import versions as api
-from gateway.protocol.codec import Request
+from gateway.protocol.codec import Answer, Request
 from gateway.session import ClientSession
 
-Handler = Callable[[ClientSession, Request], Awaitable[Any]]
+Handler = Callable[[ClientSession, Request], Awaitable[Answer]]
 
 HANDLERS: dict[int, Handler] = {
     # Connection set-up

@@ -18,6 +18,8 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+from kio.schema.errors import ErrorCode
+
 from gateway.errors import UpstreamError
 from gateway.handlers.coordination import to_every_broker
 from gateway.handlers.fanout import own_budget, partitioned
@@ -71,6 +73,14 @@ async def handle_configs(session: ClientSession, request: Request) -> Any:
         for i, r in enumerate(asked)
         if (text := topology.foreign_broker(r, session.node_id)) is not None
     }
+    not_here = {
+        i: text
+        for i, r in enumerate(asked)
+        if not describe
+        and i not in refused
+        and (text := topology.gateway_broker_alteration(r, session.node_id)) is not None
+    }
+    refused.update(not_here)
     forwarded = [r for i, r in enumerate(asked) if i not in refused]
     answered: list[Any] = []
     response = None
@@ -86,7 +96,15 @@ async def handle_configs(session: ClientSession, request: Request) -> Any:
         else topology.alter_configs_result(r)
         for r in answered
     ]
-    results += [topology.foreign_broker_result(result_cls, asked[i], t) for i, t in refused.items()]
+    results += [
+        topology.foreign_broker_result(
+            result_cls,
+            asked[i],
+            t,
+            ErrorCode.policy_violation if i in not_here else ErrorCode.invalid_request,
+        )
+        for i, t in refused.items()
+    ]
     if response is None:
         return codec.build(
             response_cls, throttle_time=codec.NO_THROTTLE, **{results_field: tuple(results)}

@@ -8,7 +8,6 @@ is the only replica a client knows.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
@@ -53,9 +52,9 @@ async def handle(session: ClientSession, request: Request) -> Any:
     body = request.body
     # Clients that fetch sessionless already (librdkafka, aiokafka) send bytes that can
     # go upstream as they are; others are rewritten to be.
-    as_sent = all(getattr(body, k, v) == v for k, v in SESSIONLESS.items())
+    as_sent = request.as_received and all(getattr(body, k, v) == v for k, v in SESSIONLESS.items())
     if not as_sent:
-        request = dataclasses.replace(request, body=codec.replace(body, **SESSIONLESS))
+        request = request.with_body(codec.replace(body, **SESSIONLESS))
     budget = body.max_wait.total_seconds() + session.upstream.timeout
     passed_on = await _from_one_leader(session, request, budget, as_sent)
     if passed_on is not None:

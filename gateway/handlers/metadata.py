@@ -22,7 +22,7 @@ from gateway.upstream.view import ClusterView
 _NO_TOPIC_ID = uuid.UUID(int=0)
 
 
-def _as_virtual_broker(session: ClientSession, response: Any) -> Any:
+def as_virtual_broker(session: ClientSession, response: Any) -> Any:
     module = codec.entity_module(response)
     host, port = session.advertised_address
     me = session.node_id
@@ -64,12 +64,12 @@ async def handle_metadata(session: ClientSession, request: Request) -> Any:
         # their requests instead of forgetting every partition. Before any layout is
         # read, every named topic is LEADER_NOT_AVAILABLE, and the gateway is still the
         # one broker listed: librdkafka forgets a broker an answer with topics leaves out.
-        return _as_virtual_broker(session, _from_view(upstream.view, request))
+        return as_virtual_broker(session, _from_view(upstream.view, request))
     # The shared layout is only read by the gateway's own requests; a topic it does not
     # know yet (just created) is a reason to read it again.
     if any(t.error_code == 0 and t.name not in upstream.view.topics for t in response.topics):
         upstream.refresh_soon()
-    return _as_virtual_broker(session, response)
+    return as_virtual_broker(session, response)
 
 
 def _from_view(view: ClusterView, request: Request) -> Any:

@@ -61,7 +61,11 @@ async def handle(session: ClientSession, request: Request) -> Any:
             plan = routing.split(API, upstream.view, topic_data)
         sent: list[tuple[Any, Any, EncodedRequest, list[Any]]] = []
         unsent: list[tuple[Any, list[Any]]] = []
-        whole = len(plan.by_leader) == 1 and not plan.unroutable and not held
+        # Bytes go as they came only when nothing changed the request (a policy that
+        # withheld a topic changed it) and one leader takes it all.
+        whole = (
+            request.as_received and len(plan.by_leader) == 1 and not plan.unroutable and not held
+        )
         for leader, topics in plan.by_leader.items():
             if whole:
                 # One leader takes it all: forward the client's bytes as they came.

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.identity import Identity
-from gateway.policy import Action, Operation
+from gateway.policy import Action, Operation, ResourceType
 from gateway.policy.loader import CompiledRule, Policy
 
 # For an allow rule: the rule operations that grant the requested one, besides itself
@@ -81,4 +81,35 @@ def decide(policy: Policy, identity: Identity, action: Action) -> Decision:
         )
     return Decision(
         False, None, policy.version, f"{what}: no rule allows it for {identity.principal!r}"
+    )
+
+
+def decide_any(
+    policy: Policy, identity: Identity, resource_type: ResourceType, operation: Operation
+) -> Decision:
+    """May ``identity`` perform ``operation`` on at least one resource of this type,
+    whatever its name (Kafka's ``authorizeByResourceType``)? Some allow rule for it
+    must exist, and no deny rule for every name (a literal ``*``) may match."""
+    allow: CompiledRule | None = None
+    for rule, every_name in policy.rules_about(resource_type):
+        if not rule.matches(identity):
+            continue
+        if rule.allow and _allows(rule, operation):
+            if allow is None or rule.order < allow.order:
+                allow = rule
+        elif not rule.allow and every_name and _denies(rule, operation):
+            return Decision(
+                False,
+                rule.id,
+                policy.version,
+                f"{operation.value} on every {resource_type.value} denied by rule {rule.id} "
+                f"({rule.source})",
+            )
+    what = f"{operation.value} on some {resource_type.value}"
+    if allow is None:
+        return Decision(
+            False, None, policy.version, f"{what}: no rule allows it for {identity.principal!r}"
+        )
+    return Decision(
+        True, allow.id, policy.version, f"{what} allowed by rule {allow.id} ({allow.source})"
     )

@@ -117,6 +117,19 @@ class Policy:
         """Every rule whose resources match (type, name), for any subject or operation."""
         return self.index.get(resource_type, _EMPTY_INDEX).candidates(name)
 
+    def rules_about(self, resource_type: ResourceType) -> Iterator[tuple[CompiledRule, bool]]:
+        """Every rule about some resource of this type, each with whether it names every
+        resource of the type (a literal ``*``)."""
+        index = self.index.get(resource_type, _EMPTY_INDEX)
+        for name, rules in index.literal.items():
+            for rule in rules:
+                yield rule, name == WILDCARD
+        for rules in index.prefix.values():
+            for rule in rules:
+                yield rule, False
+        for _, rule in index.globs:
+            yield rule, False
+
     @classmethod
     def from_rules(
         cls, rules: Sequence[Rule], version: str = "unversioned", source: str = "<rules>"

@@ -95,6 +95,8 @@ TopicNames = Mapping[uuid.UUID, str]
 Describer = Callable[[Any, TopicNames], tuple[ItemActions, ...]]
 
 _NO_TOPIC_ID = uuid.UUID(int=0)
+# The resource name a rule must grant for "every topic" (Kafka's literal wildcard).
+WILDCARD_TOPIC = "*"
 # The one replica id a consumer sends. Kafka treats ids >= 0 as followers (brokers)
 # and -2 as a debugging consumer that may read past the high watermark; the gateway
 # serves neither, so both need CLUSTER_ACTION, which no rule should grant.
@@ -277,11 +279,19 @@ def _consumer_group_heartbeat(body: Any, topic_names: TopicNames) -> tuple[ItemA
     # Since Kafka 4.0, KafkaApis.handleConsumerGroupHeartbeat also refuses a
     # subscription naming a topic the member may not DESCRIBE, with
     # TOPIC_AUTHORIZATION_FAILED for the whole heartbeat, so that subscribing cannot
-    # probe for topics. A regex subscription names no topic: it is decided elsewhere.
+    # probe for topics.
     topics = tuple(
         _item(ResourceType.TOPIC, name, Operation.DESCRIBE, Scope.REQUEST)
         for name in body.subscribed_topic_names or ()
     )
+    # A regex subscription (KIP-848) is resolved by the upstream coordinator against
+    # every topic the gateway's own account sees, which the gateway cannot narrow to
+    # what the member may read. So a regex needs READ on every topic (a rule for the
+    # literal name "*"): an identity with less is refused TOPIC_AUTHORIZATION_FAILED
+    # and subscribes by topic names instead, which are checked one by one above.
+    regex = getattr(body, "subscribed_topic_regex", None)
+    if regex:
+        topics += (_item(ResourceType.TOPIC, WILDCARD_TOPIC, Operation.READ, Scope.REQUEST),)
     return (_group(body, Operation.READ), *topics)
 
 

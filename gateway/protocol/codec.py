@@ -23,6 +23,7 @@ from kio.schema.request_header.v2.header import RequestHeader as RequestHeaderV2
 from kio.schema.response_header.v1.header import ResponseHeader as ResponseHeaderV1
 from kio.serial import entity_reader, entity_writer
 from kio.serial.errors import SerialError
+from kio.static.protocol import ResponsePayload
 
 from gateway.errors import MalformedRequest, MalformedResponse, UnsupportedApi
 from gateway.protocol import bounds
@@ -76,8 +77,22 @@ class Request:
     body_offset: int = 0
 
     @property
+    def as_received(self) -> bool:
+        """True while the body is the one the client sent, so that its bytes may be
+        forwarded as they came."""
+        return bool(self.frame)
+
+    @property
     def body_bytes(self) -> memoryview:
+        """The body as the client encoded it; only while :attr:`as_received`."""
+        if not self.frame:
+            raise ValueError("the request was changed: encode its body instead")
         return memoryview(self.frame)[self.body_offset :]
+
+    def with_body(self, body: Any) -> Request:
+        """The same request with another body. The client's bytes no longer describe it,
+        so they are dropped: nothing can forward them by mistake."""
+        return dataclasses.replace(self, body=body, frame=b"", body_offset=0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +102,15 @@ class EncodedBody:
     api_key: int
     api_version: int
     data: Chunk
+
+    def decoded(self) -> Any:
+        """The response entity these bytes encode."""
+        return decode_response(self.api_key, self.api_version, bytes(self.data), 0)
+
+
+Answer = ResponsePayload | EncodedBody | None
+"""What answering a request gives: a response entity of the request's version, the
+encoded body of one, or None for a request that gets no answer (acks=0 Produce)."""
 
 
 def read_prefix(frame: bytes) -> RequestPrefix:

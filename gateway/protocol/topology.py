@@ -184,12 +184,32 @@ def foreign_broker(resource: Any, node_id: int) -> str | None:
     )
 
 
-def foreign_broker_result(result_cls: type[Any], resource: Any, text: str) -> Any:
-    """The answer for a resource :func:`foreign_broker` refused, of ``result_cls``
-    (DescribeConfigsResult or an AlterConfigs result class)."""
+def gateway_broker_alteration(resource: Any, node_id: int) -> str | None:
+    """Why a config change of the gateway's own broker (or its loggers) is refused, else
+    None. The gateway is no broker of the cluster: forwarding the change would alter one
+    upstream broker and leave the others as they were. The cluster-wide default (the
+    empty name) applies to every broker and passes."""
+    if resource.resource_type not in (BROKER, BROKER_LOGGER):
+        return None
+    if resource.resource_name != str(node_id):
+        return None
+    return (
+        f"broker {node_id} is the gateway, not a broker of the cluster: alter broker "
+        "configs for the whole cluster (an empty resource name) instead"
+    )
+
+
+def foreign_broker_result(
+    result_cls: type[Any],
+    resource: Any,
+    text: str,
+    error: ErrorCode = ErrorCode.invalid_request,
+) -> Any:
+    """The answer for a resource :func:`foreign_broker` (or another check) refused, of
+    ``result_cls`` (DescribeConfigsResult or an AlterConfigs result class)."""
     return codec.build(
         result_cls,
-        error_code=ErrorCode.invalid_request,
+        error_code=error,
         error_message=text,
         resource_type=resource.resource_type,
         resource_name=resource.resource_name,

@@ -7,6 +7,7 @@ implements and the versions the active upstream cluster supports.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -161,3 +162,12 @@ def unsupported_version_response(table: Mapping[int, VersionRange]) -> Any:
     """The v0 answer to an ApiVersions request of a version the gateway does not know:
     the client retries with the highest version this answer lists (KIP-511)."""
     return api_versions_response(0, table, ErrorCode.unsupported_version)
+
+
+@functools.cache
+def api_name(api_key: int) -> str:
+    """Kafka's name for an API (``ListOffsets``), for metric labels and logs."""
+    snake = api_key_map.get(api_key)
+    if snake is None:
+        return f"Api{api_key}"
+    return "".join(part.title() for part in snake.split("_"))

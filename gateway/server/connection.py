@@ -25,11 +25,11 @@ import time
 from typing import Any
 
 from kio.schema.errors import ErrorCode
-from kio.schema.index import api_key_map
 
 from gateway import metrics
 from gateway.errors import GatewayError, ProtocolError, UpstreamError, UpstreamRefused
 from gateway.handlers import HANDLERS, sasl
+from gateway.pipeline.standard import standard
 from gateway.protocol import codec, framing, items
 from gateway.protocol.codec import Chunk, EncodedBody, Request
 from gateway.protocol.connection import (
@@ -39,7 +39,7 @@ from gateway.protocol.connection import (
     SaslTokenReceived,
     ServerProtocol,
 )
-from gateway.protocol.versions import SASL_AUTHENTICATE, SASL_HANDSHAKE
+from gateway.protocol.versions import SASL_AUTHENTICATE, SASL_HANDSHAKE, api_name
 from gateway.server.limits import RequestBudget
 from gateway.session import ClientSession
 
@@ -52,15 +52,6 @@ LOOKAHEAD = 64 * 1024
 # Deadlines are checked by a timer that the loop may run this much early.
 _SLACK = 0.001
 Owed = asyncio.Future[list[Chunk] | None]
-
-
-@functools.cache
-def api_name(api_key: int) -> str:
-    """Kafka's name for an API (``ListOffsets``), for metric labels and logs."""
-    snake = api_key_map.get(api_key)
-    if snake is None:
-        return f"Api{api_key}"
-    return "".join(part.title() for part in snake.split("_"))
 
 
 @functools.cache
@@ -134,6 +125,10 @@ class ClientConnection:
         self._frame_started: float | None = None
         self._timer: asyncio.TimerHandle | None = None
         self.close_reason = "client closed"
+        services = session.services
+        if services.pipeline is None:
+            services.pipeline = standard(services)
+        self._pipeline = services.pipeline
 
     def stop_reading(self) -> None:
         """Take no more requests; :meth:`serve` then answers what is owed and returns."""
@@ -257,6 +252,7 @@ class ClientConnection:
                 return
             except ProtocolError as exc:
                 metrics.REQUESTS.labels("unknown", "-", "rejected").inc()
+                self._pipeline.rejected(self.session, str(exc))
                 self._closing("protocol error", str(exc))
                 return
             if protocol.mid_frame and self._frame_started is None:
@@ -338,7 +334,7 @@ class ClientConnection:
         started = time.perf_counter()
         outcome = "error"
         try:
-            response: Any = await HANDLERS[request.api_key](self.session, request)
+            response = await self._pipeline.run(self.session, request, HANDLERS[request.api_key])
             outcome = "ok"
         except UpstreamError as exc:
             # As a broker would: every item of the request answered with a retriable

@@ -31,6 +31,7 @@ from aiokafka.errors import KafkaConnectionError
 
 from gateway.config import Config
 from gateway.identity.registry import Authenticator
+from gateway.pipeline.policies import PolicyStore
 from gateway.protocol import codec
 from gateway.protocol.connection import ServerProtocol
 from gateway.protocol.versions import IMPLEMENTED
@@ -355,7 +356,9 @@ class Harness:
         config = harness_config(self.overrides, **self.limits)
         self.client = Client()
         self.pool = ScriptedPool(config)
-        services = Services(config, self.pool, Authenticator(config))
+        services = Services(
+            config, self.pool, Authenticator(config), policies=PolicyStore(config.policy.dir)
+        )
         listener = config.listeners[0]
         session = ClientSession(
             services=services,

@@ -828,3 +828,28 @@ def _checked_pairs(api_key: int) -> set[Pair]:
 def test_checks_match_kafkas_documented_matrix_where_its_code_agrees(api_key: int) -> None:
     not_checked, undocumented = CODE_DIFFERS.get(api_key, (set(), set()))
     assert _checked_pairs(api_key) == (DOCUMENTED[api_key] - not_checked) | undocumented
+
+
+def test_a_regex_subscription_needs_read_on_every_topic() -> None:
+    from kio.schema.consumer_group_heartbeat.v1 import request as heartbeat_request
+
+    body = heartbeat_request.ConsumerGroupHeartbeatRequest(
+        group_id="g",
+        member_id="m",
+        member_epoch=0,
+        instance_id=None,
+        rack_id=None,
+        rebalance_timeout=datetime.timedelta(seconds=30),
+        subscribed_topic_names=None,
+        subscribed_topic_regex="orders-.*",
+        server_assignor=None,
+        topic_partitions=None,
+    )
+    (group, regex) = required_actions(body.__api_key__, body)
+    assert group.resource_type is ResourceType.GROUP
+    assert (regex.resource_type, regex.name, regex.scope) == (
+        ResourceType.TOPIC,
+        "*",
+        Scope.REQUEST,
+    )
+    assert regex.checks == (AnyOf((Action(ResourceType.TOPIC, "*", Operation.READ),)),)

@@ -310,12 +310,20 @@ def test_shipped_dev_example_loads() -> None:
     assert sasl.password.value is None
 
 
-def test_shipped_dev_example_user_has_the_documented_password() -> None:
+def test_shipped_dev_example_users_have_the_documented_passwords() -> None:
     config = load_config(EXAMPLE, environ={})
 
-    (user,) = config.users
-    assert user.name == "dev-client"
-    assert verify_password("dev-client-secret", user.password_hash)
+    assert [u.name for u in config.users] == ["dev-client", "dev-admin", "dev-analyst"]
+    for user in config.users:
+        assert user.password_hash is not None
+        assert verify_password(f"{user.name}-secret", user.password_hash)
+
+
+def test_shipped_dev_example_enforces_the_shipped_policies() -> None:
+    config = load_config(EXAMPLE, environ={})
+
+    assert config.policy.dir == Path("policies")
+    assert (Path(__file__).parents[2] / config.policy.dir / "anonymous.yaml").is_file()
 
 
 def test_load_config_of_missing_file_raises_config_error(tmp_path: Path) -> None:

@@ -355,3 +355,25 @@ def test_an_alter_configs_message_naming_an_upstream_path_is_replaced_by_null() 
 
     assert seen.error_code == ErrorCode.invalid_config
     assert seen.error_message is None
+
+
+async def test_altering_the_gateways_own_broker_configs_is_refused_without_asking_upstream() -> (
+    None
+):
+    request = alter_request.IncrementalAlterConfigsRequest(
+        resources=(
+            alter_request.AlterConfigsResource(
+                resource_type=BROKER, resource_name=str(GATEWAY_NODE), configs=()
+            ),
+        ),
+        validate_only=False,
+    )
+    async with Harness() as h:
+        h.pool.set_layout((1,), {})
+        h.client.send(request)
+        (answer,) = await h.answers(1)
+        assert h.pool.sent == []
+
+    (seen,) = answer.body.responses
+    assert seen.error_code == ErrorCode.policy_violation
+    assert "whole cluster" in seen.error_message

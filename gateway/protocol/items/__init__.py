@@ -12,7 +12,10 @@ do. From that one description:
 - :func:`names` lists the resources (topics, groups, transactional ids, config
   resources) a request names;
 - :func:`unavailable_error` is the retriable code to answer when the upstream cluster
-  cannot be reached for an API.
+  cannot be reached for an API;
+- :func:`without_items` removes items from a request (a policy refused them) and
+  :func:`merge_items` joins their answers, built by :func:`error_response` from the
+  request of those items alone, into the answer to the rest.
 
 Fields an answer does not echo take the values Kafka's generated Java classes start
 with (the field's declared default, else 0, "", false, empty, or null where nullable),
@@ -38,7 +41,17 @@ from gateway.protocol.items.table import APIS
 from gateway.protocol.items.unavailable import unavailable_error
 from gateway.protocol.versions import PRODUCE
 
-__all__ = ["APIS", "Resource", "describe", "error_response", "names", "unavailable_error"]
+__all__ = [
+    "APIS",
+    "Resource",
+    "describe",
+    "error_response",
+    "has_items",
+    "merge_items",
+    "names",
+    "unavailable_error",
+    "without_items",
+]
 
 
 def describe(api_key: int, api_version: int) -> Api:
@@ -119,6 +132,56 @@ def _named_in(request_body: Any, items: Items, parent: Any) -> list[Resource | N
         for child in items.children:
             found += _named_in(request_body, child, item)
     return found
+
+
+def without_items(request_body: Any, drop: Callable[[Resource], bool]) -> Any:
+    """``request_body`` without the top-level items whose resource ``drop`` picks (the
+    same entity when none is picked). Items nested deeper, and lists Kafka answers at
+    the level above, are kept: their answers cannot be given one by one."""
+    description = _description_of(request_body)
+    changes: dict[str, tuple[Any, ...]] = {}
+    for items in description.items:
+        if items.names is None or items.response is None:
+            continue
+        present = getattr(request_body, items.request, None)
+        if not present:
+            continue
+        kept = tuple(
+            item
+            for item in present
+            if (resource := items.names(request_body, item)) is None or not drop(resource)
+        )
+        if len(kept) != len(present):
+            changes[items.request] = kept
+    return codec.replace(request_body, **changes) if changes else request_body
+
+
+def has_items(request_body: Any) -> bool:
+    """True when the request still names an item its answer answers one by one."""
+    description = _description_of(request_body)
+    return any(
+        getattr(request_body, items.request, None)
+        for items in description.items
+        if items.response is not None
+    )
+
+
+def merge_items(response: Any, extra: Any) -> Any:
+    """``response`` with the top-level item answers of ``extra`` (a response of the same
+    API and version) after its own."""
+    cls = type(response)
+    description = describe(int(cls.__api_key__), int(cls.__version__))
+    changes = {
+        items.response: getattr(response, items.response) + getattr(extra, items.response)
+        for items in description.items
+        if items.response is not None and getattr(extra, items.response)
+    }
+    return codec.replace(response, **changes) if changes else response
+
+
+def _description_of(request_body: Any) -> Api:
+    cls = type(request_body)
+    return describe(int(cls.__api_key__), int(cls.__version__))
 
 
 # Entities as Java's generated classes start them.

@@ -1,0 +1,235 @@
+"""The policy stage on the request path, driven through a real ClientConnection.
+
+The upstream is scripted (tests/unit/harness.py): every request that reaches it is
+recorded, so these tests can say exactly what a denied item did not reach.
+"""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+from typing import Any
+
+from kio.schema.errors import ErrorCode
+from kio.schema.list_groups.v4 import request as list_groups_request
+from kio.schema.list_groups.v4 import response as list_groups_response
+from kio.schema.produce.v9 import request as produce_request
+
+from tests.unit.harness import Harness, settle
+from tests.unit.test_client_connection import (
+    BROKERS,
+    NO_TIME,
+    counter,
+    described,
+    join_group,
+    metadata,
+    metadata_items,
+    produce,
+    produce_items,
+    produced,
+)
+
+# The harness's PLAINTEXT listener is "harness": its clients are anonymous.
+POLICY = """
+rules:
+  - id: write-orders
+    effect: allow
+    subjects: {listeners: [harness]}
+    resources: [{type: topic, literal: orders}]
+    operations: [write]
+  - id: no-secrets
+    effect: deny
+    subjects: {principals: ["*"]}
+    resources: [{type: topic, prefix: secret}]
+    operations: [all]
+"""
+
+
+def harness(tmp_path: Path, policy: str = POLICY) -> Harness:
+    (tmp_path / "policy.yaml").write_text(policy)
+    return Harness(overrides={"policy": {"dir": str(tmp_path)}})
+
+
+def produce_to(*topics: str, transactional_id: str | None = None) -> Any:
+    """One Produce naming every topic (partition 0 each)."""
+    return produce_request.ProduceRequest(
+        transactional_id=transactional_id,
+        acks=1,
+        timeout=datetime.timedelta(seconds=5),
+        topic_data=tuple(
+            produce_request.TopicProduceData(
+                name=topic,
+                partition_data=(
+                    produce_request.PartitionProduceData(index=0, records=b"batch:" + t_bytes),
+                ),
+            )
+            for topic in topics
+            for t_bytes in (topic.encode(),)
+        ),
+    )
+
+
+def single_leader_layout(h: Harness) -> None:
+    h.pool.set_layout(BROKERS, {"orders": {0: 1}, "payments": {0: 1}, "secret-x": {0: 1}})
+
+
+async def test_a_denied_topic_in_a_single_leader_produce_never_reaches_the_broker(
+    tmp_path: Path,
+) -> None:
+    async with harness(tmp_path) as h:
+        single_leader_layout(h)
+        h.client.send(produce_to("orders", "payments"))
+        (sent,) = await h.sends(1)
+        # Re-encoded without payments: not the client's bytes, which still name it.
+        assert not isinstance(sent.request.encode(), memoryview)
+        assert [t.name for t in sent.body.topic_data] == ["orders"]
+        assert b"payments" not in bytes(sent.request.encode())
+        sent.reply(produced(sent.body, base_offset=7))
+        (answer,) = await h.answers(1)
+        assert produce_items(answer.body) == {
+            "orders/0": ErrorCode.none,
+            "payments/0": ErrorCode.topic_authorization_failed,
+        }
+        (refused,) = [t for t in answer.body.responses if t.name == "payments"]
+        assert "write on topic 'payments'" in refused.partition_responses[0].error_message
+    assert len(h.pool.sent) == 1
+
+
+async def test_an_allowed_produce_still_goes_upstream_as_the_clients_bytes(
+    tmp_path: Path,
+) -> None:
+    async with harness(tmp_path) as h:
+        single_leader_layout(h)
+        h.client.send(produce_to("orders"))
+        (sent,) = await h.sends(1)
+        assert isinstance(sent.request.encode(), memoryview)
+        sent.reply(produced(sent.body))
+        (answer,) = await h.answers(1)
+        assert produce_items(answer.body) == {"orders/0": ErrorCode.none}
+
+
+async def test_a_produce_whose_every_topic_is_denied_is_answered_without_the_upstream(
+    tmp_path: Path,
+) -> None:
+    before = counter(
+        "gateway_policy_decisions_total", api="Produce", decision="deny", rule="no-secrets"
+    )
+    async with harness(tmp_path) as h:
+        single_leader_layout(h)
+        h.client.send(produce_to("payments", "secret-x"))
+        (answer,) = await h.answers(1)
+        assert produce_items(answer.body) == {
+            "payments/0": ErrorCode.topic_authorization_failed,
+            "secret-x/0": ErrorCode.topic_authorization_failed,
+        }
+        (secret,) = [t for t in answer.body.responses if t.name == "secret-x"]
+        assert "denied by rule no-secrets" in secret.partition_responses[0].error_message
+        await settle()
+    assert h.pool.sent == []
+    assert (
+        counter("gateway_policy_decisions_total", api="Produce", decision="deny", rule="no-secrets")
+        == before + 1
+    )
+
+
+async def test_a_denied_transactional_id_fails_the_whole_produce(tmp_path: Path) -> None:
+    async with harness(tmp_path) as h:
+        single_leader_layout(h)
+        h.client.send(produce_to("orders", transactional_id="txn-1"))
+        (answer,) = await h.answers(1)
+        assert produce_items(answer.body) == {
+            "orders/0": ErrorCode.transactional_id_authorization_failed
+        }
+    assert h.pool.sent == []
+
+
+async def test_metadata_for_a_forbidden_topic_and_for_a_missing_one_look_the_same(
+    tmp_path: Path,
+) -> None:
+    async with harness(tmp_path) as h:
+        single_leader_layout(h)
+        h.client.send(metadata("orders", "payments", "no-such-topic"))
+        (sent,) = await h.sends(1)
+        assert [t.name for t in sent.body.topics] == ["orders"]
+        sent.reply(described(sent.body))
+        (answer,) = await h.answers(1)
+        assert metadata_items(answer.body) == {
+            "orders": ErrorCode.none,
+            "payments": ErrorCode.topic_authorization_failed,
+            "no-such-topic": ErrorCode.topic_authorization_failed,
+        }
+        assert [b.node_id for b in answer.body.brokers] == [0]
+
+
+async def test_metadata_for_every_topic_lists_only_describable_ones(tmp_path: Path) -> None:
+    async with harness(tmp_path) as h:
+        single_leader_layout(h)
+        every = metadata()
+        h.client.send(
+            every.__class__(
+                topics=None,
+                allow_auto_topic_creation=False,
+                include_topic_authorized_operations=True,
+            )
+        )
+        (sent,) = await h.sends(1)
+        assert sent.body.topics is None
+        sent.reply(described(metadata("orders", "payments", "secret-x")))
+        (answer,) = await h.answers(1)
+        assert [t.name for t in answer.body.topics] == ["orders"]
+        (orders,) = answer.body.topics
+        # write implies describe: bits 4 (WRITE) and 8 (DESCRIBE) of Kafka's AclOperation.
+        assert orders.topic_authorized_operations == (1 << 4) | (1 << 8)
+
+
+async def test_a_group_without_read_cannot_join_and_nothing_goes_upstream(tmp_path: Path) -> None:
+    async with harness(tmp_path) as h:
+        single_leader_layout(h)
+        h.client.send(join_group("payments"))
+        (answer,) = await h.answers(1)
+        assert answer.body.error_code == ErrorCode.group_authorization_failed
+    assert h.pool.sent == []
+
+
+async def test_list_groups_shows_only_describable_groups(tmp_path: Path) -> None:
+    policy = (
+        POLICY
+        + """
+  - id: read-app-groups
+    effect: allow
+    subjects: {listeners: [harness]}
+    resources: [{type: group, prefix: app-}]
+    operations: [read]
+"""
+    )
+    async with harness(tmp_path, policy) as h:
+        single_leader_layout(h)
+        h.client.send(list_groups_request.ListGroupsRequest(states_filter=()))
+        sent = await h.sends(len(BROKERS))
+        for each in sent:
+            each.reply(
+                list_groups_response.ListGroupsResponse(
+                    throttle_time=NO_TIME,
+                    error_code=ErrorCode.none,
+                    groups=tuple(
+                        list_groups_response.ListedGroup(
+                            group_id=f"{name}-{each.node}",
+                            protocol_type="consumer",
+                            group_state="Stable",
+                        )
+                        for name in ("app", "other")
+                    ),
+                )
+            )
+        (answer,) = await h.answers(1)
+        assert sorted(g.group_id for g in answer.body.groups) == ["app-1", "app-2"]
+
+
+async def test_without_a_policy_nothing_is_refused(tmp_path: Path) -> None:
+    async with Harness() as h:
+        single_leader_layout(h)
+        h.client.send(produce("payments"))
+        (sent,) = await h.sends(1)
+        sent.reply(produced(sent.body))
+        (answer,) = await h.answers(1)
+        assert produce_items(answer.body) == {"payments/0": ErrorCode.none}
