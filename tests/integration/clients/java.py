@@ -60,8 +60,9 @@ def run_java_tool(
     *args: str,
     config_option: str | None = "--command-config",
     timeout: float = 120,
+    stdin: str | None = None,
 ) -> str:
-    """Run a Kafka Java tool against ``ep`` and return its stdout.
+    """Run a Kafka Java tool against ``ep`` (fed ``stdin``, if given) and return its stdout.
 
     The connection settings (SASL included) go into a temporary 0600 properties file
     passed as ``config_option FILE`` before ``args`` (``--command-config`` for the admin
@@ -73,7 +74,7 @@ def run_java_tool(
     with client_errors(main_class, ep), _java_config(ep) as config:
         config_args = (config_option, config) if config_option else ()
         # First: tools with sub-commands (kafka-transactions) take it before them.
-        proc = Proc(_java_command(main_class, *config_args, *args, ep=ep), ep)
+        proc = Proc(_java_command(main_class, *config_args, *args, ep=ep), ep, stdin=stdin)
         proc.run(timeout)
         return "\n".join(proc.stdout)
 
@@ -84,11 +85,18 @@ async def arun_java_tool(
     *args: str,
     config_option: str | None = "--command-config",
     timeout: float = 120,
+    stdin: str | None = None,
 ) -> str:
     """``run_java_tool`` in a worker thread, for async tests."""
     return await asyncio.to_thread(
         functools.partial(
-            run_java_tool, ep, main_class, *args, config_option=config_option, timeout=timeout
+            run_java_tool,
+            ep,
+            main_class,
+            *args,
+            config_option=config_option,
+            timeout=timeout,
+            stdin=stdin,
         )
     )
 
