@@ -1,13 +1,21 @@
 """Policy enforcement as real clients meet it: each identity reads, writes, lists and
-joins only what a rule grants, and every refusal is the client's own Kafka error.
+joins only what a rule grants, every refusal is the client's own Kafka error, creates
+stay within the safeguards' bounds, and a policy reloaded under load reaches open
+connections without dropping anything.
 
-One gateway per module, in front of the primary cluster, with the policy files that
-:func:`policy_files` writes: an analyst who may read one topic with groups named
-``analysts...``, a producer who may write ``orders-...`` topics and use transactional
-ids ``granted-...``, and the anonymous (PLAINTEXT) listener, which may read and write
-``anon-...`` topics. Every topic a test needs is created directly on the cluster with
-the upstream account (no test identity may create topics), and what reached the
-cluster is read back from it directly, never through the gateway.
+Three gateways in front of the primary cluster, each with its own policy directory:
+
+* one per module (:func:`policy_gateway`, policy from :func:`policy_files`): an
+  analyst who may read one topic with groups named ``analysts...``, a producer who may
+  write ``orders-...`` topics and use transactional ids ``granted-...``, and the
+  anonymous (PLAINTEXT) listener, which may read and write ``anon-...`` topics;
+* one per module (:func:`creator`): a principal who may create ``bounded-...`` topics
+  within a safeguard's bounds;
+* one per test (:func:`reload_gateway`), whose policy the test rewrites.
+
+Every topic a test needs is created directly on the cluster with the upstream account
+(no test identity may create topics), and what reached the cluster is read back from
+it directly, never through the gateway.
 """
 
 from __future__ import annotations
