@@ -372,6 +372,16 @@ async def upstream_topics(direct: Endpoint) -> set[str]:
     return await asyncio.to_thread(list_topics, "confluent", direct)
 
 
+async def listed_through(ep: Endpoint, topic: str, tries: int = 150) -> None:
+    """Wait until ``ep`` lists ``topic``: with several brokers, the one the gateway asks
+    may learn of a new topic a moment after the one that created it."""
+    for _ in range(tries):
+        if topic in await asyncio.to_thread(list_topics, "confluent", ep):
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{topic} never listed through {ep.bootstrap}")
+
+
 def upstream_partitions(direct: Endpoint, topic: str, tries: int = 100) -> int:
     """How many partitions ``topic`` has on the cluster, once every one has a leader (a
     topic just created may be listed before its leaders are)."""
@@ -519,6 +529,7 @@ async def test_one_produce_writes_the_allowed_topic_and_refuses_the_other(
     orders, payments = f"orders-{suffix}", f"payments-{suffix}"
     await acreate_topic(gw.direct, orders, 1)
     await acreate_topic(gw.direct, payments, 1)
+    await listed_through(gw.producer, orders)
     values = [b"order-1", b"order-2"]
 
     answer = await exchange(
