@@ -122,8 +122,10 @@ class Policy:
         resource of the type (a literal ``*``)."""
         index = self.index.get(resource_type, _EMPTY_INDEX)
         for name, rules in index.literal.items():
+            # There is one cluster: a rule naming it names every cluster resource.
+            every = name == WILDCARD or resource_type is ResourceType.CLUSTER
             for rule in rules:
-                yield rule, name == WILDCARD
+                yield rule, every
         for rules in index.prefix.values():
             for rule in rules:
                 yield rule, False
