@@ -22,6 +22,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path, PurePath
 from typing import Literal
 
@@ -33,9 +34,11 @@ log = logging.getLogger(__name__)
 
 ReloadResult = Literal["success", "failure", "unchanged"]
 
-# (name, size, mtime_ns) of every *.yaml file, sorted; None when the directory is
-# unreadable. Cheap to take every interval; a change is confirmed by the content hash.
-Fingerprint = tuple[tuple[str, int, int], ...] | None
+# (name, size, mtime_ns, inode) of every *.yaml file, sorted; None when the directory
+# is unreadable. Cheap to take every interval; a change is confirmed by the content
+# hash. The inode catches editors and deploy tools that replace a file by renaming a
+# new one over it within one mtime tick.
+Fingerprint = tuple[tuple[str, int, int, int], ...] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +58,7 @@ def fingerprint(directory: Path) -> Fingerprint:
             for entry in entries:
                 if entry.name.endswith(".yaml") and entry.is_file():
                     stat = entry.stat()
-                    found.append((entry.name, stat.st_size, stat.st_mtime_ns))
+                    found.append((entry.name, stat.st_size, stat.st_mtime_ns, entry.inode()))
     except OSError:
         return None
     return tuple(sorted(found))
@@ -143,15 +146,11 @@ class PolicyStore:
             else:
                 self._current = policy
                 outcome = ReloadOutcome("success", time.time())
-                log.info("policy %s replaced %s", policy.version, self.version_of(old))
+                log.info("policy %s replaced %s", policy.version, _version_of(old))
             self._publish(old, self._current)
         self.last_reload = outcome
         metrics.POLICY_RELOADS.labels(outcome.result).inc()
         return outcome
-
-    @staticmethod
-    def version_of(policy: Policy | None) -> str | None:
-        return policy.version if policy is not None else None
 
     @staticmethod
     def _publish(old: Policy | None, new: Policy | None) -> None:
@@ -169,7 +168,7 @@ class PolicyStore:
         policy, last = self._current, self.last_reload
         return {
             "enforced": policy is not None,
-            "version": self.version_of(policy),
+            "version": _version_of(policy),
             "directory": str(self.directory) if self.directory is not None else None,
             "files": [PurePath(f).name for f in policy.files] if policy is not None else [],
             "rules": len(policy.rules) if policy is not None else 0,
@@ -183,8 +182,13 @@ class PolicyStore:
         }
 
 
+def _version_of(policy: Policy | None) -> str | None:
+    return policy.version if policy is not None else None
+
+
 def _rfc3339(at: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{int(at % 1 * 1000):03d}Z"
+    moment = datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds")
+    return moment.replace("+00:00", "Z")
 
 
 class PolicyWatcher:

@@ -530,3 +530,15 @@ async def test_post_reload_of_an_invalid_file_gets_422_and_keeps_the_old_policy(
     assert any("broken.yaml:3: rules[0].effect" in line for line in body["last_reload"]["error"])
     assert after["last_reload"] == body["last_reload"]
     assert _count("/policy/reload", "invalid") >= 1
+
+
+async def test_post_reload_with_an_oversized_body_gets_413(
+    make_client: Any, policy_dir: Path
+) -> None:
+    client, _ = await make_client(policy_dir=policy_dir)
+
+    response = await client.post(
+        "/policy/reload", data=b"x" * (65 * 1024), headers=_bearer(OPERATOR_TOKEN)
+    )
+
+    assert response.status == 413

@@ -8,6 +8,7 @@ import logging
 import os
 import threading
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -205,7 +206,8 @@ def test_status_names_files_rules_and_the_last_reload(policy_dir: Path) -> None:
     last = status["last_reload"]
     assert isinstance(last, dict)
     assert last["result"] == "success" and last["error"] is None
-    assert str(last["at"]).endswith("Z") and "T" in str(last["at"])
+    at = datetime.fromisoformat(str(last["at"]))
+    assert str(last["at"]).endswith("Z") and at.utcoffset() == timedelta(0)
 
 
 def test_an_invalid_policy_at_start_still_stops_the_gateway(policy_dir: Path) -> None:
@@ -290,3 +292,20 @@ async def test_sighup_without_a_policy_only_warns(caplog: pytest.LogCaptureFixtu
 
     assert outcome is None
     assert "no policy.dir configured" in caplog.text
+
+
+def test_a_file_renamed_over_with_the_same_size_and_mtime_is_still_seen(
+    policy_dir: Path,
+) -> None:
+    store = PolicyStore(policy_dir)
+    target = policy_dir / "apps.yaml"
+    replacement = policy_dir / "apps.yaml.new"
+    replacement.write_bytes(READ_ORDERS.replace(b"alice", b"bobby"))
+    stat = target.stat()
+    os.utime(replacement, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+    os.replace(replacement, target)
+    outcome = store.reload_if_changed()
+
+    assert outcome is not None and outcome.result == "success"
+    assert store.current is not None and "bobby" in store.current.rules[0].principals
