@@ -1,7 +1,8 @@
 """Hot reload of the policy in a running gateway in front of the real dev cluster: the
 watcher picks up a change on disk, an invalid set is refused through the admin API
-while the old policy stays, a client connected throughout keeps producing, and
-SIGHUP reloads a gateway run as its own process."""
+while the old policy stays, a client connected throughout keeps producing and gets a
+newly denied topic refused on its next Produce, and SIGHUP reloads a gateway run as
+its own process."""
 
 from __future__ import annotations
 
@@ -112,41 +113,53 @@ def _produce_one(producer: Any, topic: str, value: bytes) -> None:
     assert errors == [None]
 
 
-async def test_the_watcher_reloads_a_changed_directory_without_a_restart(
-    primary: dev.ClusterInfo, tmp_path: Path
-) -> None:
-    policy_dir = _policy_dir(tmp_path)
+@contextlib.asynccontextmanager
+async def _in_process_gateway(
+    primary: dev.ClusterInfo, policy_dir: Path
+) -> AsyncIterator[tuple[str, Endpoint]]:
+    """A gateway whose watcher looks every 0.2 s: its admin URL and SASL endpoint."""
     data = _config(primary, policy_dir, interval=0.2)
     ports = data.pop("_ports")
     running = Gateway(parse_config(data, "integration-test", environ={}))
     await running.start()
-    admin_url = f"http://127.0.0.1:{ports['admin']}"
-    sasl = Endpoint(
-        f"127.0.0.1:{ports['sasl']}",
-        security_protocol="SASL_PLAINTEXT",
-        sasl_mechanism="PLAIN",
-        username=CLIENT_USER,
-        password=CLIENT_PASSWORD,
-    )
-    topic = f"it-reload-{time.monotonic_ns()}"
-    producer = await asyncio.to_thread(connected_producer, sasl)
     try:
-        first = await _policy(admin_url)
-        await asyncio.to_thread(_produce_one, producer, topic, b"before")
-
-        (policy_dir / "extra.yaml").write_text(EXTRA, encoding="utf-8")
-        second = await _version_other_than(admin_url, first["version"])
-        await asyncio.to_thread(_produce_one, producer, topic, b"after")
-
-        (policy_dir / "broken.yaml").write_text(BROKEN, encoding="utf-8")
-        refused_status, refused = await asyncio.to_thread(
-            _post, f"{admin_url}/policy/reload", ADMIN_TOKEN
+        yield (
+            f"http://127.0.0.1:{ports['admin']}",
+            Endpoint(
+                f"127.0.0.1:{ports['sasl']}",
+                security_protocol="SASL_PLAINTEXT",
+                sasl_mechanism="PLAIN",
+                username=CLIENT_USER,
+                password=CLIENT_PASSWORD,
+            ),
         )
-        await asyncio.to_thread(_produce_one, producer, topic, b"while refused")
-        await aproduce("confluent", sasl, topic, [Record(0, -1, b"k", b"new connection")])
     finally:
-        await asyncio.to_thread(producer.close)
         await running.stop()
+
+
+async def test_the_watcher_reloads_a_changed_directory_without_a_restart(
+    primary: dev.ClusterInfo, tmp_path: Path
+) -> None:
+    policy_dir = _policy_dir(tmp_path)
+    topic = f"it-reload-{time.monotonic_ns()}"
+    async with _in_process_gateway(primary, policy_dir) as (admin_url, sasl):
+        producer = await asyncio.to_thread(connected_producer, sasl)
+        try:
+            first = await _policy(admin_url)
+            await asyncio.to_thread(_produce_one, producer, topic, b"before")
+
+            (policy_dir / "extra.yaml").write_text(EXTRA, encoding="utf-8")
+            second = await _version_other_than(admin_url, first["version"])
+            await asyncio.to_thread(_produce_one, producer, topic, b"after")
+
+            (policy_dir / "broken.yaml").write_text(BROKEN, encoding="utf-8")
+            refused_status, refused = await asyncio.to_thread(
+                _post, f"{admin_url}/policy/reload", ADMIN_TOKEN
+            )
+            await asyncio.to_thread(_produce_one, producer, topic, b"while refused")
+            await aproduce("confluent", sasl, topic, [Record(0, -1, b"k", b"new connection")])
+        finally:
+            await asyncio.to_thread(producer.close)
 
     assert first["enforced"] is True and first["files"] == ["base.yaml"]
     assert second["files"] == ["base.yaml", "extra.yaml"] and second["rules"] == 2
@@ -154,6 +167,45 @@ async def test_the_watcher_reloads_a_changed_directory_without_a_restart(
     assert refused_status == 422
     assert refused["version"] == second["version"]
     assert any("broken.yaml:3" in line for line in refused["last_reload"]["error"])
+
+
+def _delivery_error(producer: Any, topic: str, value: bytes) -> str | None:
+    """The delivery error's name of one record (None: delivered)."""
+    errors: list[Any] = []
+    producer.produce(topic, value, on_delivery=lambda err, _msg: errors.append(err))
+    assert producer.flush(30) == 0
+    return None if errors[0] is None else str(errors[0].name())
+
+
+async def test_a_reloaded_deny_applies_to_the_next_produce_of_an_open_connection(
+    primary: dev.ClusterInfo, tmp_path: Path
+) -> None:
+    policy_dir = _policy_dir(tmp_path)
+    kept, denied = (f"it-reload-{name}-{time.monotonic_ns()}" for name in ("kept", "denied"))
+    deny = (
+        "rules:\n  - id: deny-writes\n    effect: deny\n"
+        f"    subjects: {{principals: [{CLIENT_USER}]}}\n"
+        f"    resources:\n      - {{type: topic, literal: {denied}}}\n"
+        "    operations: [write]\n"
+    )
+    async with _in_process_gateway(primary, policy_dir) as (admin_url, sasl):
+        producer = await asyncio.to_thread(connected_producer, sasl)
+        try:
+            first = await _policy(admin_url)
+            before = [
+                await asyncio.to_thread(_delivery_error, producer, t, b"v1") for t in (kept, denied)
+            ]
+
+            (policy_dir / "deny.yaml").write_text(deny, encoding="utf-8")
+            await _version_other_than(admin_url, first["version"])
+            after = [
+                await asyncio.to_thread(_delivery_error, producer, t, b"v2") for t in (kept, denied)
+            ]
+        finally:
+            await asyncio.to_thread(producer.close)
+
+    assert before == [None, None]
+    assert after == [None, "TOPIC_AUTHORIZATION_FAILED"]
 
 
 # -- SIGHUP, on a gateway run as its own process -----------------------------------------
