@@ -1,4 +1,7 @@
-"""Command line: ``python -m gateway run|dev|policy|hash-password|check-config``."""
+"""Command line: ``python -m gateway run|dev|policy|hash-password|check-config``.
+
+A running gateway stops on SIGINT or SIGTERM and reloads its policy on SIGHUP.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from gateway import dev, policy_cli
 from gateway.config import Config, config_reference, load_config
 from gateway.errors import ConfigError, GatewayError
 from gateway.identity import passwords, scram
+from gateway.pipeline.policies import PolicyStore, reload_on_signal
 from gateway.server.app import Gateway
 
 log = logging.getLogger("gateway")
@@ -40,11 +44,21 @@ async def _serve(config: Config, banner: str | None = None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    reloads: set[asyncio.Task[object]] = set()
+    loop.add_signal_handler(signal.SIGHUP, _on_sighup, gateway.services.policies, reloads)
     try:
         await stop.wait()
     finally:
         log.info("stopping")
         await gateway.stop()
+
+
+def _on_sighup(store: PolicyStore, running: set[asyncio.Task[object]]) -> None:
+    """Reload the policy without blocking the loop; the task is kept referenced until
+    done, so it is not collected half way."""
+    task: asyncio.Task[object] = asyncio.get_running_loop().create_task(reload_on_signal(store))
+    running.add(task)
+    task.add_done_callback(running.discard)
 
 
 def _run_loop(config: Config, banner: str | None = None) -> None:

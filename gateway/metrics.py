@@ -134,8 +134,8 @@ UPSTREAM_RECOVERIES = Counter(
 ADMIN_REQUESTS = Counter(
     "gateway_admin_requests_total",
     "Admin API requests, by route template (unmatched for no route) and result (ok, "
-    "unauthorized, forbidden, rate_limited, not_found, not_allowed, too_large, "
-    "client_error, error).",
+    "unauthorized, forbidden, rate_limited, not_found, not_allowed, conflict, invalid, "
+    "too_large, client_error, error).",
     ["endpoint", "result"],
 )
 
@@ -145,3 +145,20 @@ POLICY_DECISIONS = Counter(
     '("none" when no rule allowed it).',
     ["api", "decision", "rule"],
 )
+POLICY_INFO = Gauge(
+    "gateway_policy_info",
+    "1 for the version (content hash) of the policy in force; the label of a replaced "
+    "version is removed.",
+    ["version"],
+)
+POLICY_RELOADS = Counter(
+    "gateway_policy_reloads_total",
+    "Policy reloads (watcher, SIGHUP, admin API), by result: success (a new version took "
+    "effect), unchanged (same contents), failure (refused; the version in force stays).",
+    ["result"],
+)
+POLICY_RELOAD_FAILING = Gauge(
+    "gateway_policy_reload_failing",
+    "1 while the policy directory holds an invalid set that was refused, else 0.",
+)
+POLICY_RULES = Gauge("gateway_policy_rules", "Rules in the policy in force.")

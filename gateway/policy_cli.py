@@ -117,15 +117,19 @@ def _actions(ns: argparse.Namespace) -> list[Action]:
 
 
 def _summary(policy: Policy) -> str:
-    return f"policy {policy.version}: {len(policy.files)} files, {len(policy.rules)} rules"
+    return (
+        f"policy {policy.version}: {len(policy.files)} files, {len(policy.rules)} rules, "
+        f"{len(policy.safeguards)} safeguards"
+    )
 
 
 def _check(directory: Path, out: TextIO) -> int:
     policy = load_policy_dir(directory)
     print(f"{directory}: ok, {_summary(policy)}", file=out)
     for name in policy.files:
-        count = sum(1 for r in policy.rules if r.source.rsplit(":", 1)[0] == name)
-        print(f"  {name}: {count} rules", file=out)
+        rules = sum(1 for r in policy.rules if r.source.rsplit(":", 1)[0] == name)
+        guards = sum(1 for s in policy.safeguards if s.source.rsplit(":", 1)[0] == name)
+        print(f"  {name}: {rules} rules, {guards} safeguards", file=out)
     return 0
 
 

@@ -13,11 +13,16 @@ health as the gateway's background checks last found it (ready when ``up`` or
 ``degraded``); it never asks the cluster itself, so it answers at once in every state
 and callers cannot make the gateway load the cluster. ``/metrics``: Prometheus text
 format. ``/whoami``: the caller as the API sees it. ``/sessions``: the client
-connections open now. No endpoint returns configuration, credentials or tokens.
+connections open now. ``GET /policy``: the policy in force (version, files, rule
+count) and the last reload's outcome. ``POST /policy/reload``: reload the policy
+directory now; 422 with the problems when the new set is invalid (the policy in force
+stays). No endpoint returns configuration, credentials or tokens (policy files hold
+neither: they are rules, and only their names are shown).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -102,18 +107,39 @@ async def sessions(request: web.Request) -> web.Response:
     return web.json_response({"sessions": describe_sessions(open_sessions, time.time())})
 
 
+async def policy(request: web.Request) -> web.Response:
+    return web.json_response(request.app[SERVICES].policies.status())
+
+
+async def policy_reload(request: web.Request) -> web.Response:
+    store = request.app[SERVICES].policies
+    if store.directory is None:
+        return _error(409, "no policy.dir is configured")
+    log.info("admin API: policy reload requested by %s", request[CALLER].principal)
+    # Reading and validating files blocks: off the loop, so clients are not stalled.
+    outcome = await asyncio.to_thread(store.reload_now)
+    body = store.status()
+    if outcome is not None and outcome.result == "failure":
+        body["error"] = f"invalid policy files; version {store.version} stays in force"
+        return web.json_response(body, status=422)
+    return web.json_response(body)
+
+
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/healthz", healthz, None),
     Route("GET", "/readyz", readyz, None),
     Route("GET", "/metrics", metrics_endpoint, None),
     Route("GET", "/whoami", whoami, None),
     Route("GET", "/sessions", sessions, _roles("operator", "auditor", "admin")),
+    Route("GET", "/policy", policy, _roles("operator", "auditor", "admin")),
+    Route("POST", "/policy/reload", policy_reload, _roles("operator", "admin")),
 )
 
 
 def _result(status: int) -> str:
     """The fixed word a response status is counted under."""
     words = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "not_allowed"}
+    words |= {409: "conflict", 422: "invalid"}
     words |= {413: "too_large", 429: "rate_limited"}
     if status < 400:
         return "ok"

@@ -1,7 +1,7 @@
 """From ``policies/*.yaml`` to one immutable, indexed :class:`Policy`.
 
 The whole set is validated before anything is returned: a problem in any file (bad
-YAML, an unknown key, a rule id used twice, in one file or across two) raises
+YAML, an unknown key, a rule or safeguard id used twice, in one file or across two) raises
 :class:`~gateway.errors.PolicyError` listing every problem with its file, line and field,
 so that a reload can keep the old policy. The version is a content hash: the same
 files give the same version wherever they are read.
@@ -28,7 +28,8 @@ from pydantic import ValidationError
 from gateway.errors import PolicyError
 from gateway.identity import Identity
 from gateway.policy import Operation, ResourceType
-from gateway.policy.model import WILDCARD, PolicyFile, Rule
+from gateway.policy.model import WILDCARD, PolicyFile, Rule, Safeguard
+from gateway.policy.safeguards import CompiledSafeguard, compile_safeguard
 
 VERSION_HEX_CHARS = 12
 
@@ -106,12 +107,16 @@ _EMPTY_INDEX = _TypeIndex(MappingProxyType({}), MappingProxyType({}), (), ())
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """An immutable, validated set of rules with its version (a content hash)."""
+    """An immutable, validated set of rules and safeguards with its version (a content
+    hash). Rules decide who may do what (:func:`~gateway.policy.decide.decide`);
+    safeguards bound what an allowed request may ask for
+    (:func:`~gateway.policy.safeguards.check`)."""
 
     version: str
     files: tuple[str, ...]
     rules: tuple[CompiledRule, ...]
     index: Mapping[ResourceType, _TypeIndex]
+    safeguards: tuple[CompiledSafeguard, ...] = ()
 
     def candidates(self, resource_type: ResourceType, name: str) -> Iterator[CompiledRule]:
         """Every rule whose resources match (type, name), for any subject or operation."""
@@ -122,8 +127,10 @@ class Policy:
         resource of the type (a literal ``*``)."""
         index = self.index.get(resource_type, _EMPTY_INDEX)
         for name, rules in index.literal.items():
+            # There is one cluster: a rule naming it names every cluster resource.
+            every = name == WILDCARD or resource_type is ResourceType.CLUSTER
             for rule in rules:
-                yield rule, name == WILDCARD
+                yield rule, every
         for rules in index.prefix.values():
             for rule in rules:
                 yield rule, False
@@ -138,7 +145,12 @@ class Policy:
         return _index([(rule, f"{source}:{n}") for n, rule in enumerate(rules)], version, ())
 
 
-def _index(rules: Sequence[tuple[Rule, str]], version: str, files: tuple[str, ...]) -> Policy:
+def _index(
+    rules: Sequence[tuple[Rule, str]],
+    version: str,
+    files: tuple[str, ...],
+    safeguards: Sequence[tuple[Safeguard, str]] = (),
+) -> Policy:
     literal: dict[ResourceType, dict[str, list[CompiledRule]]] = defaultdict(dict)
     prefix: dict[ResourceType, dict[str, list[CompiledRule]]] = defaultdict(dict)
     globs: dict[ResourceType, list[tuple[re.Pattern[str], CompiledRule]]] = defaultdict(list)
@@ -160,7 +172,8 @@ def _index(rules: Sequence[tuple[Rule, str]], version: str, files: tuple[str, ..
         )
         for kind in ResourceType
     }
-    return Policy(version, files, compiled, MappingProxyType(index))
+    guards = tuple(compile_safeguard(s, source) for s, source in safeguards)
+    return Policy(version, files, compiled, MappingProxyType(index), guards)
 
 
 def policy_version(sources: Mapping[str, bytes]) -> str:
@@ -233,7 +246,7 @@ def _parse_file(name: str, data: bytes) -> tuple[PolicyFile, yaml.Node] | list[s
         line = mark.line + 1 if mark is not None else 1
         return [f"{name}:{line}: not valid YAML: {exc.problem or exc.context}"]
     if node is None:
-        return [f"{name}:1: the file is empty; it needs a rules: list"]
+        return [f"{name}:1: the file is empty; it needs a rules: or safeguards: list"]
     repeated = [
         f"{name}:{line}: {_field(loc)}: this key is given twice"
         for line, loc in _duplicate_keys(node)
@@ -257,7 +270,22 @@ def build_policy(sources: Mapping[str, bytes]) -> Policy:
     """
     problems: list[str] = []
     rules: list[tuple[Rule, str]] = []
+    safeguards: list[tuple[Safeguard, str]] = []
+    # One namespace for rule and safeguard ids: a decision or a POLICY_VIOLATION names
+    # its id alone, which must lead to exactly one place.
     first_seen: dict[str, str] = {}
+
+    def unique(name: str, node: yaml.Node, kind: str, n: int, id_: str) -> str | None:
+        where = f"{name}:{_line_of(node, (kind, n, 'id'))}"
+        if id_ in first_seen:
+            problems.append(
+                f"{where}: {kind}[{n}].id: {kind[:-1]} id {id_!r} is already used "
+                f"at {first_seen[id_]}"
+            )
+            return None
+        first_seen[id_] = where
+        return where
+
     for name in sorted(sources):
         parsed = _parse_file(name, sources[name])
         if isinstance(parsed, list):
@@ -265,18 +293,14 @@ def build_policy(sources: Mapping[str, bytes]) -> Policy:
             continue
         model, node = parsed
         for n, rule in enumerate(model.rules):
-            where = f"{name}:{_line_of(node, ('rules', n, 'id'))}"
-            if rule.id in first_seen:
-                problems.append(
-                    f"{where}: rules[{n}].id: rule id {rule.id!r} is already used "
-                    f"at {first_seen[rule.id]}"
-                )
-                continue
-            first_seen[rule.id] = where
-            rules.append((rule, where))
+            if (where := unique(name, node, "rules", n, rule.id)) is not None:
+                rules.append((rule, where))
+        for n, guard in enumerate(model.safeguards):
+            if (where := unique(name, node, "safeguards", n, guard.id)) is not None:
+                safeguards.append((guard, where))
     if problems:
         raise PolicyError(problems)
-    return _index(rules, policy_version(sources), tuple(sorted(sources)))
+    return _index(rules, policy_version(sources), tuple(sorted(sources)), safeguards)
 
 
 def load_policy_dir(directory: Path) -> Policy:

@@ -1,7 +1,8 @@
 """What a policy file may say: pydantic models of ``policies/*.yaml``, validated strictly.
 
-A file is a list of ``rules``; each rule binds subjects (who) to resources (what) and
-operations (which Kafka ACL operations), with ``effect: allow`` or ``deny``::
+A file holds a list of ``rules``, of ``safeguards`` or both. Each rule binds subjects
+(who) to resources (what) and operations (which Kafka ACL operations), with
+``effect: allow`` or ``deny``::
 
     rules:
       - id: apps-write-demo
@@ -9,6 +10,15 @@ operations (which Kafka ACL operations), with ``effect: allow`` or ``deny``::
         subjects: {principals: [dev-client]}
         resources: [{type: topic, prefix: demo}]
         operations: [write, describe]
+
+A safeguard bounds what allowed requests may ask for (partitions, configs, Produce
+settings, client ids); :mod:`gateway.policy.safeguards` says what each bound checks::
+
+    safeguards:
+      - id: topic-bounds
+        subjects: {principals: [dev-client]}
+        topics: [{prefix: demo}]
+        create_topics: {max_partitions: 12, configs: {retention.ms: {min: 3600000}}}
 
 Unknown keys are errors (a typo must not silently widen or narrow access). This module
 only describes and validates data; loading files, indexing and deciding live beside it.
@@ -135,8 +145,156 @@ class Rule(_Strict):
         return value
 
 
-class PolicyFile(_Strict):
-    """The whole of one ``policies/*.yaml`` file. Rule ids are unique across the whole
-    set of files, which the loader checks (it knows every file and line)."""
+class TopicPattern(_Strict):
+    """Which topics a safeguard bounds: exactly one of ``literal`` (``"*"`` is every
+    topic), ``prefix`` or ``glob``, as in a rule's topic resources."""
 
-    rules: tuple[Rule, ...]
+    literal: Annotated[str, Field(min_length=1)] | None = None
+    prefix: Annotated[str, Field(min_length=1)] | None = None
+    glob: Annotated[str, Field(min_length=1)] | None = None
+
+    @model_validator(mode="after")
+    def _one_pattern(self) -> TopicPattern:
+        if sum(p is not None for p in (self.literal, self.prefix, self.glob)) != 1:
+            raise ValueError("give exactly one of literal, prefix, glob")
+        return self
+
+
+def _regex(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from exc
+    return value
+
+
+class ConfigBound(_Strict):
+    """What one config may be set to: ``allowed`` values, an integer ``min``/``max``
+    range, or ``forbidden: true`` (it may not be set at all)."""
+
+    allowed: tuple[str, ...] | None = None
+    min: int | None = None
+    max: int | None = None
+    forbidden: bool = False
+
+    @field_validator("allowed", mode="before")
+    @classmethod
+    def _as_strings(cls, value: Any) -> Any:
+        # YAML reads `allowed: [1, 2]` as integers; Kafka config values are strings.
+        if isinstance(value, list | tuple):
+            return [str(v).lower() if isinstance(v, bool) else str(v) for v in value]
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ConfigBound:
+        kinds = [self.allowed is not None, self.min is not None or self.max is not None]
+        if sum(kinds) + self.forbidden != 1:
+            raise ValueError("give exactly one of allowed, min/max, forbidden: true")
+        if self.allowed == ():
+            raise ValueError("allowed: list at least one value (or use forbidden: true)")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is greater than max {self.max}")
+        return self
+
+
+ConfigBounds = dict[Annotated[str, Field(min_length=1)], ConfigBound]
+
+
+class CreateTopicsBounds(_Strict):
+    """Bounds on CreateTopics (and, for ``max_partitions``, CreatePartitions)."""
+
+    max_partitions: Annotated[int, Field(ge=1)] | None = None
+    min_replication_factor: Annotated[int, Field(ge=1)] | None = None
+    max_replication_factor: Annotated[int, Field(ge=1)] | None = None
+    name_pattern: str | None = None
+    configs: ConfigBounds = Field(default_factory=dict)
+
+    _check_regex = field_validator("name_pattern")(_regex)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> CreateTopicsBounds:
+        low, high = self.min_replication_factor, self.max_replication_factor
+        if low is not None and high is not None and low > high:
+            raise ValueError(f"min_replication_factor {low} is greater than {high}")
+        return self
+
+
+class AlterConfigsBounds(_Strict):
+    """Bounds on AlterConfigs and IncrementalAlterConfigs of topics."""
+
+    configs: ConfigBounds
+
+
+Codec = Literal["none", "gzip", "snappy", "lz4", "zstd"]
+
+
+class ProduceBounds(_Strict):
+    """Constraints on Produce to the safeguard's topics."""
+
+    acks: Literal["all"] | None = None
+    max_batch_bytes: Annotated[int, Field(ge=1)] | None = None
+    compression: tuple[Codec, ...] | None = None
+
+    @field_validator("compression", mode="before")
+    @classmethod
+    def _lower_codecs(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            return [_lower(v) for v in value]
+        return value
+
+    @field_validator("compression")
+    @classmethod
+    def _some_codec(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value == ():
+            raise ValueError("list at least one codec")
+        return value
+
+
+class Safeguard(_Strict):
+    """Bounds that requests must keep, whatever the rules allow; ``id`` names it in the
+    POLICY_VIOLATION message. Absent ``subjects`` means every identity, absent
+    ``topics`` every topic."""
+
+    id: Annotated[str, Field(pattern=RULE_ID.pattern, max_length=128)]
+    description: str | None = None
+    subjects: Subjects | None = None
+    topics: tuple[TopicPattern, ...] | None = None
+    create_topics: CreateTopicsBounds | None = None
+    alter_configs: AlterConfigsBounds | None = None
+    produce: ProduceBounds | None = None
+    client_id_pattern: str | None = None
+
+    _check_regex = field_validator("client_id_pattern")(_regex)
+
+    @field_validator("topics")
+    @classmethod
+    def _some_topic(cls, value: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
+        if value == ():
+            raise ValueError("list at least one (or leave topics out for every topic)")
+        return value
+
+    @model_validator(mode="after")
+    def _bounds_something(self) -> Safeguard:
+        given = (self.create_topics, self.alter_configs, self.produce, self.client_id_pattern)
+        if all(g is None for g in given):
+            raise ValueError(
+                "give at least one of create_topics, alter_configs, produce, client_id_pattern"
+            )
+        return self
+
+
+class PolicyFile(_Strict):
+    """The whole of one ``policies/*.yaml`` file: ``rules``, ``safeguards`` or both.
+    Ids are unique across every rule and safeguard of the whole set of files, which the
+    loader checks (it knows every file and line)."""
+
+    rules: tuple[Rule, ...] = ()
+    safeguards: tuple[Safeguard, ...] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _says_something(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "rules" not in value and "safeguards" not in value:
+            raise ValueError("give a rules: list, a safeguards: list or both")
+        return value

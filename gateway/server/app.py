@@ -21,7 +21,7 @@ from gateway.identity.tls import (
     ServerTls,
     certificate_identity,
 )
-from gateway.pipeline.policies import PolicyStore
+from gateway.pipeline.policies import PolicyStore, PolicyWatcher
 from gateway.protocol.connection import ServerProtocol
 from gateway.server.connection import ClientConnection
 from gateway.server.limits import AddressLimit, RequestBudget
@@ -50,6 +50,9 @@ class Gateway:
         self.services = Services(
             config, pool, Authenticator(config), policies=PolicyStore(config.policy.dir)
         )
+        self.policy_watcher = PolicyWatcher(
+            self.services.policies, config.policy.reload_interval_seconds
+        )
         self._servers: list[asyncio.Server | TlsServer] = []
         self._connections: dict[asyncio.Task[None], ClientConnection] = {}
         self.request_budget = RequestBudget(config.limits.queued_max_request_bytes)
@@ -74,6 +77,7 @@ class Gateway:
                 await self._listen(listener)
             await self._admin.start()
             self.services.authenticator.watcher.start()
+            self.policy_watcher.start()
         except GatewayError:
             await self.stop()
             raise
@@ -232,6 +236,7 @@ class Gateway:
                 await server.wait_closed()
         await self._admin.stop()
         await self.services.authenticator.watcher.stop()
+        await self.policy_watcher.stop()
         await self.services.pool.close()
         self.services.authenticator.close()
         log.info("gateway stopped")

@@ -25,6 +25,7 @@ from gateway.config import AdminConfig, ListenerTlsConfig
 from gateway.errors import AuthenticationFailed, ConfigError, GatewayError
 from gateway.identity import Identity, TlsDetails
 from gateway.identity.registry import Authenticator
+from gateway.pipeline.policies import PolicyStore
 from gateway.protocol.connection import ServerProtocol
 from gateway.session import ClientSession, Services
 from tests.certs import TestAuthority
@@ -78,12 +79,15 @@ async def make_client() -> AsyncIterator[Callable[..., Awaitable[tuple[Client, S
     opened: list[tuple[Client, ScriptedPool]] = []
 
     async def make(
-        admin: dict[str, Any] | None = None, jwt: Jwt | None = None, **limits: Any
+        admin: dict[str, Any] | None = None,
+        jwt: Jwt | None = None,
+        policy_dir: Path | None = None,
+        **limits: Any,
     ) -> tuple[Client, Services]:
         limits.setdefault("failed_authentication_delay_seconds", 0)
         config = harness_config({"admin": admin or _admin()}, **limits)
         pool = ScriptedPool(config)
-        services = Services(config, pool, Authenticator(config))
+        services = Services(config, pool, Authenticator(config), policies=PolicyStore(policy_dir))
         client: Client = TestClient(TestServer(make_app(services, jwt)))
         await client.start_server()
         opened.append((client, pool))
@@ -389,3 +393,152 @@ def test_admin_tls_serves_a_renewed_certificate_on_the_context_it_started_with(
     _handshake(tls.served, new_ca.trusting())
     with pytest.raises(ssl.SSLCertVerificationError):
         _handshake(tls.served, old_ca.trusting())
+
+
+# -- /policy and /policy/reload ---------------------------------------------------------
+
+AUDITOR_TOKEN = "auditor-token-0b9e4d2c6a8f13"  # noqa: S105
+POLICY = b"""\
+rules:
+  - id: read-orders
+    effect: allow
+    subjects: {principals: [alice]}
+    resources:
+      - {type: topic, literal: orders}
+    operations: [read]
+"""
+
+
+def _policy_admin() -> dict[str, Any]:
+    admin = _admin()
+    admin["tokens"].append(
+        {"name": "auditor", "token_sha256": _sha256(AUDITOR_TOKEN), "groups": ["audit"]}
+    )
+    return admin
+
+
+@pytest.fixture
+def policy_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "policies"
+    directory.mkdir()
+    (directory / "apps.yaml").write_bytes(POLICY)
+    return directory
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "token", "status"),
+    [
+        ("GET", "/policy", None, 401),
+        ("GET", "/policy", VIEWER_TOKEN, 403),
+        ("GET", "/policy", AUDITOR_TOKEN, 200),
+        ("GET", "/policy", OPERATOR_TOKEN, 200),
+        ("POST", "/policy/reload", None, 401),
+        ("POST", "/policy/reload", VIEWER_TOKEN, 403),
+        ("POST", "/policy/reload", AUDITOR_TOKEN, 403),
+        ("POST", "/policy/reload", OPERATOR_TOKEN, 200),
+        ("GET", "/policy/reload", OPERATOR_TOKEN, 405),
+        ("POST", "/policy", OPERATOR_TOKEN, 405),
+    ],
+)
+async def test_policy_endpoints_answer_by_token_and_role(
+    make_client: Any, policy_dir: Path, method: str, path: str, token: str | None, status: int
+) -> None:
+    client, _ = await make_client(_policy_admin(), policy_dir=policy_dir)
+
+    response = await client.request(method, path, headers=_bearer(token) if token else {})
+
+    assert response.status == status, await response.text()
+
+
+async def test_get_policy_describes_the_policy_in_force(make_client: Any, policy_dir: Path) -> None:
+    client, services = await make_client(policy_dir=policy_dir)
+
+    body = await (await client.get("/policy", headers=_bearer(OPERATOR_TOKEN))).json()
+
+    assert set(body) == {"enforced", "version", "directory", "files", "rules", "last_reload"}
+    assert body["enforced"] is True
+    assert body["version"] == services.policies.version
+    assert (body["directory"], body["files"], body["rules"]) == (
+        str(policy_dir),
+        ["apps.yaml"],
+        1,
+    )
+    assert body["last_reload"]["result"] == "success"
+    assert body["last_reload"]["error"] is None
+
+
+async def test_get_policy_without_a_policy_says_nothing_is_enforced(make_client: Any) -> None:
+    client, _ = await make_client()
+
+    body = await (await client.get("/policy", headers=_bearer(OPERATOR_TOKEN))).json()
+
+    assert body["enforced"] is False
+    assert body["version"] is None and body["last_reload"] is None
+
+
+async def test_post_reload_without_a_policy_directory_gets_409(make_client: Any) -> None:
+    client, _ = await make_client()
+
+    response = await client.post("/policy/reload", headers=_bearer(OPERATOR_TOKEN))
+
+    assert response.status == 409
+
+
+async def test_post_reload_puts_a_valid_change_in_force(make_client: Any, policy_dir: Path) -> None:
+    client, services = await make_client(policy_dir=policy_dir)
+    old = services.policies.version
+    (policy_dir / "more.yaml").write_bytes(POLICY.replace(b"read-orders", b"also"))
+
+    response = await client.post("/policy/reload", headers=_bearer(OPERATOR_TOKEN))
+    body = await response.json()
+
+    assert response.status == 200
+    assert body["version"] == services.policies.version != old
+    assert body["files"] == ["apps.yaml", "more.yaml"] and body["rules"] == 2
+    assert body["last_reload"]["result"] == "success"
+
+
+async def test_post_reload_of_unchanged_files_answers_200_unchanged(
+    make_client: Any, policy_dir: Path
+) -> None:
+    client, services = await make_client(policy_dir=policy_dir)
+    version = services.policies.version
+
+    response = await client.post("/policy/reload", headers=_bearer(OPERATOR_TOKEN))
+    body = await response.json()
+
+    assert response.status == 200
+    assert body["version"] == version
+    assert body["last_reload"]["result"] == "unchanged"
+
+
+async def test_post_reload_of_an_invalid_file_gets_422_and_keeps_the_old_policy(
+    make_client: Any, policy_dir: Path
+) -> None:
+    client, services = await make_client(policy_dir=policy_dir)
+    version = services.policies.version
+    (policy_dir / "broken.yaml").write_bytes(b"rules:\n  - id: bad\n    effect: perhaps\n")
+
+    response = await client.post("/policy/reload", headers=_bearer(OPERATOR_TOKEN))
+    body = await response.json()
+    after = await (await client.get("/policy", headers=_bearer(OPERATOR_TOKEN))).json()
+
+    assert response.status == 422
+    assert body["version"] == version == services.policies.version
+    assert version in body["error"]
+    assert body["last_reload"]["result"] == "failure"
+    assert any("broken.yaml:3: rules[0].effect" in line for line in body["last_reload"]["error"])
+    assert after["last_reload"] == body["last_reload"]
+    assert _count("/policy/reload", "invalid") >= 1
+
+
+async def test_post_reload_with_an_oversized_body_gets_413(
+    make_client: Any, policy_dir: Path
+) -> None:
+    client, _ = await make_client(policy_dir=policy_dir)
+
+    response = await client.post(
+        "/policy/reload", data=b"x" * (65 * 1024), headers=_bearer(OPERATOR_TOKEN)
+    )
+
+    assert response.status == 413

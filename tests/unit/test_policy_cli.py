@@ -45,6 +45,17 @@ def test_check_valid_dir_exits_0_with_files_rules_and_version(policy_dir: Path) 
     assert f"{policy_dir / 'a.yaml'}: 1 rules" in out
 
 
+def test_check_counts_safeguards_per_file(policy_dir: Path) -> None:
+    (policy_dir / "b.yaml").write_text(
+        "safeguards:\n  - id: bounds\n    create_topics: {max_partitions: 12}\n"
+    )
+    code, out, _ = run("check", str(policy_dir))
+    assert code == 0
+    assert "2 files, 1 rules, 1 safeguards" in out
+    assert f"{policy_dir / 'a.yaml'}: 1 rules, 0 safeguards" in out
+    assert f"{policy_dir / 'b.yaml'}: 0 rules, 1 safeguards" in out
+
+
 def test_check_invalid_dir_exits_1_naming_file_line_and_field(policy_dir: Path) -> None:
     (policy_dir / "b.yaml").write_text(RULES.replace("read-orders", "b1").replace("read]", "rd]"))
     code, out, err = run("check", str(policy_dir))

@@ -54,15 +54,16 @@ VALID_BODY = (
 @pytest.mark.parametrize("path", sorted(POLICIES.glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_policy_file_validates(path: Path) -> None:
     policy = build_policy({str(path): path.read_bytes()})
-    assert policy.rules
+    assert policy.rules or policy.safeguards
 
 
 def test_shipped_policy_directory_loads_whole_with_unique_ids() -> None:
     policy = load_policy_dir(POLICIES)
     names = {Path(f).name for f in policy.files}
-    assert {"admins.yaml", "apps.yaml", "analysts.yaml"} <= names
-    ids = [r.id for r in policy.rules]
+    assert {"admins.yaml", "apps.yaml", "analysts.yaml", "safeguards.yaml"} <= names
+    ids = [r.id for r in policy.rules] + [s.id for s in policy.safeguards]
     assert len(ids) == len(set(ids))
+    assert {s.id for s in policy.safeguards} >= {"demo-topic-bounds", "payments-protected"}
 
 
 def test_valid_file_compiles_rules_with_their_source_line() -> None:
@@ -169,14 +170,18 @@ def test_yaml_syntax_error_names_its_line() -> None:
 
 
 def test_empty_file_is_refused() -> None:
-    assert one_problem("") == "policies/p.yaml:1: the file is empty; it needs a rules: list"
+    assert one_problem("") == (
+        "policies/p.yaml:1: the file is empty; it needs a rules: or safeguards: list"
+    )
 
 
-def test_top_level_must_be_a_mapping_with_rules() -> None:
+def test_top_level_must_be_a_mapping_with_rules_or_safeguards() -> None:
     assert one_problem("- id: r1\n").startswith("policies/p.yaml:1: (top level): ")
     assert problems({"p.yaml": b"other: 1\n"}) == (
-        "p.yaml:1: rules: Field required",
-        "p.yaml:1: other: Extra inputs are not permitted",
+        "p.yaml:1: (top level): give a rules: list, a safeguards: list or both",
+    )
+    assert problems({"p.yaml": b"rules: []\nother: 1\n"}) == (
+        "p.yaml:2: other: Extra inputs are not permitted",
     )
 
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from gateway.identity import Identity
 from gateway.policy import CLUSTER_NAME, Action, Operation, ResourceType
-from gateway.policy.decide import IMPLIED_BY, decide
+from gateway.policy.decide import IMPLIED_BY, decide, decide_any
 from gateway.policy.loader import Policy
 from gateway.policy.model import Resource, Rule
 
@@ -237,3 +237,37 @@ def test_whether_allowed_does_not_depend_on_rule_order(
         decide(build(shuffled), identity, action).allowed
         == decide(build(rules), identity, action).allowed
     )
+
+
+@settings(max_examples=150, deadline=None)
+@given(rule_lists(), identities, actions())
+def test_a_grant_on_one_resource_is_a_grant_on_some_resource_of_its_type(
+    rules: list[Rule], identity: Identity, action: Action
+) -> None:
+    # decide_any answers Kafka's authorizeByResourceType (an idempotent producer's
+    # WRITE on any topic): whatever decide allows for one name, it must allow too.
+    policy = build(rules)
+    if decide(policy, identity, action).allowed:
+        assert decide_any(policy, identity, action.resource_type, action.operation).allowed
+
+
+@settings(max_examples=100, deadline=None)
+@given(rule_lists(), identities, actions())
+def test_a_deny_of_every_name_denies_every_resource_of_its_type(
+    rules: list[Rule], identity: Identity, action: Action
+) -> None:
+    everything = Rule.model_validate(
+        {
+            "id": "deny-every-name",
+            "effect": "deny",
+            "subjects": {"principals": ["*"]},
+            "resources": [
+                {"type": action.resource_type.value}
+                if action.resource_type.value == "cluster"
+                else {"type": action.resource_type.value, "literal": "*"}
+            ],
+            "operations": [action.operation.value],
+        }
+    )
+    policy = build([*rules, everything])
+    assert not decide_any(policy, identity, action.resource_type, action.operation).allowed
