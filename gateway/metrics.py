@@ -162,3 +162,9 @@ POLICY_RELOAD_FAILING = Gauge(
     "1 while the policy directory holds an invalid set that was refused, else 0.",
 )
 POLICY_RULES = Gauge("gateway_policy_rules", "Rules in the policy in force.")
+
+SAFEGUARD_VIOLATIONS = Counter(
+    "gateway_policy_safeguard_violations_total",
+    "Request items refused with POLICY_VIOLATION, by API and safeguard id.",
+    ["api", "rule"],
+)

@@ -30,7 +30,7 @@ from gateway.handlers.metadata import as_virtual_broker
 from gateway.identity import Identity
 from gateway.pipeline import Call, Denial
 from gateway.pipeline.policies import PolicyStore
-from gateway.policy import CLUSTER_NAME, Action, Operation, ResourceType
+from gateway.policy import CLUSTER_NAME, Action, Operation, ResourceType, safeguards
 from gateway.policy.decide import Decision, decide, decide_any
 from gateway.policy.loader import Policy
 from gateway.policy.operations import AnyOf, AnyResource, ItemActions, Scope, required_actions
@@ -87,6 +87,11 @@ def _counter(api_key: int, allowed: bool, rule: str) -> Any:
     return metrics.POLICY_DECISIONS.labels(api_name(api_key), "allow" if allowed else "deny", rule)
 
 
+@functools.lru_cache(maxsize=4096)
+def _violated(api_key: int, rule: str) -> Any:
+    return metrics.SAFEGUARD_VIOLATIONS.labels(api_name(api_key), rule)
+
+
 def _count(api_key: int, decision: Decision) -> None:
     _counter(api_key, decision.allowed, decision.rule_id or "none").inc()
 
@@ -138,6 +143,30 @@ class PolicyStage:
             return
         for item, denial in refused:
             call.withhold(key_of(item.resource_type, item.name), denial)
+        self._safeguards(call, policy)
+
+    def _safeguards(self, call: Call, policy: Policy) -> None:
+        """Items the policy allows must still keep its bounds: POLICY_VIOLATION with the
+        safeguard's message for each item that does not (the whole request when the
+        bound is about the request, such as its client id)."""
+        if not policy.safeguards:
+            return
+        request = call.request
+        violations = safeguards.check(
+            policy,
+            call.identity,
+            request.api_key,
+            request.body,
+            request.client_id,
+            topic_names=call.session.upstream.view.names_by_id,
+        )
+        for violation in violations:
+            _violated(request.api_key, violation.rule_id).inc()
+            denial = Denial(ErrorCode.policy_violation, violation.message)
+            if violation.scope is Scope.REQUEST:
+                call.refuse(denial.error, denial.message)
+                return
+            call.withhold(key_of(violation.resource_type, violation.name), denial)
 
     async def _may_create(
         self, call: Call, policy: Policy, identity: Identity, item: ItemActions

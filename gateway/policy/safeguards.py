@@ -49,6 +49,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import PurePath
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -140,7 +141,9 @@ class CompiledSafeguard:
     description: str | None = None
 
     def refuse(self, kind: ResourceType, name: str, scope: Scope, problem: str) -> Violation:
-        return Violation(kind, name, scope, self.id, f"rule {self.id} ({self.source}): {problem}")
+        # The file's name and line, not its directory: clients read this message.
+        where = PurePath(self.source).name
+        return Violation(kind, name, scope, self.id, f"rule {self.id} ({where}): {problem}")
 
 
 def compile_safeguard(guard: Safeguard, source: str) -> CompiledSafeguard:

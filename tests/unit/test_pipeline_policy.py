@@ -6,6 +6,7 @@ recorded, so these tests can say exactly what a denied item did not reach.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,9 @@ from tests.unit.test_client_connection import (
     BROKERS,
     NO_TIME,
     counter,
+    create_topics,
+    create_topics_items,
+    created,
     described,
     join_group,
     metadata,
@@ -233,3 +237,64 @@ async def test_without_a_policy_nothing_is_refused(tmp_path: Path) -> None:
         sent.reply(produced(sent.body))
         (answer,) = await h.answers(1)
         assert produce_items(answer.body) == {"payments/0": ErrorCode.none}
+
+
+SAFEGUARDED = """
+rules:
+  - id: apps
+    effect: allow
+    subjects: {listeners: [harness]}
+    resources: [{type: topic, prefix: app-}, {type: topic, prefix: payments}]
+    operations: [write, create]
+safeguards:
+  - id: app-bounds
+    topics: [{prefix: app-}]
+    create_topics: {max_partitions: 4}
+  - id: payments-durable
+    topics: [{prefix: payments}]
+    produce: {acks: all}
+"""
+
+
+async def test_a_create_beyond_a_safeguard_is_refused_alone_with_policy_violation(
+    tmp_path: Path,
+) -> None:
+    request = create_topics("app-small", "app-huge")
+    (small, huge) = request.topics
+    request = dataclasses.replace(
+        request,
+        topics=(small, dataclasses.replace(huge, num_partitions=1000)),
+        validate_only=True,
+    )
+    before = counter(
+        "gateway_policy_safeguard_violations_total", api="CreateTopics", rule="app-bounds"
+    )
+    async with harness(tmp_path, SAFEGUARDED) as h:
+        single_leader_layout(h)
+        h.client.send(request)
+        (sent,) = await h.sends(1)
+        assert [t.name for t in sent.body.topics] == ["app-small"]
+        sent.reply(created(sent.body))
+        (answer,) = await h.answers(1)
+    assert create_topics_items(answer.body) == {
+        "app-small": ErrorCode.none,
+        "app-huge": ErrorCode.policy_violation,
+    }
+    (refused,) = [t for t in answer.body.topics if t.name == "app-huge"]
+    assert refused.error_message.startswith("rule app-bounds (policy.yaml:")
+    assert "1000" in refused.error_message
+    assert (
+        counter("gateway_policy_safeguard_violations_total", api="CreateTopics", rule="app-bounds")
+        == before + 1
+    )
+
+
+async def test_a_produce_to_a_protected_topic_without_acks_all_is_refused(
+    tmp_path: Path,
+) -> None:
+    async with harness(tmp_path, SAFEGUARDED) as h:
+        h.pool.set_layout(BROKERS, {"payments": {0: 1}})
+        h.client.send(produce("payments", acks=1))
+        (answer,) = await h.answers(1)
+        assert produce_items(answer.body) == {"payments/0": ErrorCode.policy_violation}
+    assert h.pool.sent == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import pytest
@@ -75,7 +75,8 @@ def refused(body: Any, identity: Identity = APP) -> dict[str, str]:
 
 
 def message(rule_id: str, problem: str) -> str:
-    return f"rule {rule_id} ({SOURCE[rule_id]}): {problem}"
+    # Clients read the message: it names the file and line, never the directory.
+    return f"rule {rule_id} ({PurePath(SOURCE[rule_id]).name}): {problem}"
 
 
 # -- the policy file -------------------------------------------------------------------
