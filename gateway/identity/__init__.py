@@ -37,6 +37,9 @@ class Identity:
     # Wall-clock time (seconds since the epoch) after which the credential that proved
     # this identity is no longer valid (a token's exp); None when it does not expire.
     expires_at: float | None = None
+    # A token's claims that policies may name (subjects' claims): (name, value) for each
+    # string, number or boolean claim and each such item of a list claim, as text.
+    claims: tuple[tuple[str, str], ...] = field(default=())
 
 
 ANONYMOUS = Identity(principal="anonymous", mechanism="none")

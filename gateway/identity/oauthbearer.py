@@ -346,6 +346,33 @@ class _Claims:
     principal: str
     groups: tuple[str, ...]
     expires_at: float
+    pairs: tuple[tuple[str, str], ...] = ()
+
+
+# What policies may match a token's claims on: bounded, so that a large token cannot
+# make every identity large.
+MAX_CLAIM_PAIRS = 128
+MAX_CLAIM_TEXT = 256
+
+
+def _claim_pairs(claims: dict[str, object]) -> tuple[tuple[str, str], ...]:
+    """(name, value) for each scalar claim and each scalar item of a list claim, as text
+    (true/false for booleans, as in JSON); nested objects are left out."""
+    pairs: list[tuple[str, str]] = []
+    for name, value in claims.items():
+        values = value if isinstance(value, list) else [value]
+        for item in values:
+            if isinstance(item, bool):
+                text = "true" if item else "false"
+            elif isinstance(item, str | int | float):
+                text = str(item)
+            else:
+                continue
+            if len(name) <= MAX_CLAIM_TEXT and len(text) <= MAX_CLAIM_TEXT:
+                pairs.append((name, text))
+            if len(pairs) >= MAX_CLAIM_PAIRS:
+                return tuple(pairs)
+    return tuple(pairs)
 
 
 class JwtValidator:
@@ -438,7 +465,7 @@ class JwtValidator:
             )
         groups_claim = self._config.groups_claim
         groups = _groups(claims.get(groups_claim)) if groups_claim else ()
-        return _Claims(principal, groups, exp)
+        return _Claims(principal, groups, exp, _claim_pairs(claims))
 
     def _identity(self, claims: _Claims) -> Identity:
         groups = claims.groups
@@ -452,6 +479,7 @@ class JwtValidator:
             mechanism=MECHANISM,
             groups=groups,
             expires_at=claims.expires_at,
+            claims=claims.pairs,
         )
 
 

@@ -30,49 +30,34 @@ from gateway.identity import Identity
 from gateway.policy import Operation, ResourceType
 from gateway.policy.model import WILDCARD, PolicyFile, Rule, Safeguard
 from gateway.policy.safeguards import CompiledSafeguard, compile_safeguard
+from gateway.policy.subjects import SubjectSet, compile_subjects
 
 VERSION_HEX_CHARS = 12
 
 
 @dataclass(frozen=True, slots=True)
 class CompiledRule:
-    """A validated rule, ready to match: subject sets, operations, where it came from."""
+    """A validated rule, ready to match: subjects, operations, where it came from."""
 
     id: str
     allow: bool
     operations: frozenset[Operation]
-    principals: frozenset[str]
-    groups: frozenset[str]
-    listeners: frozenset[str]
-    mechanisms: frozenset[str]  # upper case: SCRAM-SHA-256 and scram-sha-256 are one
-    everyone: bool
+    subjects: SubjectSet
     order: int  # position in the whole set (files sorted by name): earlier wins a tie
     source: str  # "policies/apps.yaml:12"
     description: str | None = None
 
     def matches(self, identity: Identity) -> bool:
         """Does any listed subject match ``identity``?"""
-        return (
-            self.everyone
-            or identity.principal in self.principals
-            or identity.listener in self.listeners
-            or identity.mechanism.upper() in self.mechanisms
-            or not self.groups.isdisjoint(identity.groups)
-        )
+        return self.subjects.matches(identity)
 
 
 def compile_rule(rule: Rule, order: int, source: str) -> CompiledRule:
-    s = rule.subjects
-    every = (s.principals, s.groups, s.listeners, s.mechanisms)
     return CompiledRule(
         id=rule.id,
         allow=rule.effect == "allow",
         operations=frozenset(rule.operations),
-        principals=frozenset(s.principals),
-        groups=frozenset(s.groups),
-        listeners=frozenset(s.listeners),
-        mechanisms=frozenset(m.upper() for m in s.mechanisms),
-        everyone=any(WILDCARD in names for names in every),
+        subjects=compile_subjects(rule.subjects),
         order=order,
         source=source,
         description=rule.description,

@@ -50,9 +50,10 @@ class _Strict(BaseModel):
 
 class Subjects(_Strict):
     """Who a rule is about. A rule matches an identity if any listed subject matches:
-    its principal, one of its groups, the listener it came in on, or its mechanism
-    (compared without case). ``"*"`` in any list matches every identity, anonymous ones
-    included; to grant unauthenticated clients something, name their listener instead.
+    its principal, one of its groups, the listener it came in on, its mechanism
+    (compared without case), or a claim of its token. ``"*"`` in any list matches every
+    identity, anonymous ones included; to grant unauthenticated clients something, name
+    their listener instead.
     """
 
     principals: tuple[str, ...] = ()
@@ -60,14 +61,21 @@ class Subjects(_Strict):
     listeners: tuple[str, ...] = ()
     # As the identity names them: PLAIN, SCRAM-SHA-256, OAUTHBEARER, SSL, none.
     mechanisms: tuple[str, ...] = ()
+    # Token claims (OAUTHBEARER): claim name -> accepted values, compared as text
+    # (``{department: [payments]}``; a list claim matches if any item is accepted;
+    # ``"*"`` accepts any value of a claim the token has).
+    claims: dict[Annotated[str, Field(min_length=1)], tuple[str, ...]] = {}
 
     @model_validator(mode="after")
     def _not_empty(self) -> Subjects:
-        if not (self.principals or self.groups or self.listeners or self.mechanisms):
+        if not (self.principals or self.groups or self.listeners or self.mechanisms or self.claims):
             raise ValueError(
-                "name at least one of principals, groups, listeners, mechanisms "
+                "name at least one of principals, groups, listeners, mechanisms, claims "
                 '(use principals: ["*"] for everyone)'
             )
+        for name, values in self.claims.items():
+            if not values:
+                raise ValueError(f"claims.{name}: list at least one accepted value")
         return self
 
 

@@ -64,6 +64,7 @@ from gateway.policy.model import (
     Safeguard,
 )
 from gateway.policy.operations import Scope
+from gateway.policy.subjects import EVERYONE, SubjectSet, compile_subjects
 from gateway.protocol import versions as api
 
 if TYPE_CHECKING:
@@ -81,30 +82,6 @@ class Violation:
     scope: Scope  # ITEM: that item is refused; REQUEST: the whole request is
     rule_id: str
     message: str
-
-
-@dataclass(frozen=True, slots=True)
-class _Subjects:
-    """Who a safeguard bounds, matched as a rule's subjects are (any one listed
-    principal, group, listener or mechanism; ``"*"`` anywhere is everyone)."""
-
-    principals: frozenset[str]
-    groups: frozenset[str]
-    listeners: frozenset[str]
-    mechanisms: frozenset[str]
-    everyone: bool
-
-    def matches(self, identity: Identity) -> bool:
-        return (
-            self.everyone
-            or identity.principal in self.principals
-            or identity.listener in self.listeners
-            or identity.mechanism.upper() in self.mechanisms
-            or not self.groups.isdisjoint(identity.groups)
-        )
-
-
-_EVERYONE = _Subjects(frozenset(), frozenset(), frozenset(), frozenset(), everyone=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +108,7 @@ class CompiledSafeguard:
 
     id: str
     source: str  # "policies/safeguards.yaml:4"
-    subjects: _Subjects
+    subjects: SubjectSet
     topics: _Topics
     create_topics: CreateTopicsBounds | None
     name_pattern: re.Pattern[str] | None
@@ -147,17 +124,7 @@ class CompiledSafeguard:
 
 
 def compile_safeguard(guard: Safeguard, source: str) -> CompiledSafeguard:
-    subjects = _EVERYONE
-    if guard.subjects is not None:
-        s = guard.subjects
-        every = (s.principals, s.groups, s.listeners, s.mechanisms)
-        subjects = _Subjects(
-            principals=frozenset(s.principals),
-            groups=frozenset(s.groups),
-            listeners=frozenset(s.listeners),
-            mechanisms=frozenset(m.upper() for m in s.mechanisms),
-            everyone=any(WILDCARD in names for names in every),
-        )
+    subjects = EVERYONE if guard.subjects is None else compile_subjects(guard.subjects)
     patterns = guard.topics or ()
     topics = _Topics(
         literals=frozenset(p.literal for p in patterns if p.literal is not None),

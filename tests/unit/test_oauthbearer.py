@@ -650,3 +650,12 @@ async def test_100_first_tokens_at_once_share_one_fetch(make: Make, provider: Fa
     identities = await asyncio.gather(*(validator.validate(token) for _ in range(100)))
     assert {i.principal for i in identities} == {"orders-service"}
     assert provider.fetches == 1
+
+
+async def test_token_claims_are_kept_as_text_pairs_for_policies(make: Make) -> None:
+    token = KEY.sign(claims(department="payments", scopes=["read", "write"], admin=False))
+    pairs = (await make().validate(token)).claims
+    assert ("department", "payments") in pairs
+    assert {("scopes", "read"), ("scopes", "write")} <= set(pairs)
+    assert ("admin", "false") in pairs
+    assert ("sub", "orders-service") in pairs

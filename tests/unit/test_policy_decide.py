@@ -267,3 +267,38 @@ def test_example_policy_grants_each_role_what_it_says() -> None:
     assert allowed(p, Action(T, "demo", O.WRITE), anonymous)
     assert not allowed(p, Action(T, "orders", O.DESCRIBE), anonymous)
     assert not allowed(p, Action(T, "demo", O.WRITE), Identity("anonymous", "none"))
+
+
+def _claims_rule(claims: dict[str, list[str]]) -> Rule:
+    return Rule.model_validate(
+        {
+            "id": "by-claim",
+            "effect": "allow",
+            "subjects": {"claims": claims},
+            "resources": [{"type": "topic", "literal": "orders"}],
+            "operations": ["read"],
+        }
+    )
+
+
+def test_a_claims_subject_matches_a_token_claim_value() -> None:
+    read = Action(T, "orders", O.READ)
+    p = policy(_claims_rule({"department": ["payments", "sre"]}))
+    payments = Identity("svc", "OAUTHBEARER", claims=(("department", "payments"),))
+    other = Identity("svc", "OAUTHBEARER", claims=(("department", "marketing"),))
+    assert allowed(p, read, payments)
+    assert not allowed(p, read, other)
+    # Same name and value from another source (a group) is not a claim.
+    assert not allowed(p, read, Identity("svc", "PLAIN", groups=("payments",)))
+
+
+def test_a_claims_wildcard_accepts_any_value_of_a_claim_the_token_has() -> None:
+    read = Action(T, "orders", O.READ)
+    p = policy(_claims_rule({"tenant": ["*"]}))
+    assert allowed(p, read, Identity("svc", "OAUTHBEARER", claims=(("tenant", "t1"),)))
+    assert not allowed(p, read, Identity("svc", "OAUTHBEARER", claims=(("other", "t1"),)))
+
+
+def test_a_claims_subject_needs_accepted_values() -> None:
+    with pytest.raises(ValueError, match="claims.department: list at least one"):
+        _claims_rule({"department": []})

@@ -308,4 +308,4 @@ def test_a_file_renamed_over_with_the_same_size_and_mtime_is_still_seen(
     outcome = store.reload_if_changed()
 
     assert outcome is not None and outcome.result == "success"
-    assert store.current is not None and "bobby" in store.current.rules[0].principals
+    assert store.current is not None and "bobby" in store.current.rules[0].subjects.principals
