@@ -96,6 +96,11 @@ class Call:
     def api_key(self) -> int:
         return self.request.api_key
 
+    @property
+    def resources(self) -> tuple[Resource, ...]:
+        """The resources the request names, in request order, as stages know them."""
+        return tuple(self.key(r) for r in items.names(self.request.body))
+
     def key(self, resource: Resource) -> Resource:
         """How a request item's resource is known to stages: a topic by name (an id the
         layout names is that name, an unknown one its text), a config resource of a

@@ -339,3 +339,20 @@ async def test_an_answer_the_policy_stage_cannot_filter_is_not_delivered(
         (answer,) = await h.answers(1)
     # Not the upstream's answer: every topic refused with a retriable error.
     assert metadata_items(answer.body) == {"orders": ErrorCode.leader_not_available}
+
+
+async def test_a_call_names_its_resources_as_stages_know_them(tmp_path: Path) -> None:
+    from gateway.pipeline import Call
+    from gateway.protocol.codec import decode_request
+    from gateway.protocol.items import Resource
+    from tests.unit.harness import request_frame
+
+    async with harness(tmp_path) as h:
+        single_leader_layout(h)
+        frame = request_frame(produce_to("orders", "payments", transactional_id="t1"), 1)
+        call = Call(h.connection.session, decode_request(frame[4:]))
+        assert call.resources == (
+            Resource("transactional_id", "t1"),
+            Resource("topic", "orders"),
+            Resource("topic", "payments"),
+        )
