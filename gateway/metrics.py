@@ -168,3 +168,10 @@ SAFEGUARD_VIOLATIONS = Counter(
     "Request items refused with POLICY_VIOLATION, by API and safeguard id.",
     ["api", "rule"],
 )
+
+PIPELINE_STAGE_FAILURES = Counter(
+    "gateway_pipeline_stage_failures_total",
+    "Requests refused with a retriable error because a pipeline stage failed, by stage "
+    "and phase (request or response).",
+    ["stage", "phase"],
+)

@@ -15,6 +15,10 @@ On the way back each stage, in reverse order, may rewrite the answer (hide liste
 resources, add the withheld items' answers). Policy is the first stage; audit,
 approvals and masking are stages of the same chain.
 
+Fail closed: a stage that raises refuses the request with the API's retriable error
+(the client retries), and an answer a stage could not check is replaced by that error;
+neither is ever served unchecked. ``gateway_pipeline_stage_failures_total`` counts it.
+
 Bytes as they came: a handler forwards the client's own frame bytes only while
 :attr:`~gateway.protocol.codec.Request.as_received` holds. Withholding an item
 replaces the request with :meth:`~gateway.protocol.codec.Request.with_body`, which
@@ -40,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from kio.schema.errors import ErrorCode
 
+from gateway import metrics
 from gateway.identity import ANONYMOUS, Identity
 from gateway.protocol import items
 from gateway.protocol.codec import Answer, EncodedBody, Request
@@ -91,6 +96,11 @@ class Call:
     def api_key(self) -> int:
         return self.request.api_key
 
+    @property
+    def resources(self) -> tuple[Resource, ...]:
+        """The resources the request names, in request order, as stages know them."""
+        return tuple(self.key(r) for r in items.names(self.request.body))
+
     def key(self, resource: Resource) -> Resource:
         """How a request item's resource is known to stages: a topic by name (an id the
         layout names is that name, an unknown one its text), a config resource of a
@@ -140,7 +150,12 @@ class Pipeline:
         withheld every item), stages out."""
         call = Call(session, request)
         for stage in self.stages:
-            await stage.on_request(call)
+            try:
+                await stage.on_request(call)
+            except Exception:
+                _stage_failed(stage, "request")
+                call.refuse(_retriable(call), f"the gateway's {stage.name} check failed; retry")
+                break
             if call.answered:
                 break
         if call.answered:
@@ -150,7 +165,14 @@ class Pipeline:
         else:
             answer = await handler(session, call.request)
         for stage in reversed(self.stages):
-            answer = stage.on_response(call, answer)
+            try:
+                answer = stage.on_response(call, answer)
+            except Exception:
+                # Fail closed: an answer a stage could not check is not delivered.
+                _stage_failed(stage, "response")
+                answer = items.error_response(
+                    request.body, _retriable(call), f"the gateway's {stage.name} check failed"
+                )
         return answer
 
     def rejected(self, session: ClientSession, detail: str) -> None:
@@ -186,6 +208,17 @@ async def _without_withheld(call: Call, handler: Handler) -> Answer:
     for extra in answers:
         merged = items.merge_items(merged, extra)
     return cast(Answer, merged)
+
+
+def _retriable(call: Call) -> ErrorCode:
+    return items.unavailable_error(call.api_key)
+
+
+def _stage_failed(stage: Stage, phase: str) -> None:
+    """A stage that cannot do its job refuses (fail closed): the request is answered
+    with the API's retriable error and never served unchecked."""
+    log.exception("pipeline stage %s failed on the %s", stage.name, phase)
+    metrics.PIPELINE_STAGE_FAILURES.labels(stage.name, phase).inc()
 
 
 def _only(call: Call, resource: Resource) -> Any:

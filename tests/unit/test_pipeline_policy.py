@@ -11,11 +11,14 @@ import datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from kio.schema.errors import ErrorCode
 from kio.schema.list_groups.v4 import request as list_groups_request
 from kio.schema.list_groups.v4 import response as list_groups_response
 from kio.schema.produce.v9 import request as produce_request
 
+from gateway.pipeline import authorize
+from gateway.protocol.versions import METADATA
 from tests.unit.harness import Harness, settle
 from tests.unit.test_client_connection import (
     BROKERS,
@@ -298,3 +301,58 @@ async def test_a_produce_to_a_protected_topic_without_acks_all_is_refused(
         (answer,) = await h.answers(1)
         assert produce_items(answer.body) == {"payments/0": ErrorCode.policy_violation}
     assert h.pool.sent == []
+
+
+async def test_a_policy_stage_that_fails_refuses_the_request_with_a_retriable_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the authorization table is broken")
+
+    monkeypatch.setattr(authorize, "required_actions", broken)
+    before = counter("gateway_pipeline_stage_failures_total", stage="policy", phase="request")
+    async with harness(tmp_path) as h:
+        single_leader_layout(h)
+        h.client.send(produce_to("orders"))
+        (answer,) = await h.answers(1)
+        assert produce_items(answer.body) == {"orders/0": ErrorCode.request_timed_out}
+        assert h.is_open
+    assert h.pool.sent == []
+    assert (
+        counter("gateway_pipeline_stage_failures_total", stage="policy", phase="request")
+        == before + 1
+    )
+
+
+async def test_an_answer_the_policy_stage_cannot_filter_is_not_delivered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("cannot filter")
+
+    monkeypatch.setitem(authorize._SHOWN, METADATA, broken)
+    async with harness(tmp_path) as h:
+        single_leader_layout(h)
+        h.client.send(metadata("orders"))
+        (sent,) = await h.sends(1)
+        sent.reply(described(sent.body))
+        (answer,) = await h.answers(1)
+    # Not the upstream's answer: every topic refused with a retriable error.
+    assert metadata_items(answer.body) == {"orders": ErrorCode.leader_not_available}
+
+
+async def test_a_call_names_its_resources_as_stages_know_them(tmp_path: Path) -> None:
+    from gateway.pipeline import Call
+    from gateway.protocol.codec import decode_request
+    from gateway.protocol.items import Resource
+    from tests.unit.harness import request_frame
+
+    async with harness(tmp_path) as h:
+        single_leader_layout(h)
+        frame = request_frame(produce_to("orders", "payments", transactional_id="t1"), 1)
+        call = Call(h.connection.session, decode_request(frame[4:]))
+        assert call.resources == (
+            Resource("transactional_id", "t1"),
+            Resource("topic", "orders"),
+            Resource("topic", "payments"),
+        )
