@@ -74,6 +74,19 @@ class Denial:
     message: str
 
 
+@dataclass(frozen=True, slots=True)
+class ItemDecision:
+    """What a stage decided for one item, for the stages after it (audit): the resource,
+    allowed or not, the rule that made the decision and the policy version."""
+
+    stage: str
+    resource: Resource
+    allowed: bool
+    rule_id: str | None
+    policy_version: str | None
+    error: ErrorCode | None = None
+
+
 @dataclass
 class Call:
     """One request on its way through the pipeline."""
@@ -87,6 +100,8 @@ class Call:
     answered: bool = False
     # What stages note for their own response step (the policy in force, say).
     notes: dict[str, Any] = field(default_factory=dict)
+    # Every item decision made on the way in, in order.
+    decisions: list[ItemDecision] = field(default_factory=list)
 
     @property
     def identity(self) -> Identity:
@@ -132,7 +147,7 @@ class Stage(Protocol):
     async def on_request(self, call: Call) -> None:
         """Look at the request; withhold items or refuse it."""
 
-    def on_response(self, call: Call, answer: Answer) -> Answer:
+    async def on_response(self, call: Call, answer: Answer) -> Answer:
         """Look at (and possibly rewrite) the answer."""
 
     def rejected(self, session: ClientSession, detail: str) -> None:
@@ -166,7 +181,7 @@ class Pipeline:
             answer = await handler(session, call.request)
         for stage in reversed(self.stages):
             try:
-                answer = stage.on_response(call, answer)
+                answer = await stage.on_response(call, answer)
             except Exception:
                 # Fail closed: an answer a stage could not check is not delivered.
                 _stage_failed(stage, "response")

@@ -28,7 +28,7 @@ from gateway import metrics
 from gateway.errors import UnsupportedApi, UpstreamError
 from gateway.handlers.metadata import as_virtual_broker
 from gateway.identity import Identity
-from gateway.pipeline import Call, Denial
+from gateway.pipeline import Call, Denial, ItemDecision
 from gateway.pipeline.policies import PolicyStore
 from gateway.policy import CLUSTER_NAME, Action, Operation, ResourceType, safeguards
 from gateway.policy.decide import Decision, decide, decide_any
@@ -128,9 +128,16 @@ class PolicyStage:
             if decision.allowed and item.to_create:
                 decision, action = await self._may_create(call, policy, identity, item)
             _count(request.api_key, decision)
+            key = key_of(item.resource_type, item.name)
             if decision.allowed:
+                call.decisions.append(
+                    ItemDecision(self.name, key, True, decision.rule_id, policy.version)
+                )
                 continue
             denial = _denial(item, decision, action)
+            call.decisions.append(
+                ItemDecision(self.name, key, False, decision.rule_id, policy.version, denial.error)
+            )
             if item.scope is Scope.REQUEST:
                 call.refuse(denial.error, denial.message)
                 return
@@ -163,6 +170,16 @@ class PolicyStage:
         for violation in violations:
             _violated(request.api_key, violation.rule_id).inc()
             denial = Denial(ErrorCode.policy_violation, violation.message)
+            call.decisions.append(
+                ItemDecision(
+                    "safeguards",
+                    key_of(violation.resource_type, violation.name),
+                    False,
+                    violation.rule_id,
+                    policy.version,
+                    denial.error,
+                )
+            )
             if violation.scope is Scope.REQUEST:
                 call.refuse(denial.error, denial.message)
                 return
@@ -186,7 +203,7 @@ class PolicyStage:
             return _check(policy, identity, item.checks)
         return decision, action
 
-    def on_response(self, call: Call, answer: Answer) -> Answer:
+    async def on_response(self, call: Call, answer: Answer) -> Answer:
         policy = call.notes.get(self.name)
         if policy is None or answer is None:
             return answer

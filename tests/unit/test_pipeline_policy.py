@@ -356,3 +356,29 @@ async def test_a_call_names_its_resources_as_stages_know_them(tmp_path: Path) ->
             Resource("topic", "orders"),
             Resource("topic", "payments"),
         )
+
+
+async def test_each_item_decision_is_kept_for_later_stages(tmp_path: Path) -> None:
+    from gateway.pipeline import Call, ItemDecision
+    from gateway.protocol.codec import decode_request
+    from gateway.protocol.items import Resource
+    from tests.unit.harness import request_frame
+
+    async with harness(tmp_path) as h:
+        single_leader_layout(h)
+        stage = authorize.PolicyStage(h.connection.session.services.policies)
+        frame = request_frame(produce_to("orders", "secret-x"), 1)
+        call = Call(h.connection.session, decode_request(frame[4:]))
+        await stage.on_request(call)
+    version = h.connection.session.services.policies.version
+    assert call.decisions == [
+        ItemDecision("policy", Resource("topic", "orders"), True, "write-orders", version),
+        ItemDecision(
+            "policy",
+            Resource("topic", "secret-x"),
+            False,
+            "no-secrets",
+            version,
+            ErrorCode.topic_authorization_failed,
+        ),
+    ]
