@@ -37,6 +37,7 @@ connection closes.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -102,6 +103,9 @@ class Call:
     notes: dict[str, Any] = field(default_factory=dict)
     # Every item decision made on the way in, in order.
     decisions: list[ItemDecision] = field(default_factory=list)
+    # time.perf_counter() and time.time() when the call began (latency, event times).
+    started: float = field(default_factory=time.perf_counter)
+    started_at: float = field(default_factory=time.time)
 
     @property
     def identity(self) -> Identity:
