@@ -106,3 +106,8 @@ class UpstreamRefused(UpstreamError):
 
 class DevClusterError(GatewayError):
     """The local development clusters could not be started, stopped or inspected."""
+
+
+class AuditUnavailable(GatewayError):
+    """The audit log cannot make an event durable now (disk full, permission, I/O
+    error). Requests are refused with a retriable error until it can (fail closed)."""
