@@ -9,8 +9,6 @@ while the gateway runs.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
 from collections.abc import Iterable
@@ -23,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from gateway import metrics
 from gateway.config import UserConfig
 from gateway.errors import ConfigError
+from gateway.periodic import PeriodicCheck
 
 log = logging.getLogger(__name__)
 
@@ -118,45 +117,18 @@ class AccountStore:
         return self._by_subject.get(subject)
 
 
-class AccountsWatcher:
-    """Re-reads the service accounts file every ``interval`` seconds while running.
+class AccountsWatcher(PeriodicCheck[bool]):
+    """Re-reads the service accounts file every ``interval`` seconds while running
+    (``check()`` is True when a new version took effect).
 
     ``start()`` from the gateway's start, ``await stop()`` from its stop. The file is
     read on a worker thread so that a large file never stalls client traffic.
     """
 
     def __init__(self, accounts: AccountStore, interval: float) -> None:
+        super().__init__("checking the service accounts file", interval, accounts.reload_if_changed)
         self._accounts = accounts
-        self._interval = interval
-        self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        if self._task is None and self._accounts.watches_file:
-            self._task = asyncio.get_running_loop().create_task(
-                self._run(), name="service-accounts-watcher"
-            )
-
-    @property
-    def running(self) -> bool:
-        return self._task is not None
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def check(self) -> bool:
-        """One check now; True when a new version took effect."""
-        return await asyncio.to_thread(self._accounts.reload_if_changed)
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                await self.check()
-            except Exception:
-                # Whatever went wrong, the last good accounts stay and the next
-                # interval tries again: the watcher must not die silently.
-                log.exception("checking the service accounts file failed")
+        if self._accounts.watches_file:
+            super().start()

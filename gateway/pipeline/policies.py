@@ -28,6 +28,7 @@ from typing import Literal
 
 from gateway import metrics
 from gateway.errors import PolicyError
+from gateway.periodic import PeriodicCheck
 from gateway.policy.loader import Policy, load_policy_dir
 
 log = logging.getLogger(__name__)
@@ -191,7 +192,7 @@ def _rfc3339(at: float) -> str:
     return moment.replace("+00:00", "Z")
 
 
-class PolicyWatcher:
+class PolicyWatcher(PeriodicCheck[ReloadOutcome | None]):
     """Checks the policy directory every ``interval`` seconds while running.
 
     ``start()`` from the gateway's start, ``await stop()`` from its stop; nothing runs
@@ -200,38 +201,12 @@ class PolicyWatcher:
     """
 
     def __init__(self, store: PolicyStore, interval: float) -> None:
+        super().__init__("checking the policy directory", interval, store.reload_if_changed)
         self._store = store
-        self._interval = interval
-        self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        if self._task is None and self._store.directory is not None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="policy-watcher")
-
-    @property
-    def running(self) -> bool:
-        return self._task is not None
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def check(self) -> ReloadOutcome | None:
-        """One check now: the reload's outcome, or None when nothing changed."""
-        return await asyncio.to_thread(self._store.reload_if_changed)
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                await self.check()
-            except Exception:
-                # Whatever went wrong, the policy in force stays and the next interval
-                # tries again: the watcher must not die silently.
-                log.exception("checking the policy directory failed")
+        if self._store.directory is not None:
+            super().start()
 
 
 async def reload_on_signal(store: PolicyStore) -> ReloadOutcome | None:
