@@ -8,12 +8,15 @@ worker threads so that the loop keeps serving them.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
 import os
 import socket
 import ssl
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
@@ -22,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from gateway import dev
 from gateway.config import Config, parse_config
@@ -292,3 +296,56 @@ async def gateway(
 ) -> AsyncIterator[GatewayUnderTest]:
     async with running_gateway(primary) as running:
         yield running
+
+
+@dataclass
+class GatewaySubprocess:
+    """``python -m gateway run`` started by :func:`gateway_subprocess`."""
+
+    process: subprocess.Popen[bytes]
+    admin_url: str
+    log_path: Path
+
+
+def _healthy(admin_url: str) -> bool:
+    status, _, _ = admin_get(f"{admin_url}/healthz")
+    return status == 200
+
+
+@contextlib.asynccontextmanager
+async def gateway_subprocess(
+    data: dict[str, Any], admin_port: int, tmp_path: Path
+) -> AsyncIterator[GatewaySubprocess]:
+    """The gateway as its own process (signals, real start-up), with the config
+    ``data``; ready once its admin API answers, stopped with SIGTERM on exit (SIGKILL
+    after 30 s). Its output goes to ``tmp_path / "gateway.log"``."""
+    config_path = tmp_path / "gateway.yaml"
+    config_path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    log_path = tmp_path / "gateway.log"
+    root = Path(dev.__file__).resolve().parents[2]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", "gateway", "run", "--config", str(config_path)],
+            cwd=root,
+            env={**os.environ, "PYTHONPATH": str(root)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    admin_url = f"http://127.0.0.1:{admin_port}"
+    try:
+        for _ in range(600):
+            assert process.poll() is None, log_path.read_text(encoding="utf-8")
+            with contextlib.suppress(OSError):
+                if await asyncio.to_thread(_healthy, admin_url):
+                    break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("the gateway did not start")
+        yield GatewaySubprocess(process, admin_url, log_path)
+    finally:
+        process.terminate()
+        try:
+            await asyncio.to_thread(process.wait, 30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            await asyncio.to_thread(process.wait, 10)

@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from kio.schema.errors import ErrorCode
 
 from gateway import dev
@@ -63,7 +62,7 @@ from tests.integration.clients import (
     unique_topic,
     watermarks,
 )
-from tests.integration.clients.probes import plain_login_frames
+from tests.integration.clients.probes import plain_login_frames, record_batch
 from tests.integration.conftest import GatewayUnderTest, SessionLog, admin_get, running_gateway
 
 pytestmark = pytest.mark.integration
@@ -235,23 +234,6 @@ async def exchange(ep: Endpoint, body: Any) -> Any:
     """Send ``body`` as ``ep``'s user on a new connection; the decoded answer."""
     async with RawSession.open(ep) as session:
         return await session.request(body)
-
-
-def record_batch(values: list[bytes]) -> bytes:
-    """One uncompressed, non-idempotent record batch (magic 2) holding ``values``."""
-    builder = DefaultRecordBatchBuilder(
-        magic=2,
-        compression_type=0,
-        is_transactional=0,
-        producer_id=-1,
-        producer_epoch=-1,
-        base_sequence=-1,
-        batch_size=1 << 20,
-    )
-    now_ms = int(time.time() * 1000)
-    for offset, value in enumerate(values):
-        builder.append(offset, timestamp=now_ms, key=b"k%d" % offset, value=value, headers=[])
-    return bytes(builder.build())
 
 
 def produce_request(batches: dict[str, bytes]) -> Any:

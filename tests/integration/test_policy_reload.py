@@ -9,10 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -21,9 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-import gateway
 from gateway import dev
 from gateway.config import parse_config
 from gateway.server.app import Gateway
@@ -34,6 +29,7 @@ from tests.integration.conftest import (
     CLIENT_USER,
     admin_get,
     gateway_config_data,
+    gateway_subprocess,
 )
 
 pytestmark = pytest.mark.integration
@@ -211,53 +207,15 @@ async def test_a_reloaded_deny_applies_to_the_next_produce_of_an_open_connection
 # -- SIGHUP, on a gateway run as its own process -----------------------------------------
 
 
-def _ready(admin_url: str) -> bool:
-    status, _, _ = admin_get(f"{admin_url}/healthz")
-    return status == 200
-
-
-@contextlib.asynccontextmanager
-async def _gateway_process(data: dict[str, Any], tmp_path: Path) -> AsyncIterator[Any]:
-    ports = data.pop("_ports")
-    config_path = tmp_path / "gateway.yaml"
-    config_path.write_text(yaml.safe_dump(data), encoding="utf-8")
-    log_path = tmp_path / "gateway.log"
-    root = Path(gateway.__file__).resolve().parents[1]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", "gateway", "run", "--config", str(config_path)],
-            cwd=root,
-            env={**os.environ, "PYTHONPATH": str(root)},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    admin_url = f"http://127.0.0.1:{ports['admin']}"
-    try:
-        for _ in range(600):
-            assert process.poll() is None, log_path.read_text(encoding="utf-8")
-            with contextlib.suppress(OSError):
-                if await asyncio.to_thread(_ready, admin_url):
-                    break
-            await asyncio.sleep(0.1)
-        else:
-            raise AssertionError("the gateway did not start")
-        yield process, admin_url, log_path
-    finally:
-        process.terminate()
-        try:
-            await asyncio.to_thread(process.wait, 30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            await asyncio.to_thread(process.wait, 10)
-
-
 async def test_sighup_reloads_the_policy_of_a_running_process(
     primary: dev.ClusterInfo, tmp_path: Path
 ) -> None:
     policy_dir = _policy_dir(tmp_path)
     # The watcher would not look again within the test: only SIGHUP can reload.
     data = _config(primary, policy_dir, interval=3600)
-    async with _gateway_process(data, tmp_path) as (process, admin_url, log_path):
+    ports = data.pop("_ports")
+    async with gateway_subprocess(data, ports["admin"], tmp_path) as running:
+        process, admin_url, log_path = running.process, running.admin_url, running.log_path
         first = await _policy(admin_url)
         (policy_dir / "extra.yaml").write_text(EXTRA, encoding="utf-8")
 

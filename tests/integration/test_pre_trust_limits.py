@@ -21,11 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import statistics
 import struct
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import AsyncIterator
@@ -35,11 +33,9 @@ from typing import Any
 
 import psutil
 import pytest
-import yaml
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-import gateway
 from gateway import dev
 from gateway.identity.passwords import hash_password
 from tests.integration.clients import ClientError, Endpoint, acreate_topic, unique_topic
@@ -54,6 +50,7 @@ from tests.integration.conftest import (
     SessionLog,
     free_port,
     gateway_config_data,
+    gateway_subprocess,
     running_gateway,
 )
 
@@ -109,14 +106,6 @@ class GatewayProcess:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
 
-def _ready(admin_url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{admin_url}/readyz", timeout=2) as answer:  # noqa: S310
-            return bool(answer.status == 200)
-    except OSError:
-        return False
-
-
 @contextlib.asynccontextmanager
 async def gateway_process(
     cluster: dev.ClusterInfo, tmp_path: Path, **limits: object
@@ -125,27 +114,9 @@ async def gateway_process(
     the default PBKDF2 cost, as in production) added; stopped with SIGTERM on exit."""
     user = {"name": USER, "password_hash": hash_password(PASSWORD)}
     data, ports = gateway_config_data(cluster, users=[user], **limits)
-    config_path = tmp_path / "gateway.yaml"
-    config_path.write_text(yaml.safe_dump(data), encoding="utf-8")
-    log_path = tmp_path / "gateway.log"
-    root = Path(gateway.__file__).resolve().parents[1]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", "gateway", "run", "--config", str(config_path)],
-            cwd=root,
-            env={**os.environ, "PYTHONPATH": str(root)},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    admin_url = f"http://127.0.0.1:{ports['admin']}"
-    try:
-        deadline = time.monotonic() + 60
-        while not await asyncio.to_thread(_ready, admin_url):
-            assert process.poll() is None, log_path.read_text(encoding="utf-8")
-            assert time.monotonic() < deadline, "the gateway did not become ready"
-            await asyncio.sleep(0.2)
+    async with gateway_subprocess(data, ports["admin"], tmp_path) as running:
         yield GatewayProcess(
-            process=process,
+            process=running.process,
             plain=Endpoint(f"127.0.0.1:{ports['plain']}"),
             sasl=Endpoint(
                 f"127.0.0.1:{ports['sasl']}",
@@ -154,16 +125,9 @@ async def gateway_process(
                 username=USER,
                 password=PASSWORD,
             ),
-            admin_url=admin_url,
-            log_path=log_path,
+            admin_url=running.admin_url,
+            log_path=running.log_path,
         )
-    finally:
-        process.terminate()
-        try:
-            await asyncio.to_thread(process.wait, 30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            await asyncio.to_thread(process.wait, 10)
 
 
 def within_twice(during: float, quiet: float) -> bool:

@@ -17,7 +17,6 @@ import uuid
 from typing import Any
 
 import pytest
-from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from gateway.protocol import codec
 from tests.integration.clients import (
@@ -27,6 +26,7 @@ from tests.integration.clients import (
     list_topics,
     unique_topic,
 )
+from tests.integration.clients.probes import record_batch
 from tests.integration.conftest import GatewayUnderTest
 
 pytestmark = pytest.mark.integration
@@ -39,23 +39,6 @@ def _frame(body: Any, correlation_id: int) -> bytes:
         body.__api_key__, body.__version__, correlation_id, "acks-zero"
     ) + codec.encode_body(body)
     return struct.pack(">i", len(payload)) + payload
-
-
-def _record_batch(values: list[bytes]) -> bytes:
-    """One uncompressed, non-idempotent record batch (magic 2) holding ``values``."""
-    builder = DefaultRecordBatchBuilder(
-        magic=2,
-        compression_type=0,
-        is_transactional=0,
-        producer_id=-1,
-        producer_epoch=-1,
-        base_sequence=-1,
-        batch_size=1 << 20,
-    )
-    now_ms = int(time.time() * 1000)
-    for offset, value in enumerate(values):
-        builder.append(offset, timestamp=now_ms, key=b"k%d" % offset, value=value, headers=[])
-    return bytes(builder.build())
 
 
 def _produce_without_acks(version: int, topic: str, batch: bytes) -> Any:
@@ -125,7 +108,7 @@ async def test_acks_zero_produce_is_written_and_gets_no_response(
     try:
         # Pipelined in one write, as a client does: the Produce, then two more requests.
         writer.write(
-            _frame(_produce_without_acks(version, topic, _record_batch(values)), 1)
+            _frame(_produce_without_acks(version, topic, record_batch(values)), 1)
             + _frame(_metadata(topic), 2)
             + _frame(_api_versions(), 3)
         )

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from kio.schema.errors import ErrorCode
 
 from gateway.protocol import codec
@@ -192,3 +193,20 @@ class ProduceProbe(_Probe):
         super().stop()
         self._producer.flush(5)
         self._producer.close()
+
+
+def record_batch(values: list[bytes]) -> bytes:
+    """One uncompressed, non-idempotent record batch (magic 2) holding ``values``."""
+    builder = DefaultRecordBatchBuilder(
+        magic=2,
+        compression_type=0,
+        is_transactional=0,
+        producer_id=-1,
+        producer_epoch=-1,
+        base_sequence=-1,
+        batch_size=1 << 20,
+    )
+    now_ms = int(time.time() * 1000)
+    for offset, value in enumerate(values):
+        builder.append(offset, timestamp=now_ms, key=b"k%d" % offset, value=value, headers=[])
+    return bytes(builder.build())
