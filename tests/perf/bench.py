@@ -14,7 +14,12 @@ Workloads (each on a fresh 3-partition topic per round):
 Direct means the broker's SASL_PLAINTEXT SCRAM-SHA-256 listener with the dev admin user;
 gateway means a ``python -m gateway run`` subprocess (plaintext listener, no client
 authentication, log level warning) started afresh for each workload run, so that its
-CPU seconds and peak RSS (psutil, sampled every 100 ms) belong to that workload alone.
+CPU seconds and peak RSS (psutil, sampled every 100 ms) belong to that workload alone;
+gateway-policy is the same gateway with a policy loaded (the repository's ``policies/``
+plus a grant for the bench listener's ``bench-`` topics and groups), so every request
+is authorized; a run in which that policy refused anything fails, since refused work
+is cheaper. The report shows each gateway path's ratio to direct and, for the policy
+path, its ratio to the gateway without policy in the same run.
 ``--soak SECONDS`` also repeats the idle workload through one gateway for that long and
 samples its RSS every second. Nothing here asserts a timing: it is a report.
 
@@ -70,11 +75,13 @@ from tests.perf.report import (
 from tests.perf.targets import (
     DIRECT,
     GATEWAY,
+    GATEWAY_POLICY,
     PATHS,
     REPO_ROOT,
     BenchError,
     GatewayProcess,
     Target,
+    bench_policy_dir,
     direct_target,
 )
 
@@ -182,12 +189,20 @@ class Bench:
         if path == DIRECT:
             yield self.direct, None
             return
-        gateway = GatewayProcess(self.primary, self.workdir, self.settings.gateway_idle_timeout_s)
+        policy = bench_policy_dir(self.workdir) if path == GATEWAY_POLICY else None
+        gateway = GatewayProcess(
+            self.primary, self.workdir, self.settings.gateway_idle_timeout_s, policy
+        )
         gateway.start()
         try:
             time.sleep(GATEWAY_SETTLE_S)
             yield gateway.target, gateway
             gateway.check_alive()
+            if policy is not None:
+                # The policy path must do the same work: a refusal would make it faster.
+                refused = {a: n for a, n in gateway.denials().items() if a != "Metadata" and n}
+                if refused:
+                    raise BenchError(f"the policy refused bench requests: {refused}")
         finally:
             gateway.stop()
 

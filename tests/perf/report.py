@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from tests.perf.targets import DIRECT, GATEWAY, PATHS
+from tests.perf.targets import DIRECT, GATEWAY, GATEWAY_POLICY, GATEWAYS, PATHS
 
 WORKLOADS = ("produce", "consume", "e2e", "idle")
 LATENCIES = ("lat_p50_ms", "lat_p99_ms", "lat_p999_ms")
@@ -65,12 +65,17 @@ def summarize(runs: Iterable[RunResult]) -> dict[str, dict[str, Any]]:
                 entry[path] = median_metrics(by_key[(workload, path)])
         if not entry:
             continue
-        direct, gateway = entry.get(DIRECT, {}), entry.get(GATEWAY, {})
-        if direct.get("records_per_s") and "records_per_s" in gateway:
-            entry["ratio"] = gateway["records_per_s"] / direct["records_per_s"]
-        added = {k: gateway[k] - direct[k] for k in LATENCIES if k in gateway and k in direct}
-        if added:
-            entry["added_latency_ms"] = added
+        direct = entry.get(DIRECT, {})
+        for path, suffix in ((GATEWAY, ""), (GATEWAY_POLICY, "_policy")):
+            gateway = entry.get(path, {})
+            if direct.get("records_per_s") and "records_per_s" in gateway:
+                entry[f"ratio{suffix}"] = gateway["records_per_s"] / direct["records_per_s"]
+            added = {k: gateway[k] - direct[k] for k in LATENCIES if k in gateway and k in direct}
+            if added:
+                entry[f"added_latency_ms{suffix}"] = added
+        if entry.get("ratio") and entry.get("ratio_policy"):
+            # What loading the policy costs, both measured against direct in this run.
+            entry["policy_vs_gateway"] = entry["ratio_policy"] / entry["ratio"]
         summary[workload] = entry
     return summary
 
@@ -144,7 +149,7 @@ def _notes(workload: str, path: str, m: Metrics, entry: dict[str, Any], summary:
     if workload == "e2e":
         notes.append(f"n={m.get('measured', 0):,.0f} lost={m.get('lost', 0):,.0f}")
     if workload == "idle":
-        if path == GATEWAY and "idle_rss_before_mb" in m:
+        if path in GATEWAYS and "idle_rss_before_mb" in m:
             notes.append(
                 f"RSS {m['idle_rss_before_mb']:.1f}->{m['idle_rss_after_mb']:.1f} MiB "
                 f"({m['idle_kb_per_conn']:.1f} KiB/conn)"
@@ -152,11 +157,13 @@ def _notes(workload: str, path: str, m: Metrics, entry: dict[str, Any], summary:
         alone = summary.get("produce", {}).get(path, {}).get("records_per_s")
         if alone and "records_per_s" in m:
             notes.append(f"x{m['records_per_s'] / alone:.2f} vs produce alone")
-    if path == GATEWAY and m.get("gw_requests"):
+    if path == GATEWAY_POLICY and entry.get("policy_vs_gateway"):
+        notes.append(f"x{entry['policy_vs_gateway']:.3f} vs gateway without policy")
+    if path in GATEWAYS and m.get("gw_requests"):
         notes.append(
             f"{m['gw_requests']:,.0f} req, {m.get('gw_cpu_us_per_request', 0):,.0f} us CPU/req"
         )
-    if path == GATEWAY and m.get("gw_warnings"):
+    if path in GATEWAYS and m.get("gw_warnings"):
         notes.append(f"{m['gw_warnings']:.0f} gw warnings")
     return "; ".join(notes)
 
@@ -178,12 +185,13 @@ def table_rows(summary: dict[str, dict[str, Any]], settings: dict[str, Any]) -> 
         label = WORKLOAD_LABELS[workload].format(
             rate=f"{settings.get('e2e_rate', 0):,.0f}", idle=settings.get("idle_connections", 0)
         )
-        added = entry.get("added_latency_ms", {})
         for path in PATHS:
             m = entry.get(path)
             if m is None:
                 continue
-            gw = path == GATEWAY
+            gw = path in GATEWAYS
+            suffix = "_policy" if path == GATEWAY_POLICY else ""
+            added = entry.get(f"added_latency_ms{suffix}", {})
             rows.append(
                 [
                     label,
@@ -191,7 +199,7 @@ def table_rows(summary: dict[str, dict[str, Any]], settings: dict[str, Any]) -> 
                     _num(m.get("records_per_s")),
                     _num(m.get("records_per_s_spread_pct"), 1),
                     _num(m.get("mb_per_s"), 1),
-                    _num(entry.get("ratio"), 2) if gw else "",
+                    _num(entry.get(f"ratio{suffix}"), 2) if gw else "",
                     _lat(m.get("lat_p50_ms")),
                     _lat(m.get("lat_p99_ms")),
                     _lat(m.get("lat_p999_ms")),
@@ -287,8 +295,9 @@ def compare_table(a: dict[str, Any], b: dict[str, Any]) -> str:
                     row += [_lat(va), _lat(vb), _ratio(va, vb)]
                 else:
                     row += [_num(va, digits), _num(vb, digits), _ratio(va, vb)]
-            gw = path == GATEWAY
-            row += [_num(ea.get("ratio"), 2) if gw else "", _num(eb.get("ratio"), 2) if gw else ""]
+            gw = path in GATEWAYS
+            key = "ratio_policy" if path == GATEWAY_POLICY else "ratio"
+            row += [_num(ea.get(key), 2) if gw else "", _num(eb.get(key), 2) if gw else ""]
             rows.append(row)
     return render_table(headers, rows, notes=False)
 

@@ -20,7 +20,39 @@ from gateway.config import parse_config
 
 DIRECT = "direct"
 GATEWAY = "gateway"
-PATHS = (DIRECT, GATEWAY)
+# The same gateway with the repository's example policies plus a grant for the bench's
+# listener loaded, so that every request is authorized by the full policy.
+GATEWAY_POLICY = "gateway-policy"  # also part of topic names: no "+"
+GATEWAYS = (GATEWAY, GATEWAY_POLICY)
+PATHS = (DIRECT, GATEWAY, GATEWAY_POLICY)
+
+# What the bench's clients need, granted to its listener: the workloads' topics and
+# groups are all named bench-... (an idempotent producer's id is covered by WRITE on
+# those topics, KIP-679).
+BENCH_POLICY = """\
+rules:
+  - id: bench-topics
+    effect: allow
+    subjects: {listeners: [bench]}
+    resources: [{type: topic, prefix: bench-}]
+    operations: [read, write, create]
+  - id: bench-groups
+    effect: allow
+    subjects: {listeners: [bench]}
+    resources: [{type: group, prefix: bench-}]
+    operations: [read]
+"""
+
+
+def bench_policy_dir(workdir: Path) -> Path:
+    """The repository's policies/ plus :data:`BENCH_POLICY`, in ``workdir``."""
+    directory = workdir / "policy"
+    directory.mkdir(exist_ok=True)
+    for source in sorted((REPO_ROOT / "policies").glob("*.yaml")):
+        (directory / source.name).write_bytes(source.read_bytes())
+    (directory / "zz-bench.yaml").write_text(BENCH_POLICY, encoding="utf-8")
+    return directory
+
 
 GATEWAY_START_TIMEOUT_S = 60.0
 GATEWAY_STOP_TIMEOUT_S = 20.0
@@ -85,10 +117,15 @@ def free_port() -> int:
 
 
 def gateway_config(
-    primary: dev.ClusterInfo, port: int, admin_port: int, idle_timeout_s: float
+    primary: dev.ClusterInfo,
+    port: int,
+    admin_port: int,
+    idle_timeout_s: float,
+    policy_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """A gateway config: one plaintext listener without authentication, the dev primary."""
-    return {
+    """A gateway config: one plaintext listener without authentication, the dev primary,
+    and the policy of ``policy_dir`` when given."""
+    data: dict[str, Any] = {
         "gateway": {"node_id": 0, "cluster_id": "bench-gateway"},
         "listeners": [
             {"name": "bench", "bind": f"127.0.0.1:{port}", "security_protocol": "PLAINTEXT"},
@@ -107,6 +144,9 @@ def gateway_config(
         "admin": {"bind": f"127.0.0.1:{admin_port}"},
         "limits": {"idle_timeout_seconds": idle_timeout_s, "shutdown_grace_seconds": 2},
     }
+    if policy_dir is not None:
+        data["policy"] = {"dir": str(policy_dir)}
+    return data
 
 
 def _port_open(host: str, port: int) -> bool:
@@ -120,8 +160,16 @@ def _port_open(host: str, port: int) -> bool:
 class GatewayProcess:
     """``python -m gateway run`` as a subprocess (log level warning), stopped with SIGTERM."""
 
-    def __init__(self, primary: dev.ClusterInfo, workdir: Path, idle_timeout_s: float) -> None:
+    def __init__(
+        self,
+        primary: dev.ClusterInfo,
+        workdir: Path,
+        idle_timeout_s: float,
+        policy_dir: Path | None = None,
+    ) -> None:
         self.primary = primary
+        self.policy_dir = policy_dir
+        self.path = GATEWAY if policy_dir is None else GATEWAY_POLICY
         self.workdir = workdir
         self.idle_timeout_s = idle_timeout_s
         self.port = 0
@@ -136,11 +184,13 @@ class GatewayProcess:
 
     @property
     def target(self) -> Target:
-        return Target(path=GATEWAY, bootstrap=f"127.0.0.1:{self.port}")
+        return Target(path=self.path, bootstrap=f"127.0.0.1:{self.port}")
 
     def start(self) -> None:
         self.port, self.admin_port = free_port(), free_port()
-        data = gateway_config(self.primary, self.port, self.admin_port, self.idle_timeout_s)
+        data = gateway_config(
+            self.primary, self.port, self.admin_port, self.idle_timeout_s, self.policy_dir
+        )
         parse_config(dict(data), "bench", environ={})  # refuse a bad config here, clearly
         config_path = self.workdir / "gateway.yaml"
         config_path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
@@ -177,8 +227,9 @@ class GatewayProcess:
                 proc.wait()
         return proc.returncode
 
-    def request_counts(self) -> dict[str, float]:
-        """Requests the gateway handled so far, by API (from its /metrics endpoint)."""
+    def _counts(self, family_name: str, sample_name: str, **wanted: str) -> dict[str, float]:
+        """A counter from the gateway's /metrics, summed by API, over the samples whose
+        labels have the ``wanted`` values."""
         url = f"http://127.0.0.1:{self.admin_port}/metrics"
         try:
             with urllib.request.urlopen(url, timeout=5) as response:
@@ -187,13 +238,27 @@ class GatewayProcess:
             raise BenchError(f"cannot read the gateway's {url}: {err}") from err
         counts: dict[str, float] = {}
         for family in text_string_to_metric_families(text):
-            if family.name != "gateway_requests":
+            if family.name != family_name:
                 continue
             for sample in family.samples:
-                if sample.name == "gateway_requests_total":
-                    api = sample.labels.get("api", "?")
+                labels = sample.labels
+                if sample.name == sample_name and all(
+                    labels.get(k) == v for k, v in wanted.items()
+                ):
+                    api = labels.get("api", "?")
                     counts[api] = counts.get(api, 0.0) + sample.value
         return counts
+
+    def request_counts(self) -> dict[str, float]:
+        """Requests the gateway handled so far, by API."""
+        return self._counts("gateway_requests", "gateway_requests_total")
+
+    def denials(self) -> dict[str, float]:
+        """Policy denials so far, by API (Metadata's count the topics an all-topics
+        answer hid, which is no refusal)."""
+        return self._counts(
+            "gateway_policy_decisions", "gateway_policy_decisions_total", decision="deny"
+        )
 
     def log_tail(self, lines: int = 15) -> str:
         try:
