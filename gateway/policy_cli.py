@@ -2,8 +2,9 @@
 
 ``check [DIR]`` validates a policy directory as the gateway would load it (exit 0 with a
 summary, 1 with every problem's file, line and field). ``explain`` answers "may this
-identity do this?" with the rule that decided, from the same :func:`decide` the gateway
-uses (exit 0 allowed, 1 denied, 2 for a usage error or an invalid policy).
+identity do this?" with the rule that decided, from the same checks the gateway
+decides (:func:`~gateway.policy.checks.decide_checks`); exit 0 allowed, 1 denied, 2
+for a usage error or an invalid policy.
 
 This module only parses arguments and prints; it reads the policy files through the
 loader and never talks to Kafka.
@@ -19,8 +20,9 @@ from typing import TextIO
 from gateway.errors import PolicyError
 from gateway.identity import Identity
 from gateway.policy import CLUSTER_NAME, Action, Operation, ResourceType
-from gateway.policy.decide import Decision, decide
+from gateway.policy.checks import decide_checks, decide_choice
 from gateway.policy.loader import Policy, load_policy_dir
+from gateway.policy.operations import AnyOf, AnyResource
 
 DEFAULT_DIR = Path("policies")
 
@@ -32,37 +34,47 @@ T, G, X, C = (
 )
 Op = Operation
 
-# What Kafka's authorizer checks for the common APIs, enough to explain a decision by
-# API name. Each entry lists checks that must all pass. Where Kafka accepts either of
-# two grants (CreateTopics: CREATE on the cluster or on the topic) the topic's is shown.
-API_CHECKS: dict[str, tuple[tuple[ResourceType, Operation], ...]] = {
-    "Produce": ((T, Op.WRITE),),
-    "Fetch": ((T, Op.READ),),
-    "ListOffsets": ((T, Op.DESCRIBE),),
-    "Metadata": ((T, Op.DESCRIBE),),
-    "OffsetCommit": ((G, Op.READ), (T, Op.READ)),
-    "OffsetFetch": ((G, Op.DESCRIBE), (T, Op.DESCRIBE)),
-    "OffsetDelete": ((G, Op.DELETE), (T, Op.READ)),
-    "JoinGroup": ((G, Op.READ),),
-    "SyncGroup": ((G, Op.READ),),
-    "Heartbeat": ((G, Op.READ),),
-    "LeaveGroup": ((G, Op.READ),),
-    "ConsumerGroupHeartbeat": ((G, Op.READ),),
-    "DescribeGroups": ((G, Op.DESCRIBE),),
-    "DeleteGroups": ((G, Op.DELETE),),
-    "CreateTopics": ((T, Op.CREATE),),
-    "DeleteTopics": ((T, Op.DELETE),),
-    "DeleteRecords": ((T, Op.DELETE),),
-    "CreatePartitions": ((T, Op.ALTER),),
-    "DescribeConfigs": ((T, Op.DESCRIBE_CONFIGS),),
-    "AlterConfigs": ((T, Op.ALTER_CONFIGS),),
-    "IncrementalAlterConfigs": ((T, Op.ALTER_CONFIGS),),
-    "InitProducerId": ((X, Op.WRITE),),
-    "AddPartitionsToTxn": ((X, Op.WRITE), (T, Op.WRITE)),
-    "AddOffsetsToTxn": ((X, Op.WRITE), (G, Op.READ)),
-    "EndTxn": ((X, Op.WRITE),),
-    "TxnOffsetCommit": ((X, Op.WRITE), (G, Op.READ), (T, Op.READ)),
-    "DescribeCluster": ((C, Op.DESCRIBE),),
+# What Kafka's authorizer checks for the common APIs, as gateway/policy/operations.py
+# says for one item of each kind the flags name. Each check lists its choices, any one
+# of which satisfies it (CreateTopics: CREATE on the cluster or on the topic); every
+# check must be satisfied. ANY_TOPIC stands for WRITE on some topic (KIP-679).
+ANY_TOPIC = "any-topic"
+Choice = tuple[ResourceType, Operation] | tuple[str, Operation]
+API_CHECKS: dict[str, tuple[tuple[Choice, ...], ...]] = {
+    "Produce": (((T, Op.WRITE),),),
+    "Fetch": (((T, Op.READ),),),
+    "ListOffsets": (((T, Op.DESCRIBE),),),
+    "OffsetForLeaderEpoch": (((C, Op.CLUSTER_ACTION), (T, Op.DESCRIBE)),),
+    "Metadata": (((T, Op.DESCRIBE),),),
+    "DescribeProducers": (((T, Op.READ),),),
+    "FindCoordinator": (((G, Op.DESCRIBE),),),
+    "OffsetCommit": (((G, Op.READ),), ((T, Op.READ),)),
+    "OffsetFetch": (((G, Op.DESCRIBE),), ((T, Op.DESCRIBE),)),
+    "OffsetDelete": (((G, Op.DELETE),), ((T, Op.READ),)),
+    "JoinGroup": (((G, Op.READ),),),
+    "SyncGroup": (((G, Op.READ),),),
+    "Heartbeat": (((G, Op.READ),),),
+    "LeaveGroup": (((G, Op.READ),),),
+    "ConsumerGroupHeartbeat": (((G, Op.READ),), ((T, Op.DESCRIBE),)),
+    "DescribeGroups": (((G, Op.DESCRIBE),),),
+    "ConsumerGroupDescribe": (((G, Op.DESCRIBE),),),
+    "DeleteGroups": (((G, Op.DELETE),),),
+    "CreateTopics": (((C, Op.CREATE), (T, Op.CREATE)),),
+    "DeleteTopics": (((C, Op.DELETE), (T, Op.DELETE)),),
+    "DeleteRecords": (((T, Op.DELETE),),),
+    "CreatePartitions": (((T, Op.ALTER),),),
+    "DescribeConfigs": (((T, Op.DESCRIBE_CONFIGS),),),
+    "AlterConfigs": (((T, Op.ALTER_CONFIGS),),),
+    "IncrementalAlterConfigs": (((T, Op.ALTER_CONFIGS),),),
+    "InitProducerId": (((X, Op.WRITE),),),
+    "InitProducerId (idempotent)": (((C, Op.IDEMPOTENT_WRITE), (ANY_TOPIC, Op.WRITE)),),
+    "AddPartitionsToTxn": (((X, Op.WRITE),), ((T, Op.WRITE),)),
+    "AddOffsetsToTxn": (((X, Op.WRITE),), ((G, Op.READ),)),
+    "EndTxn": (((X, Op.WRITE),),),
+    "TxnOffsetCommit": (((X, Op.WRITE),), ((G, Op.READ),), ((T, Op.READ),)),
+    "DescribeTransactions": (((X, Op.DESCRIBE),),),
+    "ElectLeaders": (((C, Op.ALTER),),),
+    "DescribeLogDirs": (((C, Op.DESCRIBE),),),
 }
 
 _NAME_FLAG = {T: "--topic", G: "--consumer-group", X: "--transactional-id"}
@@ -96,24 +108,31 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _actions(ns: argparse.Namespace) -> list[Action]:
+def _checks(ns: argparse.Namespace) -> tuple[AnyOf, ...]:
     if ns.api is not None:
         if ns.resource_type or ns.operation:
             raise UsageError("give --api or --resource-type/--operation, not both")
         names = {T: ns.topic, G: ns.consumer_group, X: ns.transactional_id, C: CLUSTER_NAME}
         found = []
-        for kind, operation in API_CHECKS[ns.api]:
-            if names[kind] is None:
-                raise UsageError(f"--api {ns.api} needs {_NAME_FLAG[kind]}")
-            found.append(Action(kind, names[kind], operation))
-        return found
+        for choices in API_CHECKS[ns.api]:
+            made: list[Action | AnyResource] = []
+            for kind, operation in choices:
+                if kind == ANY_TOPIC:
+                    made.append(AnyResource(T, operation))
+                    continue
+                assert isinstance(kind, ResourceType)
+                if names[kind] is None:
+                    raise UsageError(f"--api {ns.api} needs {_NAME_FLAG[kind]}")
+                made.append(Action(kind, names[kind], operation))
+            found.append(AnyOf(tuple(made)))
+        return tuple(found)
     if ns.resource_type is None or ns.operation is None:
         raise UsageError("give --api, or --resource-type and --operation (and --name)")
     kind = ResourceType(ns.resource_type)
     name = CLUSTER_NAME if kind is ResourceType.CLUSTER else ns.name
     if name is None:
         raise UsageError(f"--resource-type {kind.value} needs --name")
-    return [Action(kind, name, Operation(ns.operation))]
+    return (AnyOf((Action(kind, name, Operation(ns.operation)),)),)
 
 
 def _summary(policy: Policy) -> str:
@@ -134,7 +153,7 @@ def _check(directory: Path, out: TextIO) -> int:
 
 
 def _explain(ns: argparse.Namespace, out: TextIO) -> int:
-    actions = _actions(ns)
+    checks = _checks(ns)
     policy = load_policy_dir(ns.dir)
     identity = Identity(
         principal=ns.principal,
@@ -149,13 +168,16 @@ def _explain(ns: argparse.Namespace, out: TextIO) -> int:
         f"listener={identity.listener or '-'} mechanism={identity.mechanism or '-'}",
         file=out,
     )
-    decisions: list[Decision] = [decide(policy, identity, action) for action in actions]
-    for decision in decisions:
-        print(f"  {'ALLOW' if decision.allowed else 'DENY '} {decision.reason}", file=out)
-    allowed = all(d.allowed for d in decisions)
+    for check in checks:
+        # Each choice as the gateway decides it; the check passes if any one does.
+        for n, choice in enumerate(check.choices):
+            decision, _ = decide_choice(policy, identity, choice)
+            prefix = "  " if n == 0 else "   or "
+            print(f"{prefix}{'ALLOW' if decision.allowed else 'DENY '} {decision.reason}", file=out)
+    allowed, _ = decide_checks(policy, identity, checks)
     what = ns.api or "request"
-    print(f"{what}: {'ALLOWED' if allowed else 'DENIED'}", file=out)
-    return 0 if allowed else 1
+    print(f"{what}: {'ALLOWED' if allowed.allowed else 'DENIED'}", file=out)
+    return 0 if allowed.allowed else 1
 
 
 def main(argv: list[str], out: TextIO | None = None, err: TextIO | None = None) -> int:

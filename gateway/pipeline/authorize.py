@@ -31,9 +31,10 @@ from gateway.identity import Identity
 from gateway.pipeline import Call, Denial, ItemDecision
 from gateway.pipeline.policies import PolicyStore
 from gateway.policy import CLUSTER_NAME, Action, Operation, ResourceType, safeguards
-from gateway.policy.decide import Decision, decide, decide_any
+from gateway.policy.checks import decide_checks
+from gateway.policy.decide import Decision, decide
 from gateway.policy.loader import Policy
-from gateway.policy.operations import AnyOf, AnyResource, ItemActions, Scope, required_actions
+from gateway.policy.operations import ItemActions, Scope, required_actions
 from gateway.protocol import codec, items
 from gateway.protocol import versions as api
 from gateway.protocol.codec import Answer, EncodedBody, Request
@@ -124,7 +125,7 @@ class PolicyStage:
         identity = call.identity
         refused: list[tuple[ItemActions, Denial]] = []
         for item in checked:
-            decision, action = _check(policy, identity, item.checks)
+            decision, action = decide_checks(policy, identity, item.checks)
             if decision.allowed and item.to_create:
                 decision, action = await self._may_create(call, policy, identity, item)
             _count(request.api_key, decision)
@@ -191,7 +192,7 @@ class PolicyStage:
         """A Metadata topic that would be auto-created: fine when it exists, else only
         with CREATE (Kafka answers TOPIC_AUTHORIZATION_FAILED otherwise, so that
         auto-creation is no existence oracle either)."""
-        decision, action = _check(policy, identity, item.to_create)
+        decision, action = decide_checks(policy, identity, item.to_create)
         if decision.allowed:
             return decision, action
         upstream = call.session.upstream
@@ -200,7 +201,7 @@ class PolicyStage:
             with contextlib.suppress(UpstreamError):
                 await upstream.refresh()
         if item.name in upstream.view.topics:
-            return _check(policy, identity, item.checks)
+            return decide_checks(policy, identity, item.checks)
         return decision, action
 
     async def on_response(self, call: Call, answer: Answer) -> Answer:
@@ -216,33 +217,6 @@ class PolicyStage:
 
     def rejected(self, session: ClientSession, detail: str) -> None:
         """Nothing to authorize in a frame that does not decode."""
-
-
-def _check(
-    policy: Policy, identity: Identity, checks: tuple[AnyOf, ...]
-) -> tuple[Decision, Action | None]:
-    """Every check satisfied? The deciding decision, and the action it was about (the
-    last, most specific choice of a failed check)."""
-    decision = Decision(True, None, policy.version, "nothing to check")
-    action: Action | None = None
-    for check in checks:
-        if not check.choices:
-            return Decision(False, None, policy.version, "an unknown topic id"), None
-        failed: tuple[Decision, Action | None] | None = None
-        for choice in check.choices:
-            if isinstance(choice, AnyResource):
-                found = decide_any(policy, identity, choice.resource_type, choice.operation)
-                chosen = Action(choice.resource_type, "*", choice.operation)
-            else:
-                found, chosen = decide(policy, identity, choice), choice
-            if found.allowed:
-                decision, action = found, chosen
-                break
-            failed = (found, chosen)
-        else:
-            assert failed is not None
-            return failed
-    return decision, action
 
 
 def _denial(item: ItemActions, decision: Decision, action: Action | None) -> Denial:

@@ -164,4 +164,27 @@ def test_explain_every_api_in_the_table_is_allowed_for_the_admin_group(api: str)
         "--api", api, "--topic", "t", "--consumer-group", "g", "--transactional-id", "x",
     )  # fmt: skip
     assert code == 0
-    assert out.count("allowed by rule admins-all") == len(policy_cli.API_CHECKS[api])
+    # One line per choice of every check, each decided by the admins' rule.
+    choices = sum(len(check) for check in policy_cli.API_CHECKS[api])
+    assert out.count("allowed by rule admins-all") == choices
+
+
+def test_explain_a_check_is_met_by_any_one_of_its_choices(policy_dir: Path) -> None:
+    (policy_dir / "a.yaml").write_text(
+        """
+rules:
+  - id: create-on-cluster
+    effect: allow
+    subjects: {principals: [ops]}
+    resources: [{type: cluster}]
+    operations: [create]
+"""
+    )
+    code, out, _ = run(
+        "explain", "--dir", str(policy_dir), "--principal", "ops", "--api", "CreateTopics",
+        "--topic", "anything",
+    )  # fmt: skip
+    assert code == 0
+    assert "ALLOW create on the cluster" in out or "ALLOW create on cluster" in out
+    assert "   or DENY  create on topic 'anything'" in out
+    assert out.rstrip().endswith("CreateTopics: ALLOWED")
