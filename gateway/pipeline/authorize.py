@@ -116,11 +116,8 @@ class PolicyStage:
             return
         call.notes[self.name] = policy
         request = call.request
-        view = call.session.upstream.view
-        try:
-            checked = required_actions(request.api_key, request.body, view.names_by_id)
-        except UnsupportedApi:
-            call.refuse(ErrorCode.cluster_authorization_failed, "this API is not authorized")
+        checked = await self._items(call)
+        if checked is None:
             return
         identity = call.identity
         refused: list[tuple[ItemActions, Denial]] = []
@@ -152,6 +149,25 @@ class PolicyStage:
         for item, denial in refused:
             call.withhold(key_of(item.resource_type, item.name), denial)
         self._safeguards(call, policy)
+
+    async def _items(self, call: Call) -> tuple[ItemActions, ...] | None:
+        """What Kafka checks for each item of the request (None: refused already)."""
+        request = call.request
+        try:
+            names = call.session.upstream.view.names_by_id
+            checked = required_actions(request.api_key, request.body, names)
+        except UnsupportedApi:
+            call.refuse(ErrorCode.cluster_authorization_failed, "this API is not authorized")
+            return None
+        if any(not check.choices for item in checked for check in item.checks):
+            # A topic id the gateway's layout does not name yet (a topic created a
+            # moment ago, learned by the client from Metadata): read the layout once
+            # more before deciding, so that a new topic is not refused as unknown.
+            with contextlib.suppress(UpstreamError):
+                await call.session.upstream.refresh()
+            names = call.session.upstream.view.names_by_id
+            checked = required_actions(request.api_key, request.body, names)
+        return checked
 
     def _safeguards(self, call: Call, policy: Policy) -> None:
         """Items the policy allows must still keep its bounds: POLICY_VIOLATION with the

@@ -382,3 +382,50 @@ async def test_each_item_decision_is_kept_for_later_stages(tmp_path: Path) -> No
             ErrorCode.topic_authorization_failed,
         ),
     ]
+
+
+async def test_a_topic_id_the_layout_does_not_know_yet_is_looked_up_before_deciding(
+    tmp_path: Path,
+) -> None:
+    import asyncio
+
+    from kio.schema.fetch.v13 import request as fetch13
+
+    from tests.unit.harness import eventually, topic_id
+
+    policy = (
+        POLICY
+        + """
+  - id: read-new
+    effect: allow
+    subjects: {listeners: [harness]}
+    resources: [{type: topic, literal: brand-new}]
+    operations: [read]
+"""
+    )
+    request = fetch13.FetchRequest(
+        max_wait=datetime.timedelta(milliseconds=500),
+        min_bytes=1,
+        topics=(
+            fetch13.FetchTopic(
+                topic_id=topic_id("brand-new"),
+                partitions=(
+                    fetch13.FetchPartition(
+                        partition=0, fetch_offset=0, partition_max_bytes=1 << 20
+                    ),
+                ),
+            ),
+        ),
+        forgotten_topics_data=(),
+    )
+    async with harness(tmp_path, policy) as h:
+        single_leader_layout(h)  # without brand-new: created after the last refresh
+        h.pool.refresh_gate = asyncio.Event()
+        h.client.send(request)
+        await eventually(lambda: h.pool.refreshes == 1, "a refresh for the unknown id")
+        h.pool.set_layout(BROKERS, {"brand-new": {0: 1}})
+        h.pool.refresh_gate.set()
+        (sent,) = await h.sends(1)
+        assert [t.topic_id for t in sent.body.topics] == [topic_id("brand-new")]
+        sent.fail(TimeoutError("the test ends here"))
+        await h.answers(1)
