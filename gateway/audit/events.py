@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING, Any
 
 from kio.schema.errors import ErrorCode
 
+from gateway.errors import UnsupportedApi
 from gateway.protocol import items
 from gateway.protocol.codec import Request
 from gateway.protocol.items.model import Items
@@ -203,8 +204,12 @@ def request(
 
 
 def _resources(call: Call, req: Request) -> Iterator[dict[str, Any]]:
+    try:
+        named_items = items.names(req.body)
+    except UnsupportedApi:
+        return  # connection set-up (ApiVersions, SASL) names no resource
     seen = set()
-    for named in items.names(req.body):
+    for named in named_items:
         resource = call.key(named)
         if resource not in seen:
             seen.add(resource)
@@ -234,7 +239,7 @@ def results(api_key: int, api_version: int, answer: Any) -> list[dict[str, Any]]
     ``gateway.protocol.items`` (so every API they describe is covered alike)."""
     try:
         api = items.describe(api_key, api_version)
-    except (KeyError, LookupError):
+    except UnsupportedApi:
         return []
     found: list[dict[str, Any]] = []
     if api.error and hasattr(answer, "error_code"):
