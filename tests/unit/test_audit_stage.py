@@ -274,3 +274,14 @@ def test_every_event_is_made_of_json_types() -> None:
     assert built[0]["result"] == "rejected"
     assert built[0]["errors"] == ["line 3: bad"]
     assert built[1]["status"] == 200
+
+
+async def test_an_acks_0_produce_whose_event_fails_still_gets_no_answer(tmp_path: Path) -> None:
+    # The pipeline's retriable error must not become an answer the client never asked for.
+    async with audited(tmp_path, BrokenSink()) as h:
+        h.client.send(produce_batches(("orders", 0, batch(0, 2)), acks=0))
+        (sent,) = await h.sends(1)
+        assert sent.expect_response is False
+        await settle()
+        assert h.client.answers() == []
+        assert h.is_open
