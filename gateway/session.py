@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -25,6 +26,7 @@ from gateway.upstream.pool import ClusterPool
 
 if TYPE_CHECKING:
     # Stages see sessions: the pipeline module imports this one.
+    from gateway.audit.recorder import Recorder
     from gateway.pipeline import Pipeline
 
 
@@ -63,6 +65,8 @@ class Services:
     # The stages every request passes (gateway.pipeline.standard builds them from the
     # above when the first connection needs them).
     pipeline: Pipeline | None = None
+    # Connection and login events; None when audit is off (each hook is one ``if``).
+    audit: Recorder | None = None
     _versions: tuple[object, dict[int, VersionRange]] | None = field(init=False, default=None)
 
     @property
@@ -92,6 +96,8 @@ class ClientSession:
     # time.monotonic() after which the session must re-authenticate (KIP-368).
     session_deadline: float | None = None
     connected_at: float = field(default_factory=time.time)
+    # Names this one connection in audit events (session replay), made at accept.
+    connection_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     # Set when the response being written must be the last (failed authentication).
     close_after_response: bool = False
     # Held while a Produce is routed and written upstream, so that requests for one

@@ -115,6 +115,9 @@ async def step(session: ClientSession, token: bytes) -> tuple[bytes, float | Non
     session.sasl_exchange = None
     lifetime = _lifetime(identity.expires_at, authenticator.max_session_seconds(mechanism))
     session.authenticated(identity, lifetime)
+    audit = session.services.audit
+    if audit is not None:
+        audit.authentication(session, mechanism, identity.principal, True, None)
     if previous is None:
         metrics.AUTHENTICATIONS.labels(session.listener.name, mechanism, "success").inc()
         log.info(
@@ -152,6 +155,11 @@ def count_failure(session: ClientSession, mechanism: str, exc: AuthenticationFai
     listener = session.listener.name
     metrics.AUTHENTICATIONS.labels(listener, mechanism, "failure").inc()
     metrics.AUTHENTICATION_FAILURES.labels(listener, mechanism, exc.reason).inc()
+    audit = session.services.audit
+    if audit is not None:
+        # The reason word only: the message may name what was attempted, never a secret,
+        # but the event keeps to the fixed class of failure.
+        audit.authentication(session, mechanism, None, False, exc.reason)
     log.info(
         "authentication failed from %s on %s via %s (%s): %s",
         session.peer,

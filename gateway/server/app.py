@@ -197,6 +197,10 @@ class Gateway:
             sasl.count_failure(session, CERTIFICATE_MECHANISM, exc)
             return False
         session.authenticated(identity, authenticator.max_session_seconds(CERTIFICATE_MECHANISM))
+        if session.services.audit is not None:
+            session.services.audit.authentication(
+                session, CERTIFICATE_MECHANISM, identity.principal, True, None
+            )
         metrics.AUTHENTICATIONS.labels(listener.name, CERTIFICATE_MECHANISM, "success").inc()
         log.info(
             "authenticated %s from %s on %s via %s (certificate %s)",

@@ -125,6 +125,10 @@ class ClientConnection:
         self._frame_started: float | None = None
         self._timer: asyncio.TimerHandle | None = None
         self.close_reason = "client closed"
+        # For the audit trail's connection_closed event.
+        self._bytes_in = 0
+        self._bytes_out = 0
+        self._requests = 0
         services = session.services
         if services.pipeline is None:
             services.pipeline = standard(services)
@@ -137,6 +141,9 @@ class ClientConnection:
             self._reading.cancel()
 
     async def serve(self, grace: float) -> None:
+        audit = self.session.services.audit
+        if audit is not None:
+            audit.connection_opened(self.session)
         reading = self._reading = asyncio.ensure_future(self._read_requests())
         writing = asyncio.ensure_future(self._write_responses())
         try:
@@ -156,6 +163,14 @@ class ClientConnection:
             with contextlib.suppress(OSError):
                 await self.writer.wait_closed()
             metrics.CONNECTIONS_CLOSED.labels(self.listener, self.close_reason).inc()
+            if audit is not None:
+                audit.connection_closed(
+                    self.session,
+                    self.close_reason,
+                    self._bytes_in,
+                    self._bytes_out,
+                    self._requests,
+                )
 
     def _closing(self, reason: str, detail: str) -> None:
         self.close_reason = reason
@@ -243,6 +258,7 @@ class ClientConnection:
                 return
             self._last_read = loop.time()
             bytes_in.inc(len(data))
+            self._bytes_in += len(data)
             protocol.receive_data(data)
             del data  # the decoder has its copy; a connection waiting holds one
             try:
@@ -293,6 +309,7 @@ class ClientConnection:
     async def _dispatch(self, event: Event, held: int = 0) -> None:
         """Start answering ``event``; the ``held`` budget bytes go back once the answer
         is ready (or abandoned)."""
+        self._requests += 1
         try:
             if self.session.session_expired and not _reauthenticating(event):
                 # As Kafka's broker does (KIP-368): a session past its lifetime that did
@@ -373,7 +390,9 @@ class ClientConnection:
                 return
             if ready:
                 self.writer.writelines(ready)
-                bytes_out.inc(sum(memoryview(chunk).nbytes for chunk in ready))
+                written = sum(memoryview(chunk).nbytes for chunk in ready)
+                bytes_out.inc(written)
+                self._bytes_out += written
                 await self.writer.drain()
             if self.session.close_after_response:
                 self._closing("authentication failed", "answered and closed")

@@ -29,8 +29,12 @@ from typing import Any, cast
 from aiokafka.conn import AIOKafkaConnection
 from aiokafka.errors import KafkaConnectionError
 
+from gateway.audit.recorder import Recorder
 from gateway.config import Config
 from gateway.identity.registry import Authenticator
+from gateway.pipeline import Pipeline
+from gateway.pipeline.audit import audit_stage
+from gateway.pipeline.authorize import PolicyStage
 from gateway.pipeline.policies import PolicyStore
 from gateway.protocol import codec
 from gateway.protocol.connection import ServerProtocol
@@ -346,6 +350,9 @@ class Harness:
     budget: RequestBudget | None = None
     # Loop time the connection was accepted, when earlier than its serving (TLS).
     accepted: float | None = None
+    # Audit on: connection and login events go to this recorder, and the audit stage
+    # (writing to the same sink) runs first in the pipeline, before the policy.
+    audit: Recorder | None = None
     client: Client = field(init=False)
     pool: ScriptedPool = field(init=False)
     connection: ClientConnection = field(init=False)
@@ -357,8 +364,15 @@ class Harness:
         self.client = Client()
         self.pool = ScriptedPool(config)
         services = Services(
-            config, self.pool, Authenticator(config), policies=PolicyStore(config.policy.dir)
+            config,
+            self.pool,
+            Authenticator(config),
+            policies=PolicyStore(config.policy.dir),
+            audit=self.audit,
         )
+        stage = audit_stage(services)
+        if stage is not None:
+            services.pipeline = Pipeline([stage, PolicyStage(services.policies)])
         listener = config.listeners[0]
         session = ClientSession(
             services=services,

@@ -1,0 +1,287 @@
+"""The audit stage on the request path, driven through a real ClientConnection.
+
+The sink is an in-memory stand-in for the audit log (it records events, holds or
+refuses them); the upstream is scripted (tests/unit/harness.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import struct
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from kio.schema.errors import ErrorCode
+from kio.schema.produce.v9 import request as produce_request
+
+from gateway.audit import events
+from gateway.audit.recorder import Recorder, StageSettings
+from gateway.errors import AuditUnavailable
+from gateway.pipeline.audit import audit_stage
+from gateway.protocol import items
+from tests.unit.harness import Harness, settle
+from tests.unit.test_client_connection import (
+    BROKERS,
+    fetch,
+    fetch_items,
+    fetched,
+    produce,
+    produce_items,
+    produced,
+)
+
+POLICY = """
+rules:
+  - id: write-orders
+    effect: allow
+    subjects: {listeners: [harness]}
+    resources: [{type: topic, literal: orders}]
+    operations: [write, read]
+  - id: no-secrets
+    effect: deny
+    subjects: {principals: ["*"]}
+    resources: [{type: topic, prefix: secret}]
+    operations: [all]
+"""
+
+LEADERS = {"orders": {0: 1, 1: 1}, "secret-x": {0: 1}}
+
+
+class MemorySink:
+    """Records every event; while ``hold`` is clear, append waits for it."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.hold = asyncio.Event()
+        self.hold.set()
+        # The types of the events whose append is waiting on ``hold``.
+        self.waiting: list[str] = []
+
+    async def append(self, event: Mapping[str, Any]) -> None:
+        self.waiting.append(event["type"])
+        await self.hold.wait()
+        self.waiting.remove(event["type"])
+        # Through JSON, as the log stores it: a value JSON cannot hold fails here.
+        self.events.append(json.loads(json.dumps(event)))
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["type"] == kind]
+
+
+class BrokenSink:
+    """An audit log that cannot write."""
+
+    async def append(self, event: Mapping[str, Any]) -> None:
+        raise AuditUnavailable("disk full")
+
+
+def audited(tmp_path: Path, sink: Any, fail_open: bool = False) -> Harness:
+    (tmp_path / "policy.yaml").write_text(POLICY)
+    recorder = Recorder(sink, StageSettings(fail_open=fail_open))
+    h = Harness(overrides={"policy": {"dir": str(tmp_path)}}, audit=recorder)
+    h.pool.set_layout(BROKERS, LEADERS)
+    return h
+
+
+def batch(base_offset: int, count: int, payload: int = 10) -> bytes:
+    """A magic-2 record batch: a real header, ``payload`` bytes of (unread) records."""
+    header = bytearray(61)
+    struct.pack_into(">qi", header, 0, base_offset, 61 - 12 + payload)
+    header[16] = 2
+    struct.pack_into(">i", header, 23, count - 1)
+    struct.pack_into(">i", header, 57, count)
+    return bytes(header) + b"r" * payload
+
+
+def produce_batches(*parts: tuple[str, int, bytes], acks: int = 1) -> Any:
+    topics: dict[str, list[Any]] = {}
+    for topic, partition, records in parts:
+        topics.setdefault(topic, []).append(
+            produce_request.PartitionProduceData(index=partition, records=records)
+        )
+    return dataclasses.replace(
+        produce("orders", acks=acks),
+        topic_data=tuple(
+            produce_request.TopicProduceData(name=name, partition_data=tuple(p))
+            for name, p in topics.items()
+        ),
+    )
+
+
+async def test_a_produce_event_names_resources_decisions_record_counts_and_base_offset(
+    tmp_path: Path,
+) -> None:
+    sink = MemorySink()
+    records = batch(0, 3) + batch(3, 2)
+    async with audited(tmp_path, sink) as h:
+        h.client.send(produce_batches(("orders", 0, records), ("orders", 1, batch(0, 1))))
+        (sent,) = await h.sends(1)
+        sent.reply(produced(sent.body, base_offset=42))
+        (answer,) = await h.answers(1)
+        assert produce_items(answer.body) == {
+            "orders/0": ErrorCode.none,
+            "orders/1": ErrorCode.none,
+        }
+    (event,) = sink.of("request")
+    assert event["v"] == 1
+    assert event["api"] == "Produce"
+    assert event["version"] == 9
+    assert event["correlation_id"] == answer.correlation_id
+    assert event["client_id"] == "harness"
+    assert event["principal"] == "anonymous"
+    assert event["listener"] == "harness"
+    assert event["connection"] == h.connection.session.connection_id
+    assert event["resources"] == [{"kind": "topic", "name": "orders"}]
+    (decision,) = event["decisions"]
+    assert decision["allowed"] is True
+    assert decision["rule"] == "write-orders"
+    assert decision["policy_version"] == h.connection.session.services.policies.version
+    assert decision["policy_version"] is not None
+    assert event["produce"] == [
+        {"topic": "orders", "partition": 0, "records": 5, "bytes": len(records), "base_offset": 42},
+        {"topic": "orders", "partition": 1, "records": 1, "bytes": 71, "base_offset": 42},
+    ]
+    assert event["results"] == [
+        {"item": "orders/0", "error": "none"},
+        {"item": "orders/1", "error": "none"},
+    ]
+    assert event["answered"] is True
+    assert event["throttle_ms"] == 0.0
+    assert event["latency_ms"] >= 0.0
+
+
+async def test_a_denied_items_decision_is_recorded_with_its_rule_and_policy_version(
+    tmp_path: Path,
+) -> None:
+    sink = MemorySink()
+    async with audited(tmp_path, sink) as h:
+        h.client.send(produce_batches(("orders", 0, batch(0, 1)), ("secret-x", 0, batch(0, 4))))
+        (sent,) = await h.sends(1)
+        sent.reply(produced(sent.body, base_offset=7))
+        await h.answers(1)
+    (event,) = sink.of("request")
+    version = h.connection.session.services.policies.version
+    denied = [d for d in event["decisions"] if not d["allowed"]]
+    assert denied == [
+        {
+            "stage": denied[0]["stage"],
+            "kind": "topic",
+            "name": "secret-x",
+            "allowed": False,
+            "rule": "no-secrets",
+            "policy_version": version,
+            "error": "topic_authorization_failed",
+        }
+    ]
+    results = {r["item"]: r["error"] for r in event["results"]}
+    assert results == {"orders/0": "none", "secret-x/0": "topic_authorization_failed"}
+    offsets = {p["topic"]: p["base_offset"] for p in event["produce"]}
+    assert offsets == {"orders": 7, "secret-x": None}
+
+
+async def test_a_fetch_event_counts_the_delivered_records_and_their_offsets(
+    tmp_path: Path,
+) -> None:
+    sink = MemorySink()
+    async with audited(tmp_path, sink) as h:
+        h.client.send(fetch("orders", 0))
+        (sent,) = await h.sends(1)
+        # Two whole batches and the start of a third, cut off as a broker may.
+        sent.reply(fetched(sent.body, records=batch(10, 3) + batch(13, 2) + batch(15, 9)[:30]))
+        (answer,) = await h.answers(1)
+        assert fetch_items(answer.body) == {"orders/0": ErrorCode.none}
+    (event,) = sink.of("request")
+    assert event["api"] == "Fetch"
+    assert event["fetch"] == [
+        {"topic": "orders", "partition": 0, "records": 5, "first_offset": 10, "last_offset": 14}
+    ]
+
+
+async def test_the_answer_is_released_only_once_its_event_is_written(tmp_path: Path) -> None:
+    sink = MemorySink()
+    sink.hold.clear()
+    async with audited(tmp_path, sink) as h:
+        h.client.send(produce_batches(("orders", 0, batch(0, 1))))
+        (sent,) = await h.sends(1)
+        sent.reply(produced(sent.body))
+        await settle()
+        # The connection's opened event waits too: it did not hold the request up.
+        assert sorted(sink.waiting) == ["connection_opened", "request"]
+        assert h.client.answers() == []
+        sink.hold.set()
+        (answer,) = await h.answers(1)
+        assert produce_items(answer.body) == {"orders/0": ErrorCode.none}
+    assert len(sink.of("request")) == 1
+
+
+async def test_an_unwritable_event_answers_the_retriable_error_and_the_connection_serves_on(
+    tmp_path: Path,
+) -> None:
+    async with audited(tmp_path, BrokenSink()) as h:
+        h.client.send(produce_batches(("orders", 0, batch(0, 1))))
+        (sent,) = await h.sends(1)
+        sent.reply(produced(sent.body))
+        (answer,) = await h.answers(1)
+        assert produce_items(answer.body) == {"orders/0": items.unavailable_error(0)}
+        assert h.is_open
+        h.client.send(fetch("orders", 0))
+        (_, again) = await h.sends(2)
+        again.reply(fetched(again.body))
+        (_, second) = await h.answers(2)
+        assert fetch_items(second.body) == {"orders/0": items.unavailable_error(1)}
+        assert h.is_open
+
+
+async def test_with_fail_open_an_unwritable_event_still_serves_the_answer(tmp_path: Path) -> None:
+    async with audited(tmp_path, BrokenSink(), fail_open=True) as h:
+        h.client.send(produce_batches(("orders", 0, batch(0, 1))))
+        (sent,) = await h.sends(1)
+        sent.reply(produced(sent.body, base_offset=3))
+        (answer,) = await h.answers(1)
+        assert produce_items(answer.body) == {"orders/0": ErrorCode.none}
+
+
+async def test_an_acks_0_produce_gets_its_event_and_no_answer(tmp_path: Path) -> None:
+    sink = MemorySink()
+    async with audited(tmp_path, sink) as h:
+        h.client.send(produce_batches(("orders", 0, batch(0, 2)), acks=0))
+        (sent,) = await h.sends(1)
+        assert sent.expect_response is False
+        await settle()
+    assert h.client.answers() == []
+    (event,) = sink.of("request")
+    assert event["answered"] is False
+    assert event["produce"] == [
+        {"topic": "orders", "partition": 0, "records": 2, "bytes": 71, "base_offset": None}
+    ]
+
+
+def test_without_an_audit_recorder_there_is_no_stage() -> None:
+    h = Harness()
+    assert h.connection.session.services.audit is None
+    assert audit_stage(h.connection.session.services) is None
+
+
+def test_every_event_is_made_of_json_types() -> None:
+    built = [
+        events.policy_reload("v1", "v2", applied=False, errors=["line 3: bad"]),
+        events.admin_action("ops", "POST", "/policy/reload", 200),
+    ]
+    assert all(events.json_ready(e.values()) for e in built)
+    assert built[0]["result"] == "rejected"
+    assert built[0]["errors"] == ["line 3: bad"]
+    assert built[1]["status"] == 200
+
+
+async def test_an_acks_0_produce_whose_event_fails_still_gets_no_answer(tmp_path: Path) -> None:
+    # The pipeline's retriable error must not become an answer the client never asked for.
+    async with audited(tmp_path, BrokenSink()) as h:
+        h.client.send(produce_batches(("orders", 0, batch(0, 2)), acks=0))
+        (sent,) = await h.sends(1)
+        assert sent.expect_response is False
+        await settle()
+        assert h.client.answers() == []
+        assert h.is_open
