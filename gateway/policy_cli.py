@@ -2,9 +2,14 @@
 
 ``check [DIR]`` validates a policy directory as the gateway would load it (exit 0 with a
 summary, 1 with every problem's file, line and field). ``explain`` answers "may this
-identity do this?" with the rule that decided, from the same checks the gateway
-decides (:func:`~gateway.policy.checks.decide_checks`); exit 0 allowed, 1 denied, 2
-for a usage error or an invalid policy.
+identity do this?" with the rule that decided, from the same decision functions the
+gateway's policy stage uses (:func:`~gateway.policy.checks.decide_choice`); exit 0
+allowed, 1 denied, 2 for a usage error or an invalid policy. Asked about
+an API (``--api OffsetCommit --topic orders --consumer-group g``), it builds such a
+request (:mod:`gateway.policy_requests`) and explains every check
+:func:`~gateway.policy.operations.required_actions` says the gateway makes for it,
+item by item; where Kafka accepts one of several grants it shows each and the one that
+allowed it.
 
 This module only parses arguments and prints; it reads the policy files through the
 loader and never talks to Kafka.
@@ -20,64 +25,32 @@ from typing import TextIO
 from gateway.errors import PolicyError
 from gateway.identity import Identity
 from gateway.policy import CLUSTER_NAME, Action, Operation, ResourceType
-from gateway.policy.checks import decide_checks, decide_choice
+from gateway.policy.checks import decide_choice
+from gateway.policy.decide import Decision
 from gateway.policy.loader import Policy, load_policy_dir
-from gateway.policy.operations import AnyOf, AnyResource
+from gateway.policy.operations import AnyOf, AnyResource, ItemActions, Scope, required_actions
+from gateway.policy_requests import (
+    MISSING_GROUP,
+    MISSING_TOPIC,
+    MISSING_TRANSACTIONAL_ID,
+    TOPIC_ID,
+    Names,
+    api_keys_by_name,
+    request_body,
+    version_for,
+)
 
 DEFAULT_DIR = Path("policies")
 
-T, G, X, C = (
-    ResourceType.TOPIC,
-    ResourceType.GROUP,
-    ResourceType.TRANSACTIONAL_ID,
-    ResourceType.CLUSTER,
-)
-Op = Operation
+# Every API the gateway authorizes, by name: explain knows exactly the APIs it serves.
+API_KEYS = api_keys_by_name()
 
-# What Kafka's authorizer checks for the common APIs, as gateway/policy/operations.py
-# says for one item of each kind the flags name. Each check lists its choices, any one
-# of which satisfies it (CreateTopics: CREATE on the cluster or on the topic); every
-# check must be satisfied. ANY_TOPIC stands for WRITE on some topic (KIP-679).
-ANY_TOPIC = "any-topic"
-Choice = tuple[ResourceType, Operation] | tuple[str, Operation]
-API_CHECKS: dict[str, tuple[tuple[Choice, ...], ...]] = {
-    "Produce": (((T, Op.WRITE),),),
-    "Fetch": (((T, Op.READ),),),
-    "ListOffsets": (((T, Op.DESCRIBE),),),
-    "OffsetForLeaderEpoch": (((C, Op.CLUSTER_ACTION), (T, Op.DESCRIBE)),),
-    "Metadata": (((T, Op.DESCRIBE),),),
-    "DescribeProducers": (((T, Op.READ),),),
-    "FindCoordinator": (((G, Op.DESCRIBE),),),
-    "OffsetCommit": (((G, Op.READ),), ((T, Op.READ),)),
-    "OffsetFetch": (((G, Op.DESCRIBE),), ((T, Op.DESCRIBE),)),
-    "OffsetDelete": (((G, Op.DELETE),), ((T, Op.READ),)),
-    "JoinGroup": (((G, Op.READ),),),
-    "SyncGroup": (((G, Op.READ),),),
-    "Heartbeat": (((G, Op.READ),),),
-    "LeaveGroup": (((G, Op.READ),),),
-    "ConsumerGroupHeartbeat": (((G, Op.READ),), ((T, Op.DESCRIBE),)),
-    "DescribeGroups": (((G, Op.DESCRIBE),),),
-    "ConsumerGroupDescribe": (((G, Op.DESCRIBE),),),
-    "DeleteGroups": (((G, Op.DELETE),),),
-    "CreateTopics": (((C, Op.CREATE), (T, Op.CREATE)),),
-    "DeleteTopics": (((C, Op.DELETE), (T, Op.DELETE)),),
-    "DeleteRecords": (((T, Op.DELETE),),),
-    "CreatePartitions": (((T, Op.ALTER),),),
-    "DescribeConfigs": (((T, Op.DESCRIBE_CONFIGS),),),
-    "AlterConfigs": (((T, Op.ALTER_CONFIGS),),),
-    "IncrementalAlterConfigs": (((T, Op.ALTER_CONFIGS),),),
-    "InitProducerId": (((X, Op.WRITE),),),
-    "InitProducerId (idempotent)": (((C, Op.IDEMPOTENT_WRITE), (ANY_TOPIC, Op.WRITE)),),
-    "AddPartitionsToTxn": (((X, Op.WRITE),), ((T, Op.WRITE),)),
-    "AddOffsetsToTxn": (((X, Op.WRITE),), ((G, Op.READ),)),
-    "EndTxn": (((X, Op.WRITE),),),
-    "TxnOffsetCommit": (((X, Op.WRITE),), ((G, Op.READ),), ((T, Op.READ),)),
-    "DescribeTransactions": (((X, Op.DESCRIBE),),),
-    "ElectLeaders": (((C, Op.ALTER),),),
-    "DescribeLogDirs": (((C, Op.DESCRIBE),),),
+# A placeholder in a check means the API names a resource the command line did not.
+_MISSING_FLAG = {
+    MISSING_TOPIC: "--topic",
+    MISSING_GROUP: "--consumer-group",
+    MISSING_TRANSACTIONAL_ID: "--transactional-id",
 }
-
-_NAME_FLAG = {T: "--topic", G: "--consumer-group", X: "--transactional-id"}
 
 
 class UsageError(Exception):
@@ -96,8 +69,12 @@ def _parser() -> argparse.ArgumentParser:
     who.add_argument("--group", action="append", default=[], dest="groups")
     who.add_argument("--listener", default="")
     who.add_argument("--mechanism", default="", help="PLAIN, SCRAM-SHA-256, ..., none")
-    what = explain.add_argument_group("what, by API")
-    what.add_argument("--api", choices=sorted(API_CHECKS), metavar="API")
+    what = explain.add_argument_group(
+        "what, by API",
+        "a request of the API naming these resources, checked as the gateway checks it "
+        "(config APIs ask about the topic, else the group, else broker 0)",
+    )
+    what.add_argument("--api", choices=sorted(API_KEYS), metavar="API")
     what.add_argument("--topic")
     what.add_argument("--consumer-group")
     what.add_argument("--transactional-id")
@@ -108,31 +85,31 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _checks(ns: argparse.Namespace) -> tuple[AnyOf, ...]:
-    if ns.api is not None:
-        if ns.resource_type or ns.operation:
-            raise UsageError("give --api or --resource-type/--operation, not both")
-        names = {T: ns.topic, G: ns.consumer_group, X: ns.transactional_id, C: CLUSTER_NAME}
-        found = []
-        for choices in API_CHECKS[ns.api]:
-            made: list[Action | AnyResource] = []
-            for kind, operation in choices:
-                if kind == ANY_TOPIC:
-                    made.append(AnyResource(T, operation))
-                    continue
-                assert isinstance(kind, ResourceType)
-                if names[kind] is None:
-                    raise UsageError(f"--api {ns.api} needs {_NAME_FLAG[kind]}")
-                made.append(Action(kind, names[kind], operation))
-            found.append(AnyOf(tuple(made)))
-        return tuple(found)
+def _api_items(ns: argparse.Namespace) -> tuple[int, tuple[ItemActions, ...]]:
+    """The version explained and what the gateway checks for such a request."""
+    api_key = API_KEYS[ns.api]
+    version = version_for(api_key)
+    names = Names(ns.topic, ns.consumer_group, ns.transactional_id)
+    body = request_body(api_key, version, names)
+    items = required_actions(api_key, body, {TOPIC_ID: ns.topic or MISSING_TOPIC})
+    for item in items:
+        for check in item.checks:
+            for choice in check.choices:
+                flag = _MISSING_FLAG.get(getattr(choice, "name", ""))
+                if flag is not None:
+                    raise UsageError(f"--api {ns.api} needs {flag}")
+    return version, items
+
+
+def _raw_items(ns: argparse.Namespace) -> tuple[ItemActions, ...]:
     if ns.resource_type is None or ns.operation is None:
         raise UsageError("give --api, or --resource-type and --operation (and --name)")
     kind = ResourceType(ns.resource_type)
     name = CLUSTER_NAME if kind is ResourceType.CLUSTER else ns.name
     if name is None:
         raise UsageError(f"--resource-type {kind.value} needs --name")
-    return (AnyOf((Action(kind, name, Operation(ns.operation)),)),)
+    action = Action(kind, name, Operation(ns.operation))
+    return (ItemActions(kind, name, Scope.ITEM, (AnyOf((action,)),)),)
 
 
 def _summary(policy: Policy) -> str:
@@ -152,8 +129,62 @@ def _check(directory: Path, out: TextIO) -> int:
     return 0
 
 
+def _choice(policy: Policy, identity: Identity, choice: Action | AnyResource) -> Decision:
+    # The policy stage's own function, so that explain shows the decision it makes.
+    return decide_choice(policy, identity, choice)[0]
+
+
+def _what(choice: Action | AnyResource) -> str:
+    if isinstance(choice, AnyResource):
+        return f"{choice.operation.value} on some {choice.resource_type.value}"
+    return f"{choice.operation.value} on {choice.resource_type.value} {choice.name!r}"
+
+
+def _verdict(allowed: bool) -> str:
+    return "ALLOW" if allowed else "DENY "
+
+
+def _explain_check(policy: Policy, identity: Identity, check: AnyOf, out: TextIO) -> bool:
+    """Print one check's decision; a check with choices shows each and the one that
+    allowed it (the first, in Kafka's order)."""
+    decisions = [(choice, _choice(policy, identity, choice)) for choice in check.choices]
+    if len(decisions) == 1:
+        print(f"    {_verdict(decisions[0][1].allowed)} {decisions[0][1].reason}", file=out)
+        return decisions[0][1].allowed
+    if not decisions:
+        print("    DENY  no grant can allow it (a topic id no name resolves)", file=out)
+        return False
+    winner = next((choice for choice, d in decisions if d.allowed), None)
+    alternatives = " or ".join(_what(choice) for choice, _ in decisions)
+    if winner is None:
+        print(f"    DENY  any one of: {alternatives}; none is allowed", file=out)
+    else:
+        print(f"    ALLOW any one of: {alternatives}; allowed by {_what(winner)}", file=out)
+    for _, decision in decisions:
+        print(f"      {_verdict(decision.allowed)} {decision.reason}", file=out)
+    return winner is not None
+
+
+def _explain_items(
+    policy: Policy, identity: Identity, items: tuple[ItemActions, ...], out: TextIO
+) -> bool:
+    allowed = True
+    for item in items:
+        fails = "the whole request" if item.scope is Scope.REQUEST else "this item"
+        print(f"  {item.resource_type.value} {item.name!r} (a denial fails {fails}):", file=out)
+        for check in item.checks:
+            allowed = _explain_check(policy, identity, check, out) and allowed
+    return allowed
+
+
 def _explain(ns: argparse.Namespace, out: TextIO) -> int:
-    checks = _checks(ns)
+    if ns.api is not None and (ns.resource_type or ns.operation):
+        raise UsageError("give --api or --resource-type/--operation, not both")
+    if ns.api is not None:
+        version, items = _api_items(ns)
+        what = f"{ns.api} v{version}"
+    else:
+        items, what = _raw_items(ns), "request"
     policy = load_policy_dir(ns.dir)
     identity = Identity(
         principal=ns.principal,
@@ -168,16 +199,12 @@ def _explain(ns: argparse.Namespace, out: TextIO) -> int:
         f"listener={identity.listener or '-'} mechanism={identity.mechanism or '-'}",
         file=out,
     )
-    for check in checks:
-        # Each choice as the gateway decides it; the check passes if any one does.
-        for n, choice in enumerate(check.choices):
-            decision, _ = decide_choice(policy, identity, choice)
-            prefix = "  " if n == 0 else "   or "
-            print(f"{prefix}{'ALLOW' if decision.allowed else 'DENY '} {decision.reason}", file=out)
-    allowed, _ = decide_checks(policy, identity, checks)
-    what = ns.api or "request"
-    print(f"{what}: {'ALLOWED' if allowed.allowed else 'DENIED'}", file=out)
-    return 0 if allowed.allowed else 1
+    print(
+        f"{what}:" if items else f"{what}: nothing to check (Kafka authorizes none of it)", file=out
+    )
+    allowed = _explain_items(policy, identity, items, out)
+    print(f"{ns.api or 'request'}: {'ALLOWED' if allowed else 'DENIED'}", file=out)
+    return 0 if allowed else 1
 
 
 def main(argv: list[str], out: TextIO | None = None, err: TextIO | None = None) -> int:

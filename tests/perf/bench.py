@@ -24,7 +24,8 @@ path, its ratio to the gateway without policy in the same run.
 samples its RSS every second. Nothing here asserts a timing: it is a report.
 
     python -m tests.perf.bench [--quick] [--rounds N] [--records N] [--soak 300]
-    python -m tests.perf.bench --compare A.json B.json
+    python -m tests.perf.bench --compare A.json B.json   (a path or workload one file
+                                                           lacks is shown as missing)
 """
 
 from __future__ import annotations
@@ -132,6 +133,27 @@ class Settings:
 # --------------------------------------------------------------------------- the run
 
 
+class PolicyDenied(BenchError):
+    """The policy path refused requests, or decided none: it did not do the others' work."""
+
+
+def check_policy_path(gateway: GatewayProcess) -> None:
+    """Fail a run on the policy path whose policy refused anything (refused work is
+    cheaper, so its figures would flatter it) or decided nothing (no policy in force)."""
+    # Metadata's denials count the topics an all-topics answer hid, which is no refusal.
+    refused = {api: n for api, n in gateway.denials().items() if api != "Metadata" and n}
+    if refused:
+        detail = ", ".join(f"{api} {n:.0f}" for api, n in sorted(refused.items()))
+        # A topic id the gateway cannot name yet (a Fetch right after the topic was
+        # created) is refused UNKNOWN_TOPIC_ID and counted as a deny as well.
+        raise PolicyDenied(
+            f"the policy refused bench requests ({detail}): a grant BENCH_POLICY lacks, "
+            "or a topic id the gateway could not yet name"
+        )
+    if not sum(gateway.allowed().values()):
+        raise PolicyDenied("the policy path decided nothing: no policy in force")
+
+
 class Bench:
     """Runs every workload on both paths, round after round, and keeps the results."""
 
@@ -199,10 +221,7 @@ class Bench:
             yield gateway.target, gateway
             gateway.check_alive()
             if policy is not None:
-                # The policy path must do the same work: a refusal would make it faster.
-                refused = {a: n for a, n in gateway.denials().items() if a != "Metadata" and n}
-                if refused:
-                    raise BenchError(f"the policy refused bench requests: {refused}")
+                check_policy_path(gateway)
         finally:
             gateway.stop()
 
@@ -210,6 +229,8 @@ class Bench:
         """Run ``action`` and add wall time, CPU seconds and the gateway's RSS to its metrics."""
         monitor = ProcessMonitor(gateway.pid) if gateway is not None else None
         requests0 = gateway.request_counts() if gateway is not None else {}
+        allowed0 = sum(gateway.allowed().values()) if gateway is not None else 0.0
+        warnings0 = gateway.warnings_logged() if gateway is not None else 0
         broker0, children0 = cpu_seconds(self.broker), children_cpu_seconds()
         self0, system0 = cpu_seconds(self.me), system_busy_seconds()
         if monitor is not None:
@@ -232,7 +253,10 @@ class Bench:
             metrics["gw_rss_start_mb"] = sample.rss_start_mb
             metrics["gw_rss_peak_mb"] = sample.rss_peak_mb
             metrics["gw_rss_end_mb"] = sample.rss_end_mb
-            metrics["gw_warnings"] = float(gateway.warnings_logged())
+            # Every gateway of the run appends to one log file: count this one's lines.
+            metrics["gw_warnings"] = float(gateway.warnings_logged() - warnings0)
+            if gateway.policy_dir is not None:
+                metrics["gw_policy_allowed"] = sum(gateway.allowed().values()) - allowed0
             requests = gateway.request_counts()
             handled = {api: n - requests0.get(api, 0.0) for api, n in requests.items()}
             metrics["gw_requests"] = sum(handled.values())
@@ -563,7 +587,7 @@ def _header(doc: dict[str, Any]) -> str:
         [
             f"gateway bench {describe(doc)}, {m['memory_gib']} GiB, Kafka {m['kafka']}, "
             f"Python {m['python']}, {m['java']}, librdkafka {m['librdkafka']}",
-            f"{s['rounds']} round(s), alternating direct/gateway; {s['records']:,} records x "
+            f"{s['rounds']} round(s), alternating {'/'.join(PATHS)}; {s['records']:,} records x "
             f"{s['record_size']} B per produce/consume, producer {producer}; "
             f"{s['idle_connections']} idle conns; {s['partitions']} partitions",
             f"e2e {s['e2e_rate']:,.0f} msg/s for {s['e2e_seconds']:.0f}s "
@@ -675,6 +699,8 @@ def run(settings: Settings, json_path: Path | None) -> int:
     failed = [r for r in bench.results if not r.ok]
     for r in failed:
         print(f"FAILED round {r.round} {r.workload} {r.path}: {r.error}")
+    if any((r.error or "").startswith(PolicyDenied.__name__) for r in failed):
+        print("\nTHE POLICY PATH DID NOT DO THE SAME WORK: its figures compare with nothing.")
     minutes, seconds = divmod(int(doc["runtime_s"]), 60)
     print(f"\nruntime {minutes}m{seconds:02d}s; results in {path}")
     return 1 if failed or interrupted else 0

@@ -157,15 +157,24 @@ def _notes(workload: str, path: str, m: Metrics, entry: dict[str, Any], summary:
         alone = summary.get("produce", {}).get(path, {}).get("records_per_s")
         if alone and "records_per_s" in m:
             notes.append(f"x{m['records_per_s'] / alone:.2f} vs produce alone")
+    if path in GATEWAYS:
+        notes += _gateway_notes(path, m, entry)
+    return "; ".join(notes)
+
+
+def _gateway_notes(path: str, m: Metrics, entry: dict[str, Any]) -> list[str]:
+    notes: list[str] = []
     if path == GATEWAY_POLICY and entry.get("policy_vs_gateway"):
         notes.append(f"x{entry['policy_vs_gateway']:.3f} vs gateway without policy")
-    if path in GATEWAYS and m.get("gw_requests"):
+    if path == GATEWAY_POLICY and "gw_policy_allowed" in m:
+        notes.append(f"{m['gw_policy_allowed']:,.0f} allowed")
+    if m.get("gw_requests"):
         notes.append(
             f"{m['gw_requests']:,.0f} req, {m.get('gw_cpu_us_per_request', 0):,.0f} us CPU/req"
         )
-    if path in GATEWAYS and m.get("gw_warnings"):
+    if m.get("gw_warnings"):
         notes.append(f"{m['gw_warnings']:.0f} gw warnings")
-    return "; ".join(notes)
+    return notes
 
 
 WORKLOAD_LABELS = {
@@ -273,31 +282,46 @@ def _ratio(a: float | None, b: float | None) -> str:
     return f"{b / a:.2f}"
 
 
+MISSING = "missing"
+
+
+def _compared_cell(key: str, value: float | None, digits: int) -> str:
+    return _lat(value) if key.startswith("lat_") else _num(value, digits)
+
+
+def _gw_ratio(entry: dict[str, Any], path: str, present: bool) -> str:
+    if path not in GATEWAYS:
+        return ""
+    if not present:
+        return MISSING
+    return _num(entry.get("ratio_policy" if path == GATEWAY_POLICY else "ratio"), 2)
+
+
 def compare_table(a: dict[str, Any], b: dict[str, Any]) -> str:
-    """Side by side: A, B and B/A for the main metrics of every workload and path."""
+    """Side by side: A, B and B/A for the main metrics of every workload and path; a
+    path or workload one file lacks (the policy path in files older than it) shows as
+    missing rather than vanishing from the comparison."""
     headers = ["workload", "path"]
     for _, label, _ in COMPARED:
         headers += [f"{label} A", "B", "B/A"]
     headers += ["gw/dir A", "gw/dir B"]
     rows: list[list[str]] = []
     for workload in WORKLOADS:
-        ea, eb = a["summary"].get(workload), b["summary"].get(workload)
-        if ea is None or eb is None:
-            continue
+        ea, eb = a["summary"].get(workload) or {}, b["summary"].get(workload) or {}
         for path in PATHS:
             ma, mb = ea.get(path), eb.get(path)
-            if ma is None or mb is None:
+            if ma is None and mb is None:
                 continue
             row = [workload, path]
             for key, _, digits in COMPARED:
-                va, vb = ma.get(key), mb.get(key)
-                if key.startswith("lat_"):
-                    row += [_lat(va), _lat(vb), _ratio(va, vb)]
-                else:
-                    row += [_num(va, digits), _num(vb, digits), _ratio(va, vb)]
-            gw = path in GATEWAYS
-            key = "ratio_policy" if path == GATEWAY_POLICY else "ratio"
-            row += [_num(ea.get(key), 2) if gw else "", _num(eb.get(key), 2) if gw else ""]
+                va = ma.get(key) if ma is not None else None
+                vb = mb.get(key) if mb is not None else None
+                row += [
+                    _compared_cell(key, va, digits) if ma is not None else MISSING,
+                    _compared_cell(key, vb, digits) if mb is not None else MISSING,
+                    _ratio(va, vb),
+                ]
+            row += [_gw_ratio(ea, path, ma is not None), _gw_ratio(eb, path, mb is not None)]
             rows.append(row)
     return render_table(headers, rows, notes=False)
 

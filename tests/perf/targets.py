@@ -1,4 +1,7 @@
-"""The two paths under test: the primary dev cluster directly, and a gateway subprocess."""
+"""The three paths under test: the primary dev cluster directly, a gateway subprocess,
+and the same gateway deciding every request by the example policies plus
+:data:`BENCH_POLICY`. Starts and stops the gateway and reads its ``/metrics``; it never
+writes to Kafka itself."""
 
 from __future__ import annotations
 
@@ -252,6 +255,12 @@ class GatewayProcess:
     def request_counts(self) -> dict[str, float]:
         """Requests the gateway handled so far, by API."""
         return self._counts("gateway_requests", "gateway_requests_total")
+
+    def allowed(self) -> dict[str, float]:
+        """Policy decisions that allowed something so far, by API."""
+        return self._counts(
+            "gateway_policy_decisions", "gateway_policy_decisions_total", decision="allow"
+        )
 
     def denials(self) -> dict[str, float]:
         """Policy denials so far, by API (Metadata's count the topics an all-topics

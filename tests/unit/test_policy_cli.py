@@ -11,6 +11,9 @@ import pytest
 
 from gateway import policy_cli
 from gateway.__main__ import main as gateway_main
+from gateway.policy import CLUSTER_NAME, Action, ResourceType
+from gateway.policy.operations import TABLE, required_actions
+from gateway.policy_requests import TOPIC_ID, Names, request_body, version_for
 
 REPO = Path(__file__).resolve().parents[2]
 POLICIES = REPO / "policies"
@@ -157,34 +160,179 @@ def test_explain_with_an_invalid_policy_exits_2_with_its_errors(policy_dir: Path
     assert "a.yaml:3: rules[0].effect" in err
 
 
-@pytest.mark.parametrize("api", sorted(policy_cli.API_CHECKS))
+@pytest.mark.parametrize("api", sorted(policy_cli.API_KEYS))
 def test_explain_every_api_in_the_table_is_allowed_for_the_admin_group(api: str) -> None:
     code, out, _ = run(
         "explain", "--dir", str(POLICIES), "--principal", "root", "--group", "dev-admins",
         "--api", api, "--topic", "t", "--consumer-group", "g", "--transactional-id", "x",
     )  # fmt: skip
     assert code == 0
-    # One line per choice of every check, each decided by the admins' rule.
-    choices = sum(len(check) for check in policy_cli.API_CHECKS[api])
-    assert out.count("allowed by rule admins-all") == choices
+    assert "DENY" not in out
+    decisions = [line.strip() for line in out.splitlines() if line.strip().startswith("ALLOW ")]
+    by_rule = [line for line in decisions if "allowed by rule admins-all" in line]
+    either = [line for line in decisions if line.startswith("ALLOW any one of")]
+    assert len(by_rule) + len(either) == len(decisions)
 
 
-def test_explain_a_check_is_met_by_any_one_of_its_choices(policy_dir: Path) -> None:
-    (policy_dir / "a.yaml").write_text(
-        """
+def test_explain_knows_every_api_the_gateway_authorizes() -> None:
+    assert set(policy_cli.API_KEYS.values()) == set(TABLE)
+
+
+GRANTS = """\
 rules:
-  - id: create-on-cluster
+  - id: app-topics
+    effect: allow
+    subjects: {principals: [app]}
+    resources: [{type: topic, prefix: app-}]
+    operations: [read, write, create]
+  - id: app-groups
+    effect: allow
+    subjects: {principals: [app]}
+    resources: [{type: group, prefix: app-}]
+    operations: [read]
+  - id: ops-create
     effect: allow
     subjects: {principals: [ops]}
     resources: [{type: cluster}]
     operations: [create]
 """
-    )
+
+
+@pytest.fixture
+def grants_dir(tmp_path: Path) -> Path:
+    (tmp_path / "grants.yaml").write_text(GRANTS)
+    return tmp_path
+
+
+def test_explain_offset_commit_checks_the_group_for_the_request_and_the_topic_per_item(
+    grants_dir: Path,
+) -> None:
     code, out, _ = run(
-        "explain", "--dir", str(policy_dir), "--principal", "ops", "--api", "CreateTopics",
+        "explain", "--dir", str(grants_dir), "--principal", "app", "--api", "OffsetCommit",
+        "--topic", "app-orders", "--consumer-group", "app-billing",
+    )  # fmt: skip
+    assert code == 0
+    assert "OffsetCommit v10:" in out
+    group_line = "  group 'app-billing' (a denial fails the whole request):\n"
+    assert group_line + "    ALLOW read on group 'app-billing' allowed by rule app-groups" in out
+    topic_line = "  topic 'app-orders' (a denial fails this item):\n"
+    assert topic_line + "    ALLOW read on topic 'app-orders' allowed by rule app-topics" in out
+
+
+def test_explain_offset_commit_denied_group_denies_the_request(grants_dir: Path) -> None:
+    code, out, _ = run(
+        "explain", "--dir", str(grants_dir), "--principal", "app", "--api", "OffsetCommit",
+        "--topic", "app-orders", "--consumer-group", "billing",
+    )  # fmt: skip
+    assert code == 1
+    assert "DENY  read on group 'billing': no rule allows it for 'app'" in out
+    assert out.rstrip().endswith("OffsetCommit: DENIED")
+
+
+def test_explain_create_topics_shows_the_topic_grant_that_allowed_it(grants_dir: Path) -> None:
+    code, out, _ = run(
+        "explain", "--dir", str(grants_dir), "--principal", "app", "--api", "CreateTopics",
+        "--topic", "app-new",
+    )  # fmt: skip
+    assert code == 0
+    assert (
+        "ALLOW any one of: create on cluster 'kafka-cluster' or create on topic 'app-new'; "
+        "allowed by create on topic 'app-new'"
+    ) in out
+    assert "DENY  create on cluster 'kafka-cluster': no rule allows it for 'app'" in out
+    assert "ALLOW create on topic 'app-new' allowed by rule app-topics" in out
+
+
+def test_explain_create_topics_shows_the_cluster_grant_that_allowed_it(grants_dir: Path) -> None:
+    code, out, _ = run(
+        "explain", "--dir", str(grants_dir), "--principal", "ops", "--api", "CreateTopics",
         "--topic", "anything",
     )  # fmt: skip
     assert code == 0
-    assert "ALLOW create on the cluster" in out or "ALLOW create on cluster" in out
-    assert "   or DENY  create on topic 'anything'" in out
-    assert out.rstrip().endswith("CreateTopics: ALLOWED")
+    assert "allowed by create on cluster 'kafka-cluster'" in out
+    assert "ALLOW create on cluster 'kafka-cluster' allowed by rule ops-create" in out
+
+
+def test_explain_create_topics_without_either_grant_lists_both_choices(grants_dir: Path) -> None:
+    code, out, _ = run(
+        "explain", "--dir", str(grants_dir), "--principal", "app", "--api", "CreateTopics",
+        "--topic", "other",
+    )  # fmt: skip
+    assert code == 1
+    assert (
+        "DENY  any one of: create on cluster 'kafka-cluster' or create on topic 'other'; "
+        "none is allowed"
+    ) in out
+    assert out.rstrip().endswith("CreateTopics: DENIED")
+
+
+def test_explain_idempotent_init_producer_id_is_allowed_by_write_on_some_topic(
+    grants_dir: Path,
+) -> None:
+    code, out, _ = run(
+        "explain", "--dir", str(grants_dir), "--principal", "app", "--api", "InitProducerId"
+    )  # fmt: skip
+    assert code == 0
+    assert "allowed by write on some topic" in out
+    assert "ALLOW write on some topic allowed by rule app-topics" in out
+
+
+def test_explain_transactional_init_producer_id_checks_the_transactional_id(
+    grants_dir: Path,
+) -> None:
+    code, out, _ = run(
+        "explain", "--dir", str(grants_dir), "--principal", "app", "--api", "InitProducerId",
+        "--transactional-id", "app-tx",
+    )  # fmt: skip
+    assert code == 1
+    assert "DENY  write on transactional_id 'app-tx': no rule allows it for 'app'" in out
+
+
+def test_explain_describe_configs_without_topic_or_group_asks_about_the_broker(
+    grants_dir: Path,
+) -> None:
+    code, out, _ = run(
+        "explain", "--dir", str(grants_dir), "--principal", "app", "--api", "DescribeConfigs"
+    )  # fmt: skip
+    assert code == 1
+    assert "  cluster '0' (a denial fails this item):" in out
+    assert "DENY  describe_configs on cluster 'kafka-cluster'" in out
+
+
+def test_explain_api_without_checks_is_allowed_and_says_so(grants_dir: Path) -> None:
+    code, out, _ = run(
+        "explain", "--dir", str(grants_dir), "--principal", "nobody", "--api", "DescribeCluster"
+    )  # fmt: skip
+    assert code == 0
+    assert "DescribeCluster v2: nothing to check" in out
+
+
+def test_explain_fetch_without_a_topic_is_a_usage_error(grants_dir: Path) -> None:
+    code, out, err = run(
+        "explain", "--dir", str(grants_dir), "--principal", "app", "--api", "Fetch"
+    )  # fmt: skip
+    assert code == 2
+    assert out == ""
+    assert "--api Fetch needs --topic" in err
+
+
+@pytest.mark.parametrize("api", sorted(policy_cli.API_KEYS))
+def test_request_bodies_name_only_the_given_resources(api: str) -> None:
+    key = policy_cli.API_KEYS[api]
+    names = Names("orders", "billing", "tx-1")
+    body = request_body(key, version_for(key), names)
+    items = required_actions(key, body, {TOPIC_ID: "orders"})
+    named = {
+        (choice.resource_type, choice.name)
+        for item in items
+        for check in item.checks
+        for choice in check.choices
+        if isinstance(choice, Action)
+    }
+    allowed = {
+        (ResourceType.TOPIC, "orders"),
+        (ResourceType.GROUP, "billing"),
+        (ResourceType.TRANSACTIONAL_ID, "tx-1"),
+        (ResourceType.CLUSTER, CLUSTER_NAME),
+    }
+    assert named <= allowed
