@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from gateway.pipeline import Pipeline
+from gateway.pipeline import Pipeline, Stage
+from gateway.pipeline.audit import audit_stage
 from gateway.pipeline.authorize import PolicyStage
 from gateway.session import Services
 
 
 def standard(services: Services) -> Pipeline:
-    """Policy first: nothing an identity may not do reaches a later stage or upstream."""
-    return Pipeline([PolicyStage(services.policies)])
+    """Audit outermost, so that its way back runs last and records the answer the client
+    gets (denials included); then policy, so that nothing an identity may not do
+    reaches a later stage or upstream."""
+    stages: list[Stage] = []
+    audit = audit_stage(services)
+    if audit is not None:
+        stages.append(audit)
+    stages.append(PolicyStage(services.policies))
+    return Pipeline(stages)
