@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
+import warnings
 from collections import Counter
 
 import pytest
@@ -88,6 +90,13 @@ async def test_wrong_password_raises_without_leaking_it(client: str, direct: End
     with pytest.raises(ClientError) as caught:
         await aproduce(client, wrong, unique_topic("direct-badpw"), records, timeout=5)
     assert "not-the-password-0123456789" not in str(caught.value)
+    # The Python client libraries can leave the socket of a refused SASL login to the
+    # broker unclosed (their bug, not under test here: the gateway is not involved).
+    # Collect it now, so that its ResourceWarning does not fail a later test at a
+    # random garbage collection.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
 
 
 async def test_sync_call_on_the_event_loop_is_refused(direct: Endpoint) -> None:
