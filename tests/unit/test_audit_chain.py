@@ -299,3 +299,46 @@ def test_verify_names_a_log_re_signed_with_another_key(
     # Without the published key, the forged log is consistent with itself: this is why
     # verify warns when no public key is given.
     assert only(verify([tmp_path])).ok
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_checkpoint_is_due_after_checkpoint_every_seconds_while_lines_are_unsealed(
+    tmp_path: Path, private: Ed25519PrivateKey
+) -> None:
+    clock = FakeClock()
+    overrides = {"checkpoint_every_events": 1000, "checkpoint_every_seconds": 10.0}
+    writer = ChainWriter(settings(tmp_path, **overrides), private, monotonic=clock)
+    writer.open()
+    assert writer.seconds_to_checkpoint() is None  # nothing to seal
+    writer.write([event(0)])
+    assert writer.seconds_to_checkpoint() == 10.0
+    clock.now += 10.0
+    assert writer.seconds_to_checkpoint() == 0.0
+    writer.tick()
+    assert writer.first_unsealed == writer.seq
+    assert [line["type"] for line in read_events(tmp_path)] == ["request", "checkpoint"]
+
+
+def test_an_old_segment_is_sealed_and_the_next_write_opens_a_new_one(
+    tmp_path: Path, private: Ed25519PrivateKey
+) -> None:
+    clock = FakeClock()
+    overrides = {"segment_max_seconds": 60.0, "segment_max_bytes": 10**6}
+    writer = ChainWriter(settings(tmp_path, **overrides), private, monotonic=clock)
+    writer.open()
+    writer.write([event(0)])
+    clock.now += 60.0
+    writer.tick()
+    writer.write([event(1)])
+    writer.close()
+    paths = files(tmp_path)
+    assert len(paths) == 2
+    assert [json.loads(raw)["type"] for raw in read_lines(paths[0])] == ["request", "checkpoint"]
+    assert only(verify([tmp_path], private.public_key())).ok

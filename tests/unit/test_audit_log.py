@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from gateway.audit import keys, read_events, segments
 from gateway.audit.log import AuditLog
@@ -183,3 +184,44 @@ async def test_a_key_file_others_can_read_is_refused_at_start(
     os.chmod(key_file, 0o644)
     with pytest.raises(ConfigError, match="chmod 600"):
         await AuditLog(config(tmp_path, key_file)).start()
+
+
+def _sample(name: str, labels: dict[str, str] | None = None) -> float:
+    value = REGISTRY.get_sample_value(name, labels or {})
+    return 0.0 if value is None else value
+
+
+async def test_metrics_count_events_bytes_checkpoints_fsyncs_failures_and_health(
+    tmp_path: Path, key_file: Path
+) -> None:
+    before = {
+        "events": _sample("gateway_audit_events_total", {"type": "request"}),
+        "checkpoints": _sample("gateway_audit_checkpoints_total"),
+        "bytes": _sample("gateway_audit_bytes_total"),
+        "fsyncs": _sample("gateway_audit_fsync_seconds_count"),
+        "failures": _sample("gateway_audit_failures_total", {"reason": "EIO"}),
+    }
+    log = AuditLog(config(tmp_path, key_file))
+    await log.start()
+    await log.append(event(0))
+    failing = True
+    real_fsync = log.writer._os_fsync
+
+    def fsync(fd: int) -> None:
+        if failing:
+            raise OSError(errno.EIO, "Input/output error")
+        real_fsync(fd)
+
+    log.writer._os_fsync = fsync  # type: ignore[method-assign]
+    with pytest.raises(AuditUnavailable):
+        await log.append(event(1))
+    assert _sample("gateway_audit_healthy") == 0
+    failing = False
+    await until(lambda: log.healthy)
+    assert _sample("gateway_audit_healthy") == 1
+    await log.close()
+    assert _sample("gateway_audit_events_total", {"type": "request"}) == before["events"] + 1
+    assert _sample("gateway_audit_checkpoints_total") == before["checkpoints"] + 1
+    assert _sample("gateway_audit_bytes_total") > before["bytes"]
+    assert _sample("gateway_audit_fsync_seconds_count") > before["fsyncs"]
+    assert _sample("gateway_audit_failures_total", {"reason": "EIO"}) > before["failures"]
