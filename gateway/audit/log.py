@@ -15,6 +15,7 @@ it knows nothing of requests or sessions.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import queue
@@ -54,8 +55,17 @@ def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
         future.set_exception(error)
 
 
-def _reason(exc: OSError) -> str:
-    return errno.errorcode.get(exc.errno or 0, "OSError")
+def _release(pending: _Pending, error: BaseException | None) -> None:
+    """Settle ``pending`` on its own loop (called from the writer thread)."""
+    # A loop already closed has no one left waiting; the writer thread must go on.
+    with contextlib.suppress(RuntimeError):
+        pending.loop.call_soon_threadsafe(_settle, pending.future, error)
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, OSError):
+        return errno.errorcode.get(exc.errno or 0, "OSError")
+    return type(exc).__name__
 
 
 class AuditLog:
@@ -181,29 +191,35 @@ class AuditLog:
     def _commit(self, batch: list[_Pending]) -> None:
         try:
             outcomes = self.writer.write([p.event for p in batch])
-        except OSError as exc:
+        except Exception as exc:
+            # OSError is the disk; anything else is a fault of ours, and is treated the
+            # same way (refuse, retry) rather than let the writer thread die with
+            # appends waiting on it forever.
+            if not isinstance(exc, OSError):
+                log.exception("audit log: unexpected error writing a batch")
             self._failed(exc)
             error = AuditUnavailable(f"audit log unavailable: {self.unhealthy_reason}")
             for pending in batch:
-                pending.loop.call_soon_threadsafe(_settle, pending.future, error)
+                _release(pending, error)
             self._fail_queued(error)
             return
         for pending, outcome in zip(batch, outcomes, strict=True):
             failure = None if outcome is None else AuditUnavailable(f"event refused: {outcome}")
-            pending.loop.call_soon_threadsafe(_settle, pending.future, failure)
+            _release(pending, failure)
 
     def _guard(self, work: Any) -> None:
         try:
             work()
-        except OSError as exc:
+        except Exception as exc:  # as in _commit: refuse and retry, never end the thread
             self._failed(exc)
 
-    def _failed(self, exc: OSError) -> None:
+    def _failed(self, exc: Exception) -> None:
         reason = _reason(exc)
         metrics.AUDIT_FAILURES.labels(reason).inc()
         if not self.healthy:
             return
-        self.unhealthy_reason = f"{reason}: {exc.strerror or exc}"
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        self.unhealthy_reason = f"{reason}: {detail}"
         self.healthy = False
         self._outage_since = time.time()
         metrics.AUDIT_HEALTHY.set(0)
@@ -221,7 +237,7 @@ class AuditLog:
             except queue.Empty:
                 return
             if isinstance(item, _Pending):
-                item.loop.call_soon_threadsafe(_settle, item.future, error)
+                _release(item, error)
 
     def _retry(self) -> None:
         """Try to recover, with backoff, until it works or the log is closing."""

@@ -225,3 +225,16 @@ async def test_metrics_count_events_bytes_checkpoints_fsyncs_failures_and_health
     assert _sample("gateway_audit_bytes_total") > before["bytes"]
     assert _sample("gateway_audit_fsync_seconds_count") > before["fsyncs"]
     assert _sample("gateway_audit_failures_total", {"reason": "EIO"}) > before["failures"]
+
+
+async def test_a_log_whose_last_whole_line_was_altered_is_not_continued(
+    tmp_path: Path, key_file: Path
+) -> None:
+    first = AuditLog(config(tmp_path, key_file))
+    await first.start()
+    await first.append(event(0))
+    await first.close()
+    segment = segments.find([tmp_path / "audit"])[-1].path
+    segment.write_bytes(segment.read_bytes().replace(b'"time":', b'"tyme":'))
+    with pytest.raises(AuditUnavailable, match="damaged"):
+        await AuditLog(config(tmp_path, key_file)).start()
