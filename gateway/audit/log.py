@@ -163,6 +163,9 @@ class AuditLog:
             assert isinstance(first, _Pending)
             batch, stop = self._gather(first)
             self._commit(batch)
+            if self.healthy and writer.seconds_to_checkpoint() == 0:
+                # A steady stream never lets the queue time out: timed work runs here.
+                self._guard(writer.tick)
         self._fail_queued(AuditUnavailable("the audit log is closed"))
         try:
             writer.close()

@@ -238,3 +238,19 @@ async def test_a_log_whose_last_whole_line_was_altered_is_not_continued(
     segment.write_bytes(segment.read_bytes().replace(b'"time":', b'"tyme":'))
     with pytest.raises(AuditUnavailable, match="damaged"):
         await AuditLog(config(tmp_path, key_file)).start()
+
+
+async def test_timed_checkpoints_are_written_while_events_keep_arriving(
+    tmp_path: Path, key_file: Path
+) -> None:
+    # Each commit waits out the 2 ms group commit window, so every commit finds the
+    # 1 ms checkpoint interval passed: appends that never let the queue go idle still
+    # get their checkpoints.
+    log = AuditLog(config(tmp_path, key_file, checkpoint_every_seconds=0.001))
+    await log.start()
+    for n in range(3):
+        await log.append(event(n))
+    types = [line["type"] for line in read_events(tmp_path / "audit")]
+    # The third one's checkpoint may still be on its way: the append returned first.
+    assert types[:5] == ["request", "checkpoint", "request", "checkpoint", "request"]
+    await log.close()
