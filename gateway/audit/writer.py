@@ -193,9 +193,9 @@ class ChainWriter:
                 outcomes.append(None)
                 types.append(str(event.get("type", "unknown")))
                 self.seq, self.prev = line["seq"] + 1, line["hash"]
-            if self.seq - self.first_unsealed >= self.settings.checkpoint_every_events:
-                data += self._checkpoint_bytes()
-                types.append(chain.CHECKPOINT)
+                if self.seq - self.first_unsealed >= self.settings.checkpoint_every_events:
+                    data += self._checkpoint_bytes()
+                    types.append(chain.CHECKPOINT)
             self._append(bytes(data))
         except OSError:
             self.seq, self.prev, self.first_unsealed = seq, prev, first_unsealed

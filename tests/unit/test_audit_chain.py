@@ -60,12 +60,11 @@ def test_every_line_chains_to_the_previous_and_checkpoints_are_signed(
         assert line["prev"] == before["hash"]
         assert line["hash"] == chain.line_hash(line)
     checkpoints = [line for line in lines if line["type"] == "checkpoint"]
-    # Batches of 1, 2, 3, 1, 2, 3 events: a checkpoint follows the batch that brings
-    # the unsealed lines to 5 or more.
-    assert [(c["first_seq"], c["last_seq"]) for c in checkpoints] == [(0, 5), (7, 12)]
+    # Every 5 lines, within a batch too; the last one, at close, seals the rest.
+    assert [(c["first_seq"], c["last_seq"]) for c in checkpoints] == [(0, 4), (6, 10), (12, 13)]
     assert lines[-1]["type"] == "checkpoint"
     report = only(verify([tmp_path], private.public_key()))
-    assert report.ok and report.checkpoints == 2 and report.unsealed is None
+    assert report.ok and report.checkpoints == 3 and report.unsealed is None
 
 
 def test_close_seals_the_last_lines_with_a_checkpoint(
