@@ -573,7 +573,8 @@ class AuditConfig(_Model):
         2.0,
         ge=0,
         le=1000,
-        description="Longest wait for more events to share one fsync with the first.",
+        description="Longest wait for more events to share one fsync with the first (it "
+        "ends sooner once none came for an eighth of it); 0: only what queued meanwhile.",
     )
     fail_open: bool = Field(
         False,
