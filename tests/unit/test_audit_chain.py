@@ -341,3 +341,18 @@ def test_an_old_segment_is_sealed_and_the_next_write_opens_a_new_one(
     assert len(paths) == 2
     assert [json.loads(raw)["type"] for raw in read_lines(paths[0])] == ["request", "checkpoint"]
     assert only(verify([tmp_path], private.public_key())).ok
+
+
+def test_each_instances_chain_in_one_directory_is_verified_on_its_own(
+    tmp_path: Path, private: Ed25519PrivateKey
+) -> None:
+    write_log(tmp_path, private, events=10)
+    other = Ed25519PrivateKey.generate()
+    write_log(tmp_path, other, events=10, instance="gw2")
+    target = files(tmp_path)[-1]  # gw2's last segment
+    lines = read_lines(target)
+    del lines[0]
+    write_lines(target, lines)
+    reports = {r.instance: r for r in verify([tmp_path])}
+    assert reports["gw1"].ok
+    assert reports["gw2"].problem is not None and reports["gw2"].problem.path == target
