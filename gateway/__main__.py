@@ -1,4 +1,4 @@
-"""Command line: ``python -m gateway run|dev|policy|hash-password|check-config``.
+"""Command line: ``python -m gateway run|dev|policy|audit|hash-password|check-config``.
 
 A running gateway stops on SIGINT or SIGTERM and reloads its policy on SIGHUP.
 """
@@ -15,7 +15,7 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-from gateway import dev, policy_cli
+from gateway import audit_cli, dev, policy_cli
 from gateway.config import Config, config_reference, load_config
 from gateway.errors import ConfigError, GatewayError
 from gateway.identity import passwords, scram
@@ -219,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_dev(args[1:])
     if args[:1] == ["policy"]:
         return policy_cli.main(args[1:])
+    if args[:1] == ["audit"]:
+        return audit_cli.main(args[1:])
     parser = argparse.ArgumentParser(prog="python -m gateway", description=__doc__)
     parser.add_argument("--log-level", default="info")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -253,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("config-reference", help="print the config reference (Markdown)")
     sub.add_parser("dev", help="local Kafka clusters: dev up|down|status [--json]|run [config]")
     sub.add_parser("policy", help="policy files: policy check [DIR] | policy explain ...")
+    sub.add_parser("audit", help="audit log: audit keygen --out FILE | audit verify [PATH]")
     ns = parser.parse_args(args)
     _setup_logging(ns.log_level)
     try:

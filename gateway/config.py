@@ -10,7 +10,10 @@ A bad file is refused with :class:`ConfigError` naming the field.
 from __future__ import annotations
 
 import copy
+import fnmatch
 import os
+import re
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -514,6 +517,87 @@ class PolicyConfig(_Model):
     )
 
 
+AuditCapture = Literal["none", "sha256", "full"]
+
+
+class AuditPayloadConfig(_Model):
+    """Which record payloads Produce and Fetch events carry, for the topics named."""
+
+    topics: str = Field(
+        min_length=1,
+        description="A topic name, or a glob (* ? [...]); a name ending in * is a prefix.",
+    )
+    capture: AuditCapture = Field(
+        "none",
+        description="none; sha256: SHA-256 of each record's key and value; full: the "
+        "payload itself (base64).",
+    )
+
+    def matches(self, topic: str) -> bool:
+        return fnmatch.fnmatchcase(topic, self.topics)
+
+
+def default_instance_id() -> str:
+    """The host name, reduced to the characters a segment file name may hold: stable
+    for as long as the host keeps its name."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname())
+    return cleaned or "gateway"
+
+
+class AuditConfig(_Model):
+    """The audit log: every connection, login and request, hash-chained and signed."""
+
+    dir: Path = Field(description="Directory of the segment files (created if missing).")
+    key_file: Path = Field(
+        description="Ed25519 private key (PEM, mode 0600) signing checkpoints; made by "
+        "`python -m gateway audit keygen --out FILE`."
+    )
+    instance_id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9._-]{1,100}$",
+        description="Names this gateway's chain and its files; unset: the host name.",
+    )
+    checkpoint_every_events: int = Field(
+        1000, ge=1, description="A signed checkpoint after this many lines."
+    )
+    checkpoint_every_seconds: float = Field(
+        10.0, gt=0, description="A signed checkpoint at least this often while events arrive."
+    )
+    segment_max_bytes: int = Field(
+        64 * 1024 * 1024, ge=1, description="A new segment file once one reaches this size."
+    )
+    segment_max_seconds: float = Field(
+        3600.0, gt=0, description="A new segment file once one is this old."
+    )
+    group_commit_ms: float = Field(
+        2.0,
+        ge=0,
+        le=1000,
+        description="Longest wait for more events to share one fsync with the first (it "
+        "ends sooner once none came for an eighth of it); 0: only what queued meanwhile.",
+    )
+    fail_open: bool = Field(
+        False,
+        description="Serve requests while events cannot be written (counted, logged, and "
+        "recorded once the log works again); false: refuse them with a retriable error.",
+    )
+    payloads: list[AuditPayloadConfig] = Field(
+        default_factory=list,
+        description="Payload capture per topic pattern, first match wins; default none.",
+    )
+
+    @property
+    def instance(self) -> str:
+        return self.instance_id or default_instance_id()
+
+    def capture_for(self, topic: str) -> AuditCapture:
+        """What Produce and Fetch events of ``topic`` capture of its records."""
+        for rule in self.payloads:
+            if rule.matches(topic):
+                return rule.capture
+        return "none"
+
+
 class GatewayIdentity(_Model):
     node_id: int = Field(0, ge=0, description="The one broker id clients see.")
     cluster_id: str = Field(
@@ -534,6 +618,9 @@ class Config(_Model):
     admin: AdminConfig = AdminConfig()
     limits: LimitsConfig = LimitsConfig()
     policy: PolicyConfig = PolicyConfig()
+    audit: AuditConfig | None = Field(
+        None, description="The audit log; unset: no audit events are written."
+    )
 
     @model_validator(mode="after")
     def _unique_names(self) -> Config:
@@ -571,6 +658,8 @@ _SECTIONS: tuple[tuple[str, type[BaseModel]], ...] = (
     ("admin.tokens[]", AdminTokenConfig),
     ("limits", LimitsConfig),
     ("policy", PolicyConfig),
+    ("audit", AuditConfig),
+    ("audit.payloads[]", AuditPayloadConfig),
 )
 
 

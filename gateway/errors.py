@@ -19,7 +19,8 @@ translated at the boundary that calls the third party (``protocol/`` for kio,
     │   ├── UpstreamTimeout      no answer within the request's time budget
     │   ├── MalformedResponse    an upstream answer that does not decode
     │   └── UpstreamRefused      the cluster answered with an error the client must see
-    └── DevClusterError          the local development clusters could not be managed
+    ├── DevClusterError          the local development clusters could not be managed
+    └── AuditUnavailable         the audit log cannot make an event durable (fail closed)
 """
 
 from __future__ import annotations

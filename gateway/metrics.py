@@ -175,3 +175,28 @@ PIPELINE_STAGE_FAILURES = Counter(
     "and phase (request or response).",
     ["stage", "phase"],
 )
+
+AUDIT_EVENTS = Counter(
+    "gateway_audit_events_total",
+    "Lines made durable in the audit log, by type (request, authentication, checkpoint, ...).",
+    ["type"],
+)
+AUDIT_FSYNC_SECONDS = Histogram(
+    "gateway_audit_fsync_seconds",
+    "Time of one fsync of the audit log (one per group-committed batch).",
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+)
+AUDIT_BYTES = Counter("gateway_audit_bytes_total", "Bytes written to the audit log.")
+AUDIT_CHECKPOINTS = Counter(
+    "gateway_audit_checkpoints_total", "Signed checkpoints written to the audit log."
+)
+AUDIT_FAILURES = Counter(
+    "gateway_audit_failures_total",
+    "Audit log writes that failed, by reason (an errno name such as ENOSPC, EACCES, EIO).",
+    ["reason"],
+)
+AUDIT_HEALTHY = Gauge(
+    "gateway_audit_healthy",
+    "1 while the audit log can make events durable, 0 while it cannot (requests are "
+    "refused unless audit.fail_open).",
+)

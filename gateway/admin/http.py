@@ -11,7 +11,9 @@ same guard as Kafka logins, so guessing tokens is delayed and limited.
 ``/healthz``: the process is serving. ``/readyz``: the active upstream cluster's
 health as the gateway's background checks last found it (ready when ``up`` or
 ``degraded``); it never asks the cluster itself, so it answers at once in every state
-and callers cannot make the gateway load the cluster. ``/metrics``: Prometheus text
+and callers cannot make the gateway load the cluster. With audit on and not
+``fail_open``, it is also unavailable while the audit log cannot write (``audit``
+says why). ``/metrics``: Prometheus text
 format. ``/whoami``: the caller as the API sees it. ``/sessions``: the client
 connections open now. ``GET /policy``: the policy in force (version, files, rule
 count) and the last reload's outcome. ``POST /policy/reload``: reload the policy
@@ -36,6 +38,7 @@ from gateway import metrics
 from gateway.admin.auth import AdminAuth, AdminCaller, AdminDenied, JwtCheck, authorize
 from gateway.admin.sessions import describe_sessions
 from gateway.admin.tls import AdminTls
+from gateway.audit.log import AuditLog
 from gateway.config import AdminRole
 from gateway.errors import GatewayError
 from gateway.session import Services
@@ -70,16 +73,24 @@ async def healthz(_: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    pool = request.app[SERVICES].pool
+    services = request.app[SERVICES]
+    pool = services.pool
     health = pool.health
-    body = {
-        "status": "ready" if health.ready else "unavailable",
+    ready = health.ready
+    body: dict[str, object] = {
         "cluster": pool.name,
         "state": health.state.value,
         "for_seconds": round(time.monotonic() - health.since, 1),
         "brokers": len(pool.view.brokers),
     }
-    return web.json_response(body, status=200 if health.ready else 503)
+    recorder = services.audit
+    if recorder is not None and isinstance(recorder.sink, AuditLog):
+        audit_log = recorder.sink
+        body["audit"] = {"healthy": audit_log.healthy, "reason": audit_log.unhealthy_reason}
+        # Fail closed refuses every request while the log cannot write: not ready.
+        ready = ready and (audit_log.healthy or recorder.settings.fail_open)
+    body["status"] = "ready" if ready else "unavailable"
+    return web.json_response(body, status=200 if ready else 503)
 
 
 async def metrics_endpoint(_: web.Request) -> web.Response:

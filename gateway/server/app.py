@@ -11,6 +11,8 @@ import ssl
 
 from gateway import metrics
 from gateway.admin.http import AdminServer
+from gateway.audit.log import AuditLog
+from gateway.audit.recorder import Recorder, StageSettings
 from gateway.config import Config, ListenerConfig
 from gateway.errors import AuthenticationFailed, GatewayError
 from gateway.handlers import sasl
@@ -47,8 +49,17 @@ class Gateway:
             for listener in config.listeners
             if listener.tls is not None
         }
+        # Audit is off without an ``audit:`` section: no log, no recorder, no stage.
+        self.audit_log = AuditLog(config.audit) if config.audit is not None else None
+        recorder = None
+        if config.audit is not None and self.audit_log is not None:
+            recorder = Recorder(self.audit_log, StageSettings(fail_open=config.audit.fail_open))
         self.services = Services(
-            config, pool, Authenticator(config), policies=PolicyStore(config.policy.dir)
+            config,
+            pool,
+            Authenticator(config),
+            policies=PolicyStore(config.policy.dir),
+            audit=recorder,
         )
         self.policy_watcher = PolicyWatcher(
             self.services.policies, config.policy.reload_interval_seconds
@@ -67,6 +78,10 @@ class Gateway:
         (``/readyz``), keeps checking, and serves as soon as the cluster answers.
         """
         try:
+            if self.audit_log is not None:
+                # First: a bad key file or audit directory stops the start before any
+                # client could be served unaudited.
+                await self.audit_log.start()
             await self.services.pool.start()
             if not self.services.pool.health.ready:
                 log.warning(
@@ -243,4 +258,8 @@ class Gateway:
         await self.policy_watcher.stop()
         await self.services.pool.close()
         self.services.authenticator.close()
+        if self.services.audit is not None:
+            await self.services.audit.drain()  # the connections' last events
+        if self.audit_log is not None:
+            await self.audit_log.close()  # seals the log with a last checkpoint
         log.info("gateway stopped")

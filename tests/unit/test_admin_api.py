@@ -21,7 +21,9 @@ from prometheus_client import REGISTRY
 from gateway.admin.auth import AdminAuth, AdminDenied, StaticTokens, bearer_token
 from gateway.admin.http import make_app
 from gateway.admin.tls import AdminTls
-from gateway.config import AdminConfig, ListenerTlsConfig
+from gateway.audit.log import AuditLog
+from gateway.audit.recorder import Recorder, StageSettings
+from gateway.config import AdminConfig, AuditConfig, ListenerTlsConfig
 from gateway.errors import AuthenticationFailed, ConfigError, GatewayError
 from gateway.identity import Identity, TlsDetails
 from gateway.identity.registry import Authenticator
@@ -542,3 +544,24 @@ async def test_post_reload_with_an_oversized_body_gets_413(
     )
 
     assert response.status == 413
+
+
+@pytest.mark.parametrize(("fail_open", "status"), [(False, 503), (True, 200)])
+async def test_readyz_is_unavailable_while_the_audit_log_cannot_write_unless_fail_open(
+    make_client: Any, tmp_path: Path, fail_open: bool, status: int
+) -> None:
+    client, services = await make_client()
+    services.pool.health.checked({})  # the cluster is up: only the audit log decides
+    assert (await client.get("/readyz")).status == 200
+    audit_config = AuditConfig(dir=tmp_path, key_file=tmp_path / "key", fail_open=fail_open)
+    audit_log = AuditLog(audit_config)
+    services.audit = Recorder(audit_log, StageSettings(fail_open=fail_open))
+    # The state the writer thread leaves after a failed write (tested in test_audit_log).
+    audit_log.healthy = False
+    audit_log.unhealthy_reason = "ENOSPC: No space left on device"
+
+    answer = await client.get("/readyz")
+
+    assert answer.status == status
+    body = await answer.json()
+    assert body["audit"] == {"healthy": False, "reason": "ENOSPC: No space left on device"}
