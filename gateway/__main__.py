@@ -16,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 
 from gateway import audit_cli, dev, policy_cli
+from gateway.audit import keys
 from gateway.config import Config, config_reference, load_config
 from gateway.errors import ConfigError, GatewayError
 from gateway.identity import passwords, scram
@@ -102,9 +103,14 @@ def _dev_banner(config: Config) -> str:
     lines += [
         f"  curl {admin}/metrics",
         f"  curl -H 'Authorization: Bearer dev-admin-token' {admin}/whoami {admin}/sessions",
-        "",
-        "Ctrl-C stops everything this started.",
     ]
+    if config.audit is not None:
+        public = config.audit.key_file.with_suffix(".pub")
+        lines.append(
+            f"  python -m gateway audit verify {config.audit.dir} --allow-unsealed "
+            f"--public-key {public}"
+        )
+    lines += ["", "Ctrl-C stops everything this started."]
     return "\n".join(lines)
 
 
@@ -159,6 +165,7 @@ def _cmd_dev(argv: list[str]) -> int:
             example = resources.files("gateway.examples").joinpath("dev.yaml")
             with resources.as_file(example) as path:
                 config = load_config(path)
+        _dev_audit_key(config)
         _run_loop(config, _dev_banner(config))
     except GatewayError as exc:
         print(f"gateway dev run: {exc}", file=sys.stderr)
@@ -168,6 +175,22 @@ def _cmd_dev(argv: list[str]) -> int:
             print("stopping the dev clusters", file=sys.stderr)
             dev.down()
     return 0
+
+
+def _dev_audit_key(config: Config) -> None:
+    """For `dev run` only: the audit signing key the config names, made once if missing,
+    with its public key beside it (``.pub``) for `audit verify --public-key`."""
+    if config.audit is None or config.audit.key_file.exists():
+        return
+    key_file = config.audit.key_file
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    public = keys.generate(key_file).public_key()
+    key_file.with_suffix(".pub").write_text(keys.public_pem(public), encoding="utf-8")
+    print(
+        f"audit: new signing key {key_file} (key id {keys.key_id(public)}), public key "
+        f"{key_file.with_suffix('.pub')}",
+        file=sys.stderr,
+    )
 
 
 def _read_secret(what: str) -> str | None:

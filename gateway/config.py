@@ -586,6 +586,12 @@ class AuditConfig(_Model):
         description="Payload capture per topic pattern, first match wins; default none.",
     )
 
+    @field_validator("dir", "key_file")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        # "~/..." as in the other file fields; the writer and key loader see real paths.
+        return value.expanduser()
+
     @property
     def instance(self) -> str:
         return self.instance_id or default_instance_id()

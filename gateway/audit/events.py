@@ -240,6 +240,10 @@ def results(api_key: int, api_version: int, answer: Any) -> list[dict[str, Any]]
     try:
         api = items.describe(api_key, api_version)
     except UnsupportedApi:
+        # APIs without item descriptions (ApiVersions, SASL, ...) still answer with one
+        # error code of their own; a failed login must show it.
+        if hasattr(answer, "error_code"):
+            return [{"item": "", "error": _error_name(answer.error_code)}]
         return []
     found: list[dict[str, Any]] = []
     if api.error and hasattr(answer, "error_code"):

@@ -285,3 +285,19 @@ async def test_an_acks_0_produce_whose_event_fails_still_gets_no_answer(tmp_path
         await settle()
         assert h.client.answers() == []
         assert h.is_open
+
+
+def test_an_api_without_item_descriptions_records_its_own_error_code() -> None:
+    """A refused SaslAuthenticate shows sasl_authentication_failed in the event, not an
+    empty result, so a failed login is visible in the request's own event too."""
+    import datetime
+
+    from kio.schema.sasl_authenticate.v2 import response as sasl_response
+
+    answer = sasl_response.SaslAuthenticateResponse(
+        error_code=ErrorCode.sasl_authentication_failed,
+        error_message="Authentication failed",
+        auth_bytes=b"",
+        session_lifetime=datetime.timedelta(0),
+    )
+    assert events.results(36, 2, answer) == [{"item": "", "error": "sasl_authentication_failed"}]
