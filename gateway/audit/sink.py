@@ -13,6 +13,11 @@ from typing import Any, Protocol
 class AuditSink(Protocol):
     """Stores audit events."""
 
+    @property
+    def healthy(self) -> bool:
+        """False while events cannot be written: the audit stage then refuses requests
+        before they reach the cluster, instead of after (unless ``fail_open``)."""
+
     async def append(self, event: Mapping[str, Any]) -> None:
         """Return once ``event`` is durable; raise
         :class:`gateway.errors.AuditUnavailable` when it cannot be written."""

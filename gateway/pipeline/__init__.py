@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 from kio.schema.errors import ErrorCode
 
 from gateway import metrics
+from gateway.errors import GatewayError
 from gateway.identity import ANONYMOUS, Identity
 from gateway.protocol import items
 from gateway.protocol.codec import Answer, EncodedBody, Request
@@ -171,8 +172,8 @@ class Pipeline:
         for stage in self.stages:
             try:
                 await stage.on_request(call)
-            except Exception:
-                _stage_failed(stage, "request")
+            except Exception as exc:
+                _stage_failed(stage, "request", exc)
                 call.refuse(_retriable(call), f"the gateway's {stage.name} check failed; retry")
                 break
             if call.answered:
@@ -186,9 +187,9 @@ class Pipeline:
         for stage in reversed(self.stages):
             try:
                 answer = await stage.on_response(call, answer)
-            except Exception:
+            except Exception as exc:
                 # Fail closed: an answer a stage could not check is not delivered.
-                _stage_failed(stage, "response")
+                _stage_failed(stage, "response", exc)
                 answer = items.error_response(
                     request.body, _retriable(call), f"the gateway's {stage.name} check failed"
                 )
@@ -233,11 +234,29 @@ def _retriable(call: Call) -> ErrorCode:
     return items.unavailable_error(call.api_key)
 
 
-def _stage_failed(stage: Stage, phase: str) -> None:
+# A failing stage fails every request until it recovers: one log line per stage and
+# phase in this many seconds (with the count since), not one per request.
+_LOG_EVERY_SECONDS = 10.0
+_last_logged: dict[tuple[str, str], tuple[float, int]] = {}
+
+
+def _stage_failed(stage: Stage, phase: str, exc: Exception) -> None:
     """A stage that cannot do its job refuses (fail closed): the request is answered
     with the API's retriable error and never served unchecked."""
-    log.exception("pipeline stage %s failed on the %s", stage.name, phase)
     metrics.PIPELINE_STAGE_FAILURES.labels(stage.name, phase).inc()
+    key = (stage.name, phase)
+    now = time.monotonic()
+    last, suppressed = _last_logged.get(key, (-_LOG_EVERY_SECONDS, 0))
+    if now - last < _LOG_EVERY_SECONDS:
+        _last_logged[key] = (last, suppressed + 1)
+        return
+    _last_logged[key] = (now, 0)
+    more = f" ({suppressed} more since the last report)" if suppressed else ""
+    if isinstance(exc, GatewayError):
+        # A known condition (the audit log cannot write, ...): its message says why.
+        log.warning("pipeline stage %s refused on the %s: %s%s", stage.name, phase, exc, more)
+    else:
+        log.error("pipeline stage %s failed on the %s%s", stage.name, phase, more, exc_info=exc)
 
 
 def _only(call: Call, resource: Resource) -> Any:

@@ -53,6 +53,8 @@ LEADERS = {"orders": {0: 1, 1: 1}, "secret-x": {0: 1}}
 class MemorySink:
     """Records every event; while ``hold`` is clear, append waits for it."""
 
+    healthy = True
+
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
         self.hold = asyncio.Event()
@@ -72,7 +74,10 @@ class MemorySink:
 
 
 class BrokenSink:
-    """An audit log that cannot write."""
+    """An audit log that cannot write (and has not noticed yet: ``healthy``)."""
+
+    def __init__(self, healthy: bool = True) -> None:
+        self.healthy = healthy
 
     async def append(self, event: Mapping[str, Any]) -> None:
         raise AuditUnavailable("disk full")
@@ -233,6 +238,27 @@ async def test_an_unwritable_event_answers_the_retriable_error_and_the_connectio
         (_, second) = await h.answers(2)
         assert fetch_items(second.body) == {"orders/0": items.unavailable_error(1)}
         assert h.is_open
+
+
+async def test_while_the_log_is_known_unhealthy_requests_are_refused_before_the_cluster_acts(
+    tmp_path: Path,
+) -> None:
+    async with audited(tmp_path, BrokenSink(healthy=False)) as h:
+        h.client.send(produce_batches(("orders", 0, batch(0, 1))))
+        (answer,) = await h.answers(1)
+        assert produce_items(answer.body) == {"orders/0": items.unavailable_error(0)}
+        # Nothing went upstream: the record is not in Kafka without its event.
+        assert h.pool.sent == []
+        assert h.is_open
+
+
+async def test_with_fail_open_an_unhealthy_log_still_forwards_and_serves(tmp_path: Path) -> None:
+    async with audited(tmp_path, BrokenSink(healthy=False), fail_open=True) as h:
+        h.client.send(produce_batches(("orders", 0, batch(0, 1))))
+        (sent,) = await h.sends(1)
+        sent.reply(produced(sent.body, base_offset=3))
+        (answer,) = await h.answers(1)
+        assert produce_items(answer.body) == {"orders/0": ErrorCode.none}
 
 
 async def test_with_fail_open_an_unwritable_event_still_serves_the_answer(tmp_path: Path) -> None:

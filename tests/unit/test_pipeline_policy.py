@@ -17,6 +17,7 @@ from kio.schema.list_groups.v4 import request as list_groups_request
 from kio.schema.list_groups.v4 import response as list_groups_response
 from kio.schema.produce.v9 import request as produce_request
 
+from gateway import pipeline
 from gateway.pipeline import authorize
 from gateway.protocol.versions import METADATA
 from tests.unit.harness import Harness, settle
@@ -321,6 +322,33 @@ async def test_a_policy_stage_that_fails_refuses_the_request_with_a_retriable_er
     assert (
         counter("gateway_pipeline_stage_failures_total", stage="policy", phase="request")
         == before + 1
+    )
+
+
+async def test_a_stage_failing_on_every_request_logs_once_per_outage_not_per_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the authorization table is broken")
+
+    monkeypatch.setattr(authorize, "required_actions", broken)
+    monkeypatch.setattr(pipeline, "_last_logged", {})
+    before = counter("gateway_pipeline_stage_failures_total", stage="policy", phase="request")
+    async with harness(tmp_path) as h:
+        single_leader_layout(h)
+        for _ in range(5):
+            h.client.send(produce_to("orders"))
+        answers = await h.answers(5)
+        assert all(
+            produce_items(a.body) == {"orders/0": ErrorCode.request_timed_out} for a in answers
+        )
+    reports = [r for r in caplog.records if "pipeline stage policy" in r.getMessage()]
+    # One report with its stack trace; the other four are counted, not logged.
+    assert len(reports) == 1
+    assert reports[0].exc_info is not None
+    assert (
+        counter("gateway_pipeline_stage_failures_total", stage="policy", phase="request")
+        == before + 5
     )
 
 
