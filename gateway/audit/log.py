@@ -136,6 +136,19 @@ class AuditLog:
             if not self.config.fail_open:
                 raise
 
+    def ensure_writable(self) -> None:
+        """Raise AuditUnavailable, counted as refused, while the log is known not to
+        write (never with ``fail_open``: the request goes on, and its event's append
+        counts it if it cannot be written)."""
+        if self.config.fail_open:
+            return
+        if self._thread is None or self._stopping.is_set():
+            raise AuditUnavailable("the audit log is not running")
+        if not self.healthy:
+            with self._lock:
+                self._refused += 1
+            raise AuditUnavailable(f"audit log unavailable: {self.unhealthy_reason}")
+
     async def close(self) -> None:
         """Write what is queued, seal it with a last checkpoint, stop the thread."""
         if self._thread is None:

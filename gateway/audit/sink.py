@@ -13,10 +13,11 @@ from typing import Any, Protocol
 class AuditSink(Protocol):
     """Stores audit events."""
 
-    @property
-    def healthy(self) -> bool:
-        """False while events cannot be written: the audit stage then refuses requests
-        before they reach the cluster, instead of after (unless ``fail_open``)."""
+    def ensure_writable(self) -> None:
+        """Raise :class:`gateway.errors.AuditUnavailable` (counting the refusal) while
+        events are known not to be writable, so that the audit stage refuses a request
+        before the cluster acts on it rather than after; return otherwise (and always
+        when the sink serves through outages, ``fail_open``)."""
 
     async def append(self, event: Mapping[str, Any]) -> None:
         """Return once ``event`` is durable; raise

@@ -4,7 +4,7 @@
 append; only then does the answer go on to the client. When the event cannot be
 written (:class:`~gateway.errors.AuditUnavailable`) the stage raises, and the pipeline
 answers the request with the API's retriable error (fail closed), unless the config
-says ``fail_open``. While the sink reports itself unhealthy, ``on_request`` refuses
+says ``fail_open``. While the sink knows it cannot write, ``on_request`` refuses
 at once, so the cluster does not act on requests whose events cannot be written. This
 stage never changes a request or an answer, and it reads record batches only as far as
 their headers.
@@ -50,11 +50,11 @@ class AuditStage:
         # The request as the client sent it: a later stage may withhold items, and the
         # event records what was asked (the call's own start time is the request's).
         call.notes[NOTE] = call.request
-        if not self._sink.healthy and not self._settings.fail_open:
-            # The log is known not to write: refuse before the cluster acts, so that a
-            # Produce is not written to Kafka only to be refused after (a retry by a
-            # producer without idempotence would then write it twice).
-            raise AuditUnavailable("the audit log cannot write; retry")
+        # While the log is known not to write, refuse before the cluster acts, so that
+        # a Produce is not written to Kafka only to be refused after (a retry by a
+        # producer without idempotence would then write it twice).
+        if not self._settings.fail_open:
+            self._sink.ensure_writable()
 
     async def on_response(self, call: Call, answer: Answer) -> Answer:
         finished = time.perf_counter()

@@ -53,7 +53,8 @@ LEADERS = {"orders": {0: 1, 1: 1}, "secret-x": {0: 1}}
 class MemorySink:
     """Records every event; while ``hold`` is clear, append waits for it."""
 
-    healthy = True
+    def ensure_writable(self) -> None:
+        return None
 
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
@@ -78,6 +79,12 @@ class BrokenSink:
 
     def __init__(self, healthy: bool = True) -> None:
         self.healthy = healthy
+
+    def ensure_writable(self) -> None:
+        # As AuditLog: an unhealthy log refuses at once (fail_open is the log's own
+        # setting there; this sink stands for a log without it).
+        if not self.healthy:
+            raise AuditUnavailable("disk full")
 
     async def append(self, event: Mapping[str, Any]) -> None:
         raise AuditUnavailable("disk full")
