@@ -44,8 +44,10 @@ async def fetch(settings: dict[str, Any], topic: str, out: Path) -> FetchResult:
     collector = shipping.Collector()
     records = 0
     try:
-        partitions = await consumer.partitions_for_topic(topic)
-        if partitions is None:
+        # The consumer's own cache knows only subscribed topics; ask the cluster.
+        metadata = await consumer._client.fetch_all_metadata()
+        partitions = metadata.partitions_for_topic(topic)
+        if not partitions:
             raise FetchError(f"topic {topic} does not exist")
         assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(assigned)
