@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gateway import metrics
 from gateway.audit import shipping, verify
 from gateway.audit.kafka_sink import KafkaSink
+from gateway.audit_cli import main as audit_main
 from gateway.config import AuditKafkaConfig, ClusterConfig, parse_config
 from gateway.errors import ConfigError
 from tests.unit.audit_helpers import INSTANCE, files, read_lines, write_log
@@ -180,3 +182,69 @@ def test_an_unknown_audit_cluster_is_a_config_error_naming_the_field(
 ) -> None:
     with pytest.raises(ConfigError, match=r"audit\.kafka\.cluster"):
         parse_config(_config({"cluster": name}, secondary), "test.yaml", {})
+
+
+async def test_an_unreachable_cluster_is_retried_counted_and_stop_still_returns(
+    tmp_path: Path,
+) -> None:
+    write_log(tmp_path, Ed25519PrivateKey.generate(), events=5)
+    settings = AuditKafkaConfig(cluster="secondary", create_topic=False, stop_timeout_seconds=1)
+    closed_port = ClusterConfig(bootstrap_servers=["127.0.0.1:1"])
+    sink = KafkaSink(settings, closed_port, tmp_path, INSTANCE, lambda: 5)
+    before = metrics.AUDIT_SINK_FAILURES.labels("connect")._value.get()
+    sink.start()
+    for _ in range(200):  # until the first failed attempt; bounded
+        if metrics.AUDIT_SINK_FAILURES.labels("connect")._value.get() > before:
+            break
+        await asyncio.sleep(0.05)
+    assert metrics.AUDIT_SINK_FAILURES.labels("connect")._value.get() > before
+    assert sink._task is not None and not sink._task.done()  # still retrying
+    assert sink.lag == 5 and metrics.AUDIT_SINK_LAG._value.get() == 5
+    await sink.stop()
+    assert sink._task.done()
+    assert shipping.read_position(tmp_path, INSTANCE) == shipping.START
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--topic", "t"], "give --bootstrap"),
+        (
+            ["--bootstrap", "127.0.0.1:1", "--security-protocol", "SASL_PLAINTEXT"],
+            "never a password on the command line",
+        ),
+        (
+            [
+                "--bootstrap",
+                "127.0.0.1:1",
+                "--security-protocol",
+                "SASL_PLAINTEXT",
+                "--sasl-mechanism",
+                "PLAIN",
+                "--username",
+                "u",
+                "--password-file",
+                "/nonexistent/pw",
+            ],
+            "cannot read /nonexistent/pw",
+        ),
+    ],
+)
+def test_fetch_usage_errors_are_precise(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert audit_main(["fetch", "--out", str(tmp_path / "out"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_fetch_with_a_config_names_an_unknown_cluster(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "gateway.yaml"
+    data = _config({"cluster": "primary"})
+    del data["audit"]
+    config.write_text(json.dumps(data))  # JSON is YAML
+    argv = ["fetch", "--out", str(tmp_path), "--config", str(config), "--cluster", "third"]
+    assert audit_main(argv) == 2
+    assert "--cluster: name one of primary, secondary" in capsys.readouterr().err
