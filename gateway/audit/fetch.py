@@ -79,6 +79,6 @@ def _add(collector: shipping.Collector, message: Any) -> None:
     if segment is None:
         raise FetchError(f"record at {where} has no segment header")
     try:
-        collector.add(message.key.decode(), segment.decode(), message.value)
+        collector.add(message.key.decode(), segment.decode(), message.value, torn="torn" in headers)
     except (UnicodeDecodeError, ValueError) as exc:
         raise FetchError(f"record at {where}: {exc}") from None

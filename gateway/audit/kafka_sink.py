@@ -172,19 +172,19 @@ class KafkaSink:
                     self.config.topic,
                     value=line.data,
                     key=key,
-                    headers=[("segment", line.segment.encode())],
+                    headers=_headers(line),
                 )
                 for line in lines
             ]
             await asyncio.gather(*futures)
         except KafkaError as exc:
             raise _SinkFailure("send", exc) from exc
-        last = lines[-1]
+        last = lines[-1]  # a line, never torn bytes (those precede a line)
         self.position = shipping.Position(last.seq, last.hash)
         await asyncio.to_thread(
             shipping.write_position, self.directory, self.instance, self.position
         )
-        metrics.AUDIT_SINK_SENT.inc(len(lines))
+        metrics.AUDIT_SINK_SENT.inc(sum(1 for line in lines if not line.torn))
         return len(lines)
 
     async def _ready_producer(self) -> AIOKafkaProducer:
@@ -244,6 +244,13 @@ class KafkaSink:
                 await producer.stop()
             except Exception:  # closing a producer of a dead cluster must not stop us
                 log.debug("audit sink: error closing the producer", exc_info=True)
+
+
+def _headers(line: shipping.Line) -> list[tuple[str, bytes]]:
+    headers = [("segment", line.segment.encode())]
+    if line.torn:
+        headers.append(("torn", b"1"))  # not a line: the crash-torn end of the segment
+    return headers
 
 
 class _SinkFailure(Exception):

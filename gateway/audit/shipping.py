@@ -60,34 +60,44 @@ class Line:
     seq: int
     hash: str
     data: bytes  # the exact canonical bytes, without the newline
+    torn: bool = False  # the torn bytes ending ``segment`` (a crash), shipped as they are
 
 
 def pending(directory: Path, instance: str, after: int, durable: int, limit: int) -> list[Line]:
     """At most ``limit`` lines of ``instance``'s chain with ``after`` < seq < ``durable``
     (``durable``: the first seq not yet known durable), in chain order. Read from the
     segment files each time, so a sink that fell behind holds no more than ``limit``
-    lines in memory."""
+    lines in memory. Torn bytes ending a segment (a crash) come just before the next
+    line, whose ``recovered`` event seals them: verify needs them to check that seal,
+    and only a later line proves they are final."""
     found: list[Line] = []
+    torn: list[Line] = []
     chain = segments.find([directory], instance)
     for index, segment in enumerate(chain):
         following = chain[index + 1].first_seq if index + 1 < len(chain) else None
-        if following is not None and following <= after + 1:
-            continue  # every line of this segment was shipped already
+        if following is not None and following <= after:
+            continue  # every line of this segment, and its torn end, was shipped already
         if segment.first_seq >= durable:
             break
-        for raw in segments.split(segment.path.read_bytes()).lines:
+        split = segments.split(segment.path.read_bytes())
+        for raw in split.lines:
             try:
                 line = json.loads(raw)
                 seq, digest = line["seq"], line["hash"]
             except (ValueError, KeyError, TypeError):
                 continue  # verify reports a bad line; the sink ships what it can parse
             if not isinstance(seq, int) or seq <= after:
+                torn.clear()  # torn bytes before a shipped line were shipped with it
                 continue
             if seq >= durable:
                 return found
+            found.extend(torn)
+            torn.clear()
             found.append(Line(segment.path.name, seq, str(digest), raw))
             if len(found) >= limit:
                 return found
+        if split.torn:
+            torn.append(Line(segment.path.name, -1, "", split.torn, torn=True))
     return found
 
 
@@ -102,12 +112,20 @@ class Collector:
     or other bytes raises :class:`ConflictingDuplicate`."""
 
     lines: dict[str, dict[int, Line]] = field(default_factory=dict)
+    torn: dict[str, dict[str, bytes]] = field(default_factory=dict)  # instance, segment
     duplicates: int = 0
 
-    def add(self, instance: str, segment: str, raw: bytes) -> None:
+    def add(self, instance: str, segment: str, raw: bytes, torn: bool = False) -> None:
         named = segments.parse(Path(segment))
         if named is None or named.instance != instance or Path(segment).name != segment:
             raise ValueError(f"record header segment {segment!r} is not a segment of {instance}")
+        if torn:
+            known_torn = self.torn.setdefault(instance, {}).setdefault(segment, raw)
+            if known_torn != raw:
+                raise ConflictingDuplicate(
+                    f"tampered: two different torn ends for {instance} segment {segment}"
+                )
+            return
         try:
             line = json.loads(raw)
             seq, digest = line["seq"], str(line["hash"])
@@ -131,11 +149,13 @@ class Collector:
         """Each instance's lines as segment files in ``out``; lines per instance."""
         out.mkdir(parents=True, exist_ok=True)
         counts: dict[str, int] = {}
-        for instance, by_seq in sorted(self.lines.items()):
-            files: dict[str, list[Line]] = {}
+        for instance in sorted(set(self.lines) | set(self.torn)):
+            by_seq = self.lines.get(instance, {})
+            files: dict[str, list[Line]] = {name: [] for name in self.torn.get(instance, {})}
             for seq in sorted(by_seq):
                 files.setdefault(by_seq[seq].segment, []).append(by_seq[seq])
             for name, lines in files.items():
-                (out / name).write_bytes(b"".join(line.data + b"\n" for line in lines))
+                tail = self.torn.get(instance, {}).get(name, b"")
+                (out / name).write_bytes(b"".join(line.data + b"\n" for line in lines) + tail)
             counts[instance] = len(by_seq)
         return counts

@@ -15,10 +15,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gateway import metrics
 from gateway.audit import shipping, verify
 from gateway.audit.kafka_sink import KafkaSink
+from gateway.audit.writer import ChainWriter
 from gateway.audit_cli import main as audit_main
 from gateway.config import AuditKafkaConfig, ClusterConfig, parse_config
 from gateway.errors import ConfigError
-from tests.unit.audit_helpers import INSTANCE, files, read_lines, write_log
+from tests.unit.audit_helpers import INSTANCE, event, files, read_lines, settings, write_log
 
 
 def _all_lines(directory: Path) -> list[bytes]:
@@ -248,3 +249,34 @@ def test_fetch_with_a_config_names_an_unknown_cluster(
     argv = ["fetch", "--out", str(tmp_path), "--config", str(config), "--cluster", "third"]
     assert audit_main(argv) == 2
     assert "--cluster: name one of primary, secondary" in capsys.readouterr().err
+
+
+def test_a_crash_torn_segment_end_is_shipped_before_its_seal_and_the_copy_verifies(
+    tmp_path: Path,
+) -> None:
+    local, out = tmp_path / "local", tmp_path / "out"
+    private = Ed25519PrivateKey.generate()
+    crashed = ChainWriter(settings(local, segment_max_bytes=10**6), private)
+    crashed.open()
+    crashed.write([event(0), event(1)])
+    with files(local)[-1].open("ab") as torn:  # a crash in the middle of a write
+        torn.write(b'{"api":"Produce","n":2,"princ')
+    # The torn end is not final until a later line exists: nothing past seq 1 ships.
+    shipped = shipping.pending(local, INSTANCE, after=-1, durable=10**9, limit=100)
+    assert [line.torn for line in shipped] == [False, False]
+    restarted = ChainWriter(settings(local, segment_max_bytes=10**6), private)
+    restarted.open()  # seals the torn end with a recovered line in a new segment
+    restarted.write([event(3)])
+    restarted.close()
+    rest = shipping.pending(local, INSTANCE, after=1, durable=10**9, limit=100)
+    assert rest[0].torn and rest[0].data == b'{"api":"Produce","n":2,"princ'
+    assert not rest[1].torn and json.loads(rest[1].data)["type"] == "recovered"
+    collector = shipping.Collector()
+    for line in shipped + rest + rest[:2]:  # the torn end re-sent: an identical duplicate
+        collector.add(INSTANCE, line.segment, line.data, torn=line.torn)
+    collector.write(out)
+    assert [p.read_bytes() for p in files(out)] == [p.read_bytes() for p in files(local)]
+    report = verify.verify([out], private.public_key(), allow_unsealed=False)[0]
+    assert report.ok, report.problem
+    with pytest.raises(shipping.ConflictingDuplicate, match="torn ends"):
+        collector.add(INSTANCE, rest[0].segment, b"other bytes", torn=True)
