@@ -17,10 +17,15 @@ files, never the running gateway's state.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import ssl
 import sys
 from pathlib import Path
+from typing import Any
 
-from gateway.audit import keys, verify
+from gateway.audit import fetch, kafka_sink, keys, shipping, verify
+from gateway.config import load_config
+from gateway.errors import ConfigError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,7 +41,87 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="accept lines after the last checkpoint (a log still being written)",
     )
+    _fetch_arguments(sub)
     return parser
+
+
+def _fetch_arguments(sub: Any) -> None:
+    command = sub.add_parser("fetch", help="read an audit topic back into segment files")
+    command.add_argument("--topic", default="_gateway_audit", help="the audit topic")
+    command.add_argument("--out", type=Path, required=True, help="directory for the segments")
+    command.add_argument("--config", type=Path, help="gateway config: use one of its clusters")
+    command.add_argument("--cluster", default=None, help="with --config: primary or secondary")
+    command.add_argument("--bootstrap", help="host:port[,host:port...] (without --config)")
+    command.add_argument(
+        "--security-protocol",
+        default="PLAINTEXT",
+        choices=["PLAINTEXT", "SASL_PLAINTEXT", "SSL", "SASL_SSL"],
+    )
+    command.add_argument("--sasl-mechanism", choices=["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
+    command.add_argument("--username")
+    command.add_argument("--password-file", type=Path, help="file holding the password")
+    command.add_argument("--ca-file", type=Path, help="CA bundle for SSL")
+
+
+def _fetch_settings(ns: argparse.Namespace) -> dict[str, Any]:
+    if ns.config is not None:
+        config = load_config(ns.config)
+        name = ns.cluster or (
+            config.audit.kafka.cluster if config.audit and config.audit.kafka else None
+        )
+        if name not in config.cluster_names:
+            raise ConfigError(
+                f"--cluster: name one of {', '.join(config.cluster_names)} (got {name!r})"
+            )
+        return kafka_sink.client_settings(getattr(config.clusters, name))
+    if ns.bootstrap is None:
+        raise ConfigError("give --bootstrap HOST:PORT or --config FILE")
+    settings: dict[str, Any] = {
+        "bootstrap_servers": ns.bootstrap.split(","),
+        "security_protocol": ns.security_protocol,
+    }
+    if ns.security_protocol.endswith("SSL"):
+        settings["ssl_context"] = ssl.create_default_context(
+            cafile=str(ns.ca_file) if ns.ca_file else None
+        )
+    if ns.security_protocol.startswith("SASL_"):
+        if ns.sasl_mechanism is None or ns.username is None or ns.password_file is None:
+            raise ConfigError(
+                "SASL needs --sasl-mechanism, --username and --password-file "
+                "(never a password on the command line)"
+            )
+        try:
+            password = ns.password_file.read_text().rstrip("\n")
+        except OSError as exc:
+            raise ConfigError(f"cannot read {ns.password_file}: {exc.strerror}") from None
+        settings.update(
+            sasl_mechanism=ns.sasl_mechanism,
+            sasl_plain_username=ns.username,
+            sasl_plain_password=password,
+        )
+    return settings
+
+
+def _fetch(ns: argparse.Namespace) -> int:
+    try:
+        settings = _fetch_settings(ns)
+        result = asyncio.run(fetch.fetch(settings, ns.topic, ns.out))
+    except (ConfigError, fetch.FetchError) as exc:
+        print(f"audit fetch: {exc}", file=sys.stderr)
+        return 2
+    except shipping.ConflictingDuplicate as exc:
+        print(f"audit fetch: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"audit fetch: {ns.out}: {exc.strerror}", file=sys.stderr)
+        return 2
+    for instance, count in sorted(result.lines.items()):
+        print(f"{instance}: {count} lines")
+    print(
+        f"{result.records} records read, {result.duplicates} identical duplicates dropped; "
+        f"now run: python -m gateway audit verify {ns.out}"
+    )
+    return 0
 
 
 def _keygen(out: Path) -> int:
@@ -87,4 +172,6 @@ def main(argv: list[str]) -> int:
     ns = _parser().parse_args(argv)
     if ns.command == "keygen":
         return _keygen(ns.out)
+    if ns.command == "fetch":
+        return _fetch(ns)
     return _verify(ns)

@@ -544,6 +544,37 @@ def default_instance_id() -> str:
     return cleaned or "gateway"
 
 
+class AuditKafkaConfig(_Model):
+    """A copy of this instance's audit chain on a Kafka topic (the local files stay the
+    source of durability)."""
+
+    cluster: str = Field(
+        description="One of `clusters:` (primary or secondary); reached with the gateway's "
+        "own credentials and TLS for it."
+    )
+    topic: str = Field(
+        "_gateway_audit",
+        pattern=r"^[A-Za-z0-9._-]{1,249}$",
+        description="Topic the lines go to, keyed by instance id.",
+    )
+    create_topic: bool = Field(
+        True,
+        description="Create the topic if missing: `partitions` partitions, replication "
+        "min(3, brokers), min.insync.replicas min(2, replication), cleanup.policy=delete, "
+        "retention 400 days.",
+    )
+    partitions: int = Field(3, ge=1, le=1000, description="Partitions of a topic the sink creates.")
+    batch_max_lines: int = Field(
+        500, ge=1, le=100_000, description="Most lines sent (and held in memory) per batch."
+    )
+    poll_interval_ms: float = Field(
+        100.0, gt=0, le=60_000, description="How often the sink looks for new durable lines."
+    )
+    stop_timeout_seconds: float = Field(
+        5.0, ge=0, description="At shutdown, longest wait to ship what is durable."
+    )
+
+
 class AuditConfig(_Model):
     """The audit log: every connection, login and request, hash-chained and signed."""
 
@@ -584,6 +615,9 @@ class AuditConfig(_Model):
     payloads: list[AuditPayloadConfig] = Field(
         default_factory=list,
         description="Payload capture per topic pattern, first match wins; default none.",
+    )
+    kafka: AuditKafkaConfig | None = Field(
+        None, description="Ship the chain to a Kafka topic; unset: local files only."
     )
 
     @field_validator("dir", "key_file")
@@ -644,7 +678,18 @@ class Config(_Model):
                         f"listener {listener.name} offers OAUTHBEARER but identity.oauthbearer "
                         "is not set"
                     )
+        if self.audit is not None and self.audit.kafka is not None:
+            name = self.audit.kafka.cluster
+            if name not in ("primary", "secondary") or getattr(self.clusters, name) is None:
+                raise ValueError(
+                    f"audit.kafka.cluster: unknown cluster {name!r} (configured: "
+                    f"{', '.join(self.cluster_names)})"
+                )
         return self
+
+    @property
+    def cluster_names(self) -> list[str]:
+        return ["primary"] + (["secondary"] if self.clusters.secondary is not None else [])
 
 
 _SECTIONS: tuple[tuple[str, type[BaseModel]], ...] = (
@@ -666,6 +711,7 @@ _SECTIONS: tuple[tuple[str, type[BaseModel]], ...] = (
     ("policy", PolicyConfig),
     ("audit", AuditConfig),
     ("audit.payloads[]", AuditPayloadConfig),
+    ("audit.kafka", AuditKafkaConfig),
 )
 
 

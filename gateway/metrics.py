@@ -200,3 +200,17 @@ AUDIT_HEALTHY = Gauge(
     "1 while the audit log can make events durable, 0 while it cannot (requests are "
     "refused unless audit.fail_open).",
 )
+
+# The audit log's Kafka sink (audit.kafka).
+AUDIT_SINK_LAG = Gauge(
+    "gateway_audit_sink_lag_events",
+    "Audit lines durable locally but not yet acknowledged by the audit topic.",
+)
+AUDIT_SINK_SENT = Counter(
+    "gateway_audit_sink_sent_total", "Audit lines the audit topic acknowledged."
+)
+AUDIT_SINK_FAILURES = Counter(
+    "gateway_audit_sink_failures_total",
+    "Failed attempts to ship audit lines, by reason (connect, send, topic, read).",
+    ["reason"],
+)

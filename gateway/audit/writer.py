@@ -110,6 +110,7 @@ class ChainWriter:
         self.seq = 0
         self.prev = chain.GENESIS
         self.first_unsealed = 0
+        self.durable_seq = 0  # the first seq not yet known durable
         # Batches fsynced; group commit is measured by it.
         self.fsyncs = 0
         self._fd: int | None = None
@@ -130,6 +131,7 @@ class ChainWriter:
         self.settings.dir.mkdir(parents=True, exist_ok=True)
         tail = read_tail(self.settings.dir, self.settings.instance)
         self.seq, self.prev, self.first_unsealed = tail.seq, tail.prev, tail.first_unsealed
+        self.durable_seq = tail.seq
         self._checkpointed_at = self._monotonic()
         self._open_segment()
         for tear in tail.tears:
@@ -227,6 +229,7 @@ class ChainWriter:
         self._os_fsync(self._fd)
         metrics.AUDIT_FSYNC_SECONDS.observe(time.perf_counter() - started)
         self.fsyncs += 1
+        self.durable_seq = self.seq  # every line before this seq is on disk (for the sink)
         self._size += len(data)
         self._dirty = False
 

@@ -11,6 +11,7 @@ import ssl
 
 from gateway import metrics
 from gateway.admin.http import AdminServer
+from gateway.audit.kafka_sink import KafkaSink
 from gateway.audit.log import AuditLog
 from gateway.audit.recorder import Recorder, StageSettings
 from gateway.config import Config, ListenerConfig
@@ -51,6 +52,7 @@ class Gateway:
         }
         # Audit is off without an ``audit:`` section: no log, no recorder, no stage.
         self.audit_log = AuditLog(config.audit) if config.audit is not None else None
+        self.audit_sink: KafkaSink | None = None
         recorder = None
         if config.audit is not None and self.audit_log is not None:
             recorder = Recorder(self.audit_log, StageSettings(fail_open=config.audit.fail_open))
@@ -82,6 +84,7 @@ class Gateway:
                 # First: a bad key file or audit directory stops the start before any
                 # client could be served unaudited.
                 await self.audit_log.start()
+                self._start_audit_sink(self.audit_log)
             await self.services.pool.start()
             if not self.services.pool.health.ready:
                 log.warning(
@@ -96,6 +99,17 @@ class Gateway:
         except GatewayError:
             await self.stop()
             raise
+
+    def _start_audit_sink(self, audit_log: AuditLog) -> None:
+        audit = self.config.audit
+        if audit is None or audit.kafka is None or self.audit_sink is not None:
+            return
+        cluster = getattr(self.config.clusters, audit.kafka.cluster)
+        writer = audit_log.writer
+        self.audit_sink = KafkaSink(
+            audit.kafka, cluster, audit.dir, audit.instance, lambda: writer.durable_seq
+        )
+        self.audit_sink.start()
 
     async def _listen(self, listener: ListenerConfig) -> None:
         host, port = listener.bind_address
@@ -262,4 +276,9 @@ class Gateway:
             await self.services.audit.drain()  # the connections' last events
         if self.audit_log is not None:
             await self.audit_log.close()  # seals the log with a last checkpoint
+        if self.audit_sink is not None:
+            # After the log's close, so the final checkpoint is shipped too (bounded by
+            # audit.kafka.stop_timeout_seconds; what is left goes at the next start).
+            await self.audit_sink.stop()
+            self.audit_sink = None
         log.info("gateway stopped")
