@@ -32,7 +32,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from gateway import metrics
 from gateway.audit import shipping
 from gateway.config import AuditKafkaConfig, ClusterConfig
-from gateway.upstream.pool import _ssl_context
+from gateway.upstream.pool import cluster_ssl_context
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def client_settings(cluster: ClusterConfig) -> dict[str, Any]:
         "security_protocol": cluster.security_protocol,
     }
     if cluster.security_protocol.endswith("SSL"):
-        settings["ssl_context"] = _ssl_context(cluster)
+        settings["ssl_context"] = cluster_ssl_context(cluster)
     if sasl is not None:
         settings["sasl_mechanism"] = sasl.mechanism
         settings["sasl_plain_username"] = sasl.username

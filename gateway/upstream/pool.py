@@ -87,7 +87,8 @@ class ClusterPool:
         self.api_versions: dict[int, VersionRange] = {}
         self.coordinators: Coordinators = Coordinators(self)
         self._password = config.sasl.password.resolve() if config.sasl else None
-        self._ssl = _ssl_context(config) if config.security_protocol.endswith("SSL") else None
+        uses_tls = config.security_protocol.endswith("SSL")
+        self._ssl = cluster_ssl_context(config) if uses_tls else None
         self._control: UpstreamSession = UpstreamSession(self)
         self._last_answered: int | None = None
         self._credentials_refused = False
@@ -349,7 +350,8 @@ def _retrieve(task: asyncio.Future[Any]) -> None:
         task.exception()
 
 
-def _ssl_context(config: ClusterConfig) -> ssl.SSLContext:
+def cluster_ssl_context(config: ClusterConfig) -> ssl.SSLContext:
+    """The TLS context of connections to ``config``'s brokers (also the audit sink's)."""
     tls = config.tls
     context = ssl.create_default_context(cafile=str(tls.ca_file) if tls and tls.ca_file else None)
     if tls is not None:
