@@ -89,6 +89,7 @@ async def test_client_operations_are_exported_and_a_consumer_session_replays_in_
         (p["partition"], p["base_offset"] + i)
         for e in named("Produce", "topic", topic)
         for p in e["produce"]
+        if p["base_offset"] is not None  # refused (a new topic's leader not known yet)
         for i in range(p["records"])
     }
     assert written == {(0, n) for n in range(5)} | {(1, n) for n in range(5)}
@@ -113,7 +114,9 @@ async def test_client_operations_are_exported_and_a_consumer_session_replays_in_
     assert steps[0] == "connection_opened" and steps[-1] == "connection_closed"
     assert steps[1] == "ApiVersions"
     login = steps.index("authentication")
-    assert steps[login - 1] == "SaslAuthenticate" or "SaslAuthenticate" in steps[: login + 2]
+    # The login's requests around its authentication event (the event is written when
+    # the login completes; the SaslAuthenticate request's own event follows its answer).
+    assert {"SaslHandshake", "SaslAuthenticate"} <= set(steps[1 : login + 2]), steps
     first_fetch = steps.index("Fetch")
     assert "Metadata" in steps[login:first_fetch]
     assert GROUP_APIS & set(steps[login:]), steps
