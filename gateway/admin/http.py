@@ -39,8 +39,9 @@ from gateway.admin.auth import AdminAuth, AdminCaller, AdminDenied, JwtCheck, au
 from gateway.admin.sessions import describe_sessions
 from gateway.admin.tls import AdminTls
 from gateway.audit.log import AuditLog
+from gateway.audit.recorder import Recorder
 from gateway.config import AdminRole
-from gateway.errors import GatewayError
+from gateway.errors import AuditUnavailable, GatewayError
 from gateway.session import Services
 
 log = logging.getLogger(__name__)
@@ -128,7 +129,7 @@ async def policy_reload(request: web.Request) -> web.Response:
         return _error(409, "no policy.dir is configured")
     log.info("admin API: policy reload requested by %s", request[CALLER].principal)
     # Reading and validating files blocks: off the loop, so clients are not stalled.
-    outcome = await asyncio.to_thread(store.reload_now)
+    outcome = await asyncio.to_thread(store.reload_now, "admin", request[CALLER].principal)
     body = store.status()
     if outcome is not None and outcome.result == "failure":
         body["error"] = f"invalid policy files; version {store.version} stays in force"
@@ -214,23 +215,51 @@ async def _admit(request: web.Request, route: Route | None) -> None:
             raise
 
 
+async def _record(
+    recorder: Recorder, request: web.Request, template: str, response: web.StreamResponse
+) -> web.StreamResponse:
+    """The call's ``admin_action`` event, durable before the answer goes out; an answer
+    whose event cannot be written is not given (503)."""
+    caller = request.get(CALLER)
+    principal = caller.principal if isinstance(caller, AdminCaller) else None
+    try:
+        await recorder.admin_action(
+            principal, request.method, template, response.status, request.remote
+        )
+    except AuditUnavailable:
+        log.error("admin API: %s %s by %s not recorded", request.method, template, principal)
+        return _error(503, "the audit log cannot write; retry")
+    return response
+
+
 def _guard(routes: dict[tuple[str, str], Route]) -> Callable[..., Awaitable[web.StreamResponse]]:
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         template = _template(request)
         route = routes.get((request.method, template))
+        recorder = request.app[SERVICES].audit
+        open_endpoint = route is not None and route.path in request.app[AUTH].config.open_endpoints
+        # Every call but the open endpoints (polled by probes and scrapers) is recorded.
+        audited = recorder if not open_endpoint else None
         try:
             if (request.content_length or 0) > MAX_BODY_BYTES:
                 raise AdminDenied(413, "too_large", "request body too large")
             await _admit(request, route)
+            if audited is not None and request.method != "GET":
+                # Fail closed: no change is made while it could not be recorded.
+                audited.sink.ensure_writable()
             response = await handler(request)
         except AdminDenied as denied:
             response = _error(denied.status, denied.message, denied.reason)
+        except AuditUnavailable:
+            response = _error(503, "the audit log cannot write; retry")
         except web.HTTPError as exc:
             response = _error(exc.status, exc.reason)
         except Exception:
             log.exception("admin API: %s %s failed", request.method, template)
             response = _error(500, "internal error")
+        if audited is not None:
+            response = await _record(audited, request, template, response)
         metrics.ADMIN_REQUESTS.labels(template, _result(response.status)).inc()
         return response
 

@@ -41,9 +41,12 @@ batches), ``answered`` (false for an acks=0 Produce, which gets no answer),
 ``latency_ms``, ``throttle_ms`` (null when the answer carries none).
 
 ``policy_reload``: ``old_version``, ``new_version``, ``result`` (``applied`` or
-``rejected``), ``errors`` (list of lines).
+``rejected``), ``errors`` (list of lines, naming file, line and field), ``trigger``
+(``watcher``, ``signal`` or ``admin``), ``by`` (the admin caller, or null).
 
-``admin_action``: ``principal``, ``method``, ``path``, ``status`` (HTTP status).
+``admin_action``: every admin API call but the open ``/healthz``, ``/readyz`` and
+``/metrics``: ``principal`` (null when the caller did not authenticate), ``method``,
+``path`` (the route, never the query), ``status`` (HTTP status), ``peer`` (address).
 """
 
 from __future__ import annotations
@@ -140,7 +143,12 @@ def authentication(
 
 
 def policy_reload(
-    old_version: str | None, new_version: str | None, applied: bool, errors: Sequence[str] = ()
+    old_version: str | None,
+    new_version: str | None,
+    applied: bool,
+    errors: Sequence[str] = (),
+    trigger: str | None = None,
+    by: str | None = None,
 ) -> dict[str, Any]:
     event = _base("policy_reload")
     event.update(
@@ -148,13 +156,17 @@ def policy_reload(
         new_version=new_version,
         result="applied" if applied else "rejected",
         errors=list(errors),
+        trigger=trigger,
+        by=by,
     )
     return event
 
 
-def admin_action(principal: str | None, method: str, path: str, status: int) -> dict[str, Any]:
+def admin_action(
+    principal: str | None, method: str, path: str, status: int, peer: str | None = None
+) -> dict[str, Any]:
     event = _base("admin_action")
-    event.update(principal=principal, method=method, path=path, status=status)
+    event.update(principal=principal, method=method, path=path, status=status, peer=peer)
     return event
 
 

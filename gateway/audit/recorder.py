@@ -20,6 +20,7 @@ from gateway.audit import events
 from gateway.audit.sink import AuditSink
 
 if TYPE_CHECKING:
+    from gateway.pipeline.policies import PolicyStore, ReloadReport
     from gateway.session import ClientSession
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,36 @@ class Recorder:
         reason: str | None,
     ) -> None:
         self._append(events.authentication(session, mechanism, principal, ok, reason))
+
+    def watch_policy(self, store: PolicyStore) -> None:
+        """Record ``store``'s reloads (watcher, SIGHUP, admin; they run on worker
+        threads) as ``policy_reload`` events, appended from the running loop."""
+        loop = asyncio.get_running_loop()
+
+        def report(reload: ReloadReport) -> None:
+            loop.call_soon_threadsafe(self.policy_reload, reload)
+
+        store.on_reload = report
+
+    def policy_reload(self, report: ReloadReport) -> None:
+        outcome = report.outcome
+        self._append(
+            events.policy_reload(
+                report.old_version,
+                report.new_version,
+                outcome.result == "success",
+                outcome.problems or (),
+                report.trigger,
+                report.by,
+            )
+        )
+
+    async def admin_action(
+        self, principal: str | None, method: str, path: str, status: int, peer: str | None
+    ) -> None:
+        """Append an admin call's event and return once it is durable (the answer waits
+        for it); raises AuditUnavailable when it cannot be written."""
+        await self.sink.append(events.admin_action(principal, method, path, status, peer))
 
     async def drain(self) -> None:
         """Wait for the appends started so far (shutdown, tests)."""

@@ -21,6 +21,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePath
@@ -52,6 +53,18 @@ class ReloadOutcome:
     problems: tuple[str, ...] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ReloadReport:
+    """A reload that applied or refused a set: the versions before and after, what
+    triggered it (watcher, signal, admin) and who asked (the admin caller)."""
+
+    outcome: ReloadOutcome
+    old_version: str | None
+    new_version: str | None
+    trigger: str
+    by: str | None
+
+
 def fingerprint(directory: Path) -> Fingerprint:
     try:
         with os.scandir(directory) as entries:
@@ -76,6 +89,9 @@ class PolicyStore:
         self.last_reload: ReloadOutcome | None = None
         self._lock = threading.Lock()
         self._fingerprint: Fingerprint = None
+        # Told of every reload that applied or refused a set (the audit log listens);
+        # called on the thread that reloaded, under the store's lock.
+        self.on_reload: Callable[[ReloadReport], None] | None = None
         if directory is not None:
             # Taken before reading: a change during the read is seen by the next check.
             self._fingerprint = fingerprint(directory)
@@ -108,13 +124,13 @@ class PolicyStore:
         outcome = self.reload_now()
         return outcome is not None and outcome.result == "success"
 
-    def reload_now(self) -> ReloadOutcome | None:
+    def reload_now(self, trigger: str = "admin", by: str | None = None) -> ReloadOutcome | None:
         """Read the directory again, whatever its fingerprint; None when no policy is
-        configured."""
+        configured. ``trigger`` (admin, signal) and ``by`` (who asked) are reported."""
         if self.directory is None:
             return None
         with self._lock:
-            return self._reload_locked(self.directory, fingerprint(self.directory))
+            return self._reload_locked(self.directory, fingerprint(self.directory), trigger, by)
 
     def reload_if_changed(self) -> ReloadOutcome | None:
         """Reload when the directory's fingerprint changed since the last look; None
@@ -125,9 +141,12 @@ class PolicyStore:
             seen = fingerprint(self.directory)
             if seen == self._fingerprint:
                 return None
-            return self._reload_locked(self.directory, seen)
+            return self._reload_locked(self.directory, seen, "watcher", None)
 
-    def _reload_locked(self, directory: Path, seen: Fingerprint) -> ReloadOutcome:
+    def _reload_locked(
+        self, directory: Path, seen: Fingerprint, trigger: str, by: str | None
+    ) -> ReloadOutcome:
+        old_version = self.version
         # Remembered even for a refused set: the same broken files are reported once,
         # not every interval, and the next edit is looked at again.
         self._fingerprint = seen
@@ -151,6 +170,13 @@ class PolicyStore:
             self._publish(old, self._current)
         self.last_reload = outcome
         metrics.POLICY_RELOADS.labels(outcome.result).inc()
+        if self.on_reload is not None and outcome.result != "unchanged":
+            report = ReloadReport(outcome, old_version, self.version, trigger, by)
+            try:
+                self.on_reload(report)
+            except Exception:
+                # The reload took effect (or was refused) either way; its report is lost.
+                log.exception("policy reload %s could not be reported", outcome.result)
         return outcome
 
     @staticmethod
@@ -216,7 +242,7 @@ async def reload_on_signal(store: PolicyStore) -> ReloadOutcome | None:
         log.warning("SIGHUP: no policy.dir configured, nothing to reload")
         return None
     try:
-        outcome = await asyncio.to_thread(store.reload_now)
+        outcome = await asyncio.to_thread(store.reload_now, "signal")
     except Exception:
         log.exception("SIGHUP: reloading the policy failed")
         return None

@@ -85,6 +85,8 @@ class Gateway:
                 # client could be served unaudited.
                 await self.audit_log.start()
                 self._start_audit_sink(self.audit_log)
+                if self.services.audit is not None:
+                    self.services.audit.watch_policy(self.services.policies)
             await self.services.pool.start()
             if not self.services.pool.health.ready:
                 log.warning(

@@ -21,6 +21,7 @@ from prometheus_client import REGISTRY
 from gateway.admin.auth import AdminAuth, AdminDenied, StaticTokens, bearer_token
 from gateway.admin.http import make_app
 from gateway.admin.tls import AdminTls
+from gateway.audit import keys, read_events
 from gateway.audit.log import AuditLog
 from gateway.audit.recorder import Recorder, StageSettings
 from gateway.config import AdminConfig, AuditConfig, ListenerTlsConfig
@@ -565,3 +566,82 @@ async def test_readyz_is_unavailable_while_the_audit_log_cannot_write_unless_fai
     assert answer.status == status
     body = await answer.json()
     assert body["audit"] == {"healthy": False, "reason": "ENOSPC: No space left on device"}
+
+
+@pytest.fixture
+async def audit_log(tmp_path: Path) -> AsyncIterator[AuditLog]:
+    key_file = tmp_path / "audit.key"
+    keys.generate(key_file)
+    log = AuditLog(AuditConfig(dir=tmp_path / "audit", key_file=key_file, instance_id="adm"))
+    await log.start()
+    yield log
+    await log.close()
+
+
+async def _audited_client(
+    make_client: Any, audit_log: AuditLog, policy_dir: Path | None = None
+) -> tuple[Any, Services]:
+    client, services = await make_client(_policy_admin(), policy_dir=policy_dir)
+    services.audit = Recorder(audit_log, StageSettings())
+    services.audit.watch_policy(services.policies)
+    return client, services
+
+
+def _events(audit_log: AuditLog, kind: str) -> list[dict[str, Any]]:
+    return [e for e in read_events(audit_log.config.dir) if e["type"] == kind]
+
+
+async def test_admin_calls_are_recorded_with_their_caller_and_open_endpoints_are_not(
+    make_client: Any, audit_log: AuditLog, policy_dir: Path
+) -> None:
+    client, _ = await _audited_client(make_client, audit_log, policy_dir)
+    assert (await client.get("/sessions", headers=_bearer(OPERATOR_TOKEN))).status == 200
+    assert (await client.get("/policy?verbose=1")).status == 401
+    assert (await client.get("/policy", headers=_bearer(VIEWER_TOKEN))).status == 403
+    assert (await client.get("/healthz")).status == 200
+    assert (await client.get("/metrics")).status == 200
+
+    recorded = [
+        (e["principal"], e["method"], e["path"], e["status"])
+        for e in _events(audit_log, "admin_action")
+    ]
+    assert recorded == [
+        ("sre-bot", "GET", "/sessions", 200),
+        (None, "GET", "/policy", 401),
+        ("viewer", "GET", "/policy", 403),
+    ]
+    log_bytes = b"".join(p.read_bytes() for p in audit_log.config.dir.iterdir())
+    assert OPERATOR_TOKEN.encode() not in log_bytes and VIEWER_TOKEN.encode() not in log_bytes
+
+
+async def test_an_admin_reload_records_a_policy_reload_event_with_who_asked(
+    make_client: Any, audit_log: AuditLog, policy_dir: Path
+) -> None:
+    client, services = await _audited_client(make_client, audit_log, policy_dir)
+    old = services.policies.version
+    (policy_dir / "apps.yaml").write_bytes(POLICY.replace(b"read-orders", b"read-orders-2"))
+    assert (await client.post("/policy/reload", headers=_bearer(OPERATOR_TOKEN))).status == 200
+    (policy_dir / "apps.yaml").write_bytes(b"rules: [{id: broken}]\n")
+    assert (await client.post("/policy/reload", headers=_bearer(OPERATOR_TOKEN))).status == 422
+    await services.audit.drain()  # type: ignore[union-attr]
+
+    applied, rejected = _events(audit_log, "policy_reload")
+    assert (applied["result"], applied["trigger"], applied["by"]) == ("applied", "admin", "sre-bot")
+    assert applied["old_version"] == old and applied["new_version"] != old
+    assert rejected["result"] == "rejected" and rejected["errors"]
+    assert rejected["new_version"] == applied["new_version"]  # the old set stays in force
+
+
+async def test_a_state_changing_admin_call_is_refused_while_the_audit_log_cannot_write(
+    make_client: Any, audit_log: AuditLog, policy_dir: Path
+) -> None:
+    client, services = await _audited_client(make_client, audit_log, policy_dir)
+    before = services.policies.last_reload
+    audit_log.healthy = False  # as the writer thread leaves it after a failed write
+    audit_log.unhealthy_reason = "EIO: Input/output error"
+
+    response = await client.post("/policy/reload", headers=_bearer(OPERATOR_TOKEN))
+
+    assert response.status == 503
+    assert services.policies.last_reload is before  # nothing was reloaded
+    audit_log.healthy, audit_log.unhealthy_reason = True, None
