@@ -69,9 +69,14 @@ class AuthenticationFailed(GatewayError):
     labels and logs (``bad_password``, ``unknown_user``, ``expired``, ...); the message
     is for the log, never for the client, and never holds a secret."""
 
-    def __init__(self, message: str, reason: str = "invalid_credentials") -> None:
+    def __init__(
+        self, message: str, reason: str = "invalid_credentials", attempted: str | None = None
+    ) -> None:
         super().__init__(message)
         self.reason = reason
+        # The name the client tried to log in as, once the exchange got that far (for
+        # the audit log: who tried); never a password, token or proof.
+        self.attempted = attempted
 
 
 class JwksUnavailable(GatewayError):

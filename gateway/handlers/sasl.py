@@ -157,9 +157,9 @@ def count_failure(session: ClientSession, mechanism: str, exc: AuthenticationFai
     metrics.AUTHENTICATION_FAILURES.labels(listener, mechanism, exc.reason).inc()
     audit = session.services.audit
     if audit is not None:
-        # The reason word only: the message may name what was attempted, never a secret,
-        # but the event keeps to the fixed class of failure.
-        audit.authentication(session, mechanism, None, False, exc.reason)
+        # The fixed class of failure and the name attempted (never the message, which
+        # is for the log, and never a secret).
+        audit.authentication(session, mechanism, exc.attempted, False, exc.reason)
     log.info(
         "authentication failed from %s on %s via %s (%s): %s",
         session.peer,

@@ -62,11 +62,17 @@ class PlainMechanism:
             context.address, verify_password, password, stored or _DUMMY_HASH
         )
         if account is None or stored is None:
-            raise AuthenticationFailed(f"no PLAIN credential for {user!r}", reason="unknown_user")
+            raise AuthenticationFailed(
+                f"no PLAIN credential for {user!r}", reason="unknown_user", attempted=user
+            )
         if not ok:
-            raise AuthenticationFailed(f"wrong password for {user!r}", reason="bad_password")
+            raise AuthenticationFailed(
+                f"wrong password for {user!r}", reason="bad_password", attempted=user
+            )
         if account.disabled:
-            raise AuthenticationFailed(f"{user!r} is disabled", reason="disabled_account")
+            raise AuthenticationFailed(
+                f"{user!r} is disabled", reason="disabled_account", attempted=user
+            )
         return Identity(principal=user, mechanism=MECHANISM, groups=tuple(account.groups))
 
 

@@ -238,11 +238,15 @@ class _ScramExchange:
         except ScramException as exc:
             self._done = True
             raise AuthenticationFailed(
-                f"SCRAM exchange for {self._user!r} refused: {exc}", reason=_reason(exc)
+                f"SCRAM exchange for {self._user!r} refused: {exc}",
+                reason=_reason(exc),
+                attempted=self._user or None,
             ) from None
-        except AuthenticationFailed:
+        except AuthenticationFailed as exc:
             # A refused exchange never continues, whatever the caller does next.
             self._done = True
+            if exc.attempted is None:
+                exc.attempted = self._user or None
             raise
 
     def _first(self, message: str) -> str:

@@ -211,6 +211,16 @@ async def test_wrong_password_is_refused_as_bad_password(mechanism: Make, name: 
     assert await refused(exchange, final) == "bad_password"
 
 
+async def test_a_refusal_names_the_user_attempted_and_never_the_proof(mechanism: Make) -> None:
+    exchange, _, final = await first_then_final(mechanism("SCRAM-SHA-512"), "alice", "wrong")
+
+    with pytest.raises(AuthenticationFailed) as caught:
+        await exchange.step(final)
+
+    assert caught.value.attempted == "alice"
+    assert "p=" not in str(caught.value)  # the client proof stays out of the message
+
+
 async def test_unknown_user_gets_a_plausible_challenge_and_fails_only_at_the_end(
     mechanism: Make,
 ) -> None:
