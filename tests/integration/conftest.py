@@ -40,6 +40,17 @@ ADMIN_TOKEN = "it-admin-token-0b6e1f9d4c2a7e58"  # noqa: S105 - test tokens, not
 NO_ROLE_TOKEN = "it-no-role-token-93a7c5d1e0f2b846"  # noqa: S105
 
 
+def client_endpoint(sasl_port: int) -> Endpoint:
+    """The test user (CLIENT_USER, SASL/PLAIN) on a test gateway's ``sasl`` listener."""
+    return Endpoint(
+        f"127.0.0.1:{sasl_port}",
+        security_protocol="SASL_PLAINTEXT",
+        sasl_mechanism="PLAIN",
+        username=CLIENT_USER,
+        password=CLIENT_PASSWORD,
+    )
+
+
 def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 

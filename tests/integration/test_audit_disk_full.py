@@ -26,12 +26,12 @@ from gateway.audit import keys, read_events
 from tests.integration.clients import Endpoint
 from tests.integration.clients.confluent import librdkafka_config
 from tests.integration.conftest import (
-    CLIENT_PASSWORD,
-    CLIENT_USER,
     admin_get,
+    client_endpoint,
     gateway_config_data,
     gateway_subprocess,
 )
+from tests.integration.test_audit_log import _covered
 
 pytestmark = pytest.mark.integration
 
@@ -131,18 +131,6 @@ async def until(predicate: Any, what: str, timeout: float = 90.0) -> None:
         await asyncio.sleep(0.2)
 
 
-def covered(audit_dir: Path, topic: str) -> set[tuple[int, int]]:
-    found: set[tuple[int, int]] = set()
-    for line in read_events(audit_dir):
-        if line.get("type") != "request" or line.get("api") != "Produce":
-            continue
-        for written in line.get("produce") or []:
-            if written["topic"] == topic and written["base_offset"] is not None:
-                base = written["base_offset"]
-                found |= {(written["partition"], base + i) for i in range(written["records"])}
-    return found
-
-
 async def test_a_full_disk_stalls_producing_with_retriable_errors_and_it_resumes_when_space_returns(
     primary: dev.ClusterInfo, tmp_path: Path
 ) -> None:
@@ -154,13 +142,7 @@ async def test_a_full_disk_stalls_producing_with_retriable_errors_and_it_resumes
         audit_dir = fs / "audit"
         data, ports = gateway_config_data(primary)
         data["audit"] = {"dir": str(audit_dir), "key_file": str(key_file), "instance_id": "full"}
-        endpoint = Endpoint(
-            f"127.0.0.1:{ports['sasl']}",
-            security_protocol="SASL_PLAINTEXT",
-            sasl_mechanism="PLAIN",
-            username=CLIENT_USER,
-            password=CLIENT_PASSWORD,
-        )
+        endpoint = client_endpoint(ports["sasl"])
         async with gateway_subprocess(data, ports["admin"], tmp_path) as gateway:
             readyz = f"{gateway.admin_url}/readyz"
             producer = SteadyProducer(endpoint, topic)
@@ -184,7 +166,7 @@ async def test_a_full_disk_stalls_producing_with_retriable_errors_and_it_resumes
         assert gateway.process.returncode == 0
         assert producer.errors == []
         # No record was acknowledged without its event, before, during or after.
-        assert set(producer.acked) <= covered(audit_dir, topic)
+        assert set(producer.acked) <= _covered(audit_dir, topic)
         outages = [e for e in read_events(audit_dir) if e.get("type") == "audit_unavailable"]
         # A nearly full disk may let a write through now and then (the failed batch's
         # bytes are cut back, freeing pages): each outage is recorded once it ends.

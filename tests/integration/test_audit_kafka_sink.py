@@ -22,7 +22,7 @@ from gateway.server.app import Gateway
 from tests.integration.clients import Endpoint
 from tests.integration.clients.common import Record
 from tests.integration.clients.confluent import consume, produce
-from tests.integration.conftest import CLIENT_PASSWORD, CLIENT_USER, gateway_config_data
+from tests.integration.conftest import client_endpoint, gateway_config_data
 
 pytestmark = pytest.mark.integration
 
@@ -50,13 +50,7 @@ async def _gateway(
     }
     running = Gateway(parse_config(data, "integration-test", environ={}))
     await running.start()
-    endpoint = Endpoint(
-        f"127.0.0.1:{ports['sasl']}",
-        security_protocol="SASL_PLAINTEXT",
-        sasl_mechanism="PLAIN",
-        username=CLIENT_USER,
-        password=CLIENT_PASSWORD,
-    )
+    endpoint = client_endpoint(ports["sasl"])
     try:
         yield running, endpoint
     finally:

@@ -27,6 +27,7 @@ from tests.integration.conftest import (
     CLIENT_PASSWORD,
     CLIENT_USER,
     admin_get,
+    client_endpoint,
     gateway_config_data,
 )
 
@@ -41,13 +42,7 @@ async def _audited_gateway(
     data["audit"] = {"dir": str(audit_dir), "key_file": str(key_file), "instance_id": "it-gw"}
     running = Gateway(parse_config(data, "integration-test", environ={}))
     await running.start()
-    endpoint = Endpoint(
-        f"127.0.0.1:{ports['sasl']}",
-        security_protocol="SASL_PLAINTEXT",
-        sasl_mechanism="PLAIN",
-        username=CLIENT_USER,
-        password=CLIENT_PASSWORD,
-    )
+    endpoint = client_endpoint(ports["sasl"])
     try:
         yield running, endpoint, f"http://127.0.0.1:{ports['admin']}"
     finally:

@@ -28,7 +28,7 @@ from gateway.config import parse_config
 from gateway.server.app import Gateway
 from tests.integration.clients import Endpoint
 from tests.integration.clients.confluent import connected_producer, librdkafka_config
-from tests.integration.conftest import CLIENT_PASSWORD, CLIENT_USER, gateway_config_data
+from tests.integration.conftest import client_endpoint, gateway_config_data
 from tests.unit.audit_helpers import files, read_lines, rewrite, write_lines
 
 pytestmark = pytest.mark.integration
@@ -100,13 +100,7 @@ def written_log(
         "checkpoint_every_events": 25,
         "segment_max_bytes": 48 * 1024,
     }
-    endpoint = Endpoint(
-        f"127.0.0.1:{ports['sasl']}",
-        security_protocol="SASL_PLAINTEXT",
-        sasl_mechanism="PLAIN",
-        username=CLIENT_USER,
-        password=CLIENT_PASSWORD,
-    )
+    endpoint = client_endpoint(ports["sasl"])
     topic = f"it-audit-tamper-{time.monotonic_ns()}"
 
     async def load() -> None:
