@@ -9,7 +9,8 @@ Fields common to every event:
 
 - ``v``: 1, the version of this model.
 - ``type``: ``connection_opened``, ``connection_closed``, ``authentication``,
-  ``request``, ``policy_reload`` or ``admin_action``.
+  ``request``, ``policy_reload``, ``admin_action``, ``audit_started``,
+  ``audit_stopped`` (and, from the log itself, ``audit_unavailable``, ``recovered``).
 - ``time``: seconds since the epoch (float) when the event happened (for ``request``:
   when the request was read).
 
@@ -44,6 +45,12 @@ batches), ``answered`` (false for an acks=0 Produce, which gets no answer),
 ``rejected``), ``errors`` (list of lines, naming file, line and field), ``trigger``
 (``watcher``, ``signal`` or ``admin``), ``by`` (the admin caller, or null).
 
+``audit_started``: the gateway began to write this chain: ``instance``,
+``gateway_version``, ``fail_open`` (so a log written in that mode says so),
+``payloads`` (the capture settings), ``key_id`` (of the signing key),
+``policy_version`` (in force at start). ``audit_stopped``: ``instance``, the last event
+of a clean shutdown before the sealing checkpoint.
+
 ``admin_action``: every admin API call but the open ``/healthz``, ``/readyz`` and
 ``/metrics``: ``principal`` (null when the caller did not authenticate), ``method``,
 ``path`` (the route, never the query), ``status`` (HTTP status), ``peer`` (address).
@@ -55,7 +62,7 @@ import datetime
 import struct
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from kio.schema.errors import ErrorCode
@@ -159,6 +166,32 @@ def policy_reload(
         trigger=trigger,
         by=by,
     )
+    return event
+
+
+def audit_started(
+    instance: str,
+    version: str,
+    fail_open: bool,
+    payloads: Sequence[Mapping[str, str]],
+    key_id: str,
+    policy_version: str | None,
+) -> dict[str, Any]:
+    event = _base("audit_started")
+    event.update(
+        instance=instance,
+        gateway_version=version,
+        fail_open=fail_open,
+        payloads=[dict(p) for p in payloads],
+        key_id=key_id,
+        policy_version=policy_version,
+    )
+    return event
+
+
+def audit_stopped(instance: str) -> dict[str, Any]:
+    event = _base("audit_stopped")
+    event.update(instance=instance)
     return event
 
 

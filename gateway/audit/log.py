@@ -78,6 +78,7 @@ class AuditLog:
         self.config = config
         self.healthy = True
         self.unhealthy_reason: str | None = None
+        self.key_id: str | None = None  # of the signing key, once started
         self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
         self._writer: ChainWriter | None = None
         self._thread: threading.Thread | None = None
@@ -97,6 +98,7 @@ class AuditLog:
         """Load the key (refusing a loose key file), continue the chain on disk and
         start the writer thread. Raises ConfigError or AuditUnavailable."""
         private = keys.load_private(self.config.key_file)
+        self.key_id = keys.key_id(private.public_key())
         settings = WriterSettings(
             dir=self.config.dir,
             instance=self.config.instance,

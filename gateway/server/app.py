@@ -9,13 +9,14 @@ import logging
 import socket
 import ssl
 
-from gateway import metrics
+from gateway import __version__, metrics
 from gateway.admin.http import AdminServer
+from gateway.audit import events
 from gateway.audit.kafka_sink import KafkaSink
 from gateway.audit.log import AuditLog
 from gateway.audit.recorder import Recorder, StageSettings
 from gateway.config import Config, ListenerConfig
-from gateway.errors import AuthenticationFailed, GatewayError
+from gateway.errors import AuditUnavailable, AuthenticationFailed, GatewayError
 from gateway.handlers import sasl
 from gateway.identity import ANONYMOUS, TlsDetails
 from gateway.identity.registry import Authenticator
@@ -73,6 +74,18 @@ class Gateway:
         self._admin = AdminServer(self.services, *config.admin.bind_address)
         self.bound: dict[str, tuple[str, int]] = {}
 
+    def _audit_started(self, audit_log: AuditLog) -> dict[str, object]:
+        """The chain's record of how this gateway audits (fail_open included)."""
+        config = audit_log.config
+        return events.audit_started(
+            config.instance,
+            __version__,
+            config.fail_open,
+            [{"topics": p.topics, "capture": p.capture} for p in config.payloads],
+            audit_log.key_id or "",
+            self.services.policies.version,
+        )
+
     async def start(self) -> None:
         """Check the upstream once, then listen; on any failure, undo what was started.
 
@@ -84,6 +97,7 @@ class Gateway:
                 # First: a bad key file or audit directory stops the start before any
                 # client could be served unaudited.
                 await self.audit_log.start()
+                await self.audit_log.append(self._audit_started(self.audit_log))
                 self._start_audit_sink(self.audit_log)
                 if self.services.audit is not None:
                     self.services.audit.watch_policy(self.services.policies)
@@ -277,6 +291,8 @@ class Gateway:
         if self.services.audit is not None:
             await self.services.audit.drain()  # the connections' last events
         if self.audit_log is not None:
+            with contextlib.suppress(AuditUnavailable):  # not started, or cannot write
+                await self.audit_log.append(events.audit_stopped(self.audit_log.config.instance))
             await self.audit_log.close()  # seals the log with a last checkpoint
         if self.audit_sink is not None:
             # After the log's close, so the final checkpoint is shipped too (bounded by

@@ -108,6 +108,11 @@ async def test_produce_events_cover_every_acknowledged_record_and_the_log_verifi
     assert any(e["principal"] == CLIENT_USER and e["result"] == "success" for e in logins)
     assert CLIENT_PASSWORD.encode() not in b"".join(p.read_bytes() for p in audit_dir.iterdir())
     public = keys.load_private(key_file).public_key()
+    # The chain opens with how this gateway audits and ends with its clean stop.
+    started = lines[0]
+    assert started["type"] == "audit_started" and started["fail_open"] is False
+    assert started["key_id"] == keys.key_id(public) and started["instance"] == "it-gw"
+    assert [line["type"] for line in lines[-2:]] == ["audit_stopped", "checkpoint"]
     report = verify([audit_dir], public)[0]
     assert report.ok, report.problem
     assert report.unsealed is None  # stop sealed it
