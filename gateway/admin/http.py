@@ -18,17 +18,22 @@ format. ``/whoami``: the caller as the API sees it. ``/sessions``: the client
 connections open now. ``GET /policy``: the policy in force (version, files, rule
 count) and the last reload's outcome. ``POST /policy/reload``: reload the policy
 directory now; 422 with the problems when the new set is invalid (the policy in force
-stays). No endpoint returns configuration, credentials or tokens (policy files hold
-neither: they are rules, and only their names are shown).
+stays). ``GET /audit/events``, ``/audit/sessions``, ``/audit/sessions/{id}``: the
+audit log read back (auditor, admin). With audit on, every call but the open
+endpoints is recorded as an ``admin_action`` event before its answer goes out. No
+endpoint returns configuration, credentials or tokens (policy files hold neither: they
+are rules, and only their names are shown).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -38,6 +43,7 @@ from gateway import metrics
 from gateway.admin.auth import AdminAuth, AdminCaller, AdminDenied, JwtCheck, authorize
 from gateway.admin.sessions import describe_sessions
 from gateway.admin.tls import AdminTls
+from gateway.audit import query
 from gateway.audit.log import AuditLog
 from gateway.audit.recorder import Recorder
 from gateway.config import AdminRole
@@ -137,6 +143,80 @@ async def policy_reload(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
+_AUDIT_LIMIT, _AUDIT_MAX_LIMIT = 100, 1000
+_CONNECTION_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def _audit_dir(request: web.Request) -> Path:
+    audit = request.app[SERVICES].config.audit
+    if audit is None:
+        raise web.HTTPNotFound(reason="audit is not configured (no audit: section)")
+    return audit.dir
+
+
+def _audit_filter(query_args: Mapping[str, str]) -> tuple[query.Filter, int]:
+    """The filter and page size the query parameters ask for; HTTPBadRequest naming
+    the parameter otherwise."""
+    times: dict[str, float | None] = {}
+    for name in ("from", "to"):
+        value = query_args.get(name)
+        try:
+            times[name] = None if value is None else query.parse_time(value)
+        except ValueError:
+            raise web.HTTPBadRequest(
+                reason=f"{name}: not an RFC 3339 time or epoch seconds"
+            ) from None
+    raw_limit = query_args.get("limit", str(_AUDIT_LIMIT))
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= _AUDIT_MAX_LIMIT:
+        raise web.HTTPBadRequest(reason=f"limit: a number from 1 to {_AUDIT_MAX_LIMIT}")
+    where = query.Filter(
+        since=times["from"],
+        until=times["to"],
+        principal=query_args.get("principal"),
+        topic=query_args.get("topic"),
+        connection=query_args.get("connection"),
+        types=frozenset(t for t in query_args.get("type", "").split(",") if t),
+    )
+    return where, int(raw_limit)
+
+
+async def audit_events(request: web.Request) -> web.Response:
+    """Events by the export's filters, ``limit`` at a time; ``next_cursor`` pages on."""
+    directory = _audit_dir(request)
+    where, limit = _audit_filter(request.query)
+    after = None
+    if "cursor" in request.query:
+        try:
+            after = query.parse_cursor(request.query["cursor"])
+        except ValueError as exc:
+            raise web.HTTPBadRequest(reason=f"cursor: {exc}") from None
+    # Reading segment files blocks: off the loop.
+    found, cursor = await asyncio.to_thread(query.page, [directory], where, after, limit)
+    return web.json_response({"events": found, "next_cursor": cursor})
+
+
+async def audit_sessions(request: web.Request) -> web.Response:
+    directory = _audit_dir(request)
+    where, limit = _audit_filter(request.query)
+    found = await asyncio.to_thread(query.sessions, [directory], where)
+    # The most recent ``limit`` sessions (a listing is for finding one to replay).
+    chosen = found[-limit:]
+    return web.json_response(
+        {"sessions": [s.as_json() for s in chosen], "more": len(found) > len(chosen)}
+    )
+
+
+async def audit_session(request: web.Request) -> web.Response:
+    directory = _audit_dir(request)
+    connection = request.match_info["id"]
+    if not _CONNECTION_ID.fullmatch(connection):
+        raise web.HTTPBadRequest(reason="id: a connection id is 32 hex digits")
+    found = await asyncio.to_thread(query.replay, [directory], connection)
+    if not found:
+        raise web.HTTPNotFound(reason=f"no events of connection {connection}")
+    return web.json_response({"connection": connection, "events": found})
+
+
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/healthz", healthz, None),
     Route("GET", "/readyz", readyz, None),
@@ -145,6 +225,9 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/sessions", sessions, _roles("operator", "auditor", "admin")),
     Route("GET", "/policy", policy, _roles("operator", "auditor", "admin")),
     Route("POST", "/policy/reload", policy_reload, _roles("operator", "admin")),
+    Route("GET", "/audit/events", audit_events, _roles("auditor", "admin")),
+    Route("GET", "/audit/sessions", audit_sessions, _roles("auditor", "admin")),
+    Route("GET", "/audit/sessions/{id}", audit_session, _roles("auditor", "admin")),
 )
 
 

@@ -288,3 +288,28 @@ def csv_row(event: dict[str, Any]) -> list[str]:
         errors,
         f"{latency:.3f}" if isinstance(latency, int | float) else "",
     ]
+
+
+def parse_cursor(text: str) -> tuple[str, int]:
+    """``instance:seq`` as ``page`` returns it; raises ValueError."""
+    instance, _, seq = text.rpartition(":")
+    if not instance or not seq.isdigit():
+        raise ValueError(f"cursor {text!r}: not instance:seq")
+    return instance, int(seq)
+
+
+def page(
+    paths: Sequence[Path], where: Filter, after: tuple[str, int] | None, limit: int
+) -> tuple[list[dict[str, Any]], str | None]:
+    """At most ``limit`` events after the cursor ``after`` (in chain order, which a
+    growing log only extends), and the cursor of the next page (None at the end)."""
+    found: list[dict[str, Any]] = []
+    for event in events(paths, where):
+        place = (str(event["instance"]), int(event.get("seq", -1)))
+        if after is not None and place <= after:
+            continue
+        if len(found) == limit:
+            last = found[-1]
+            return found, f"{last['instance']}:{last['seq']}"
+        found.append(event)
+    return found, None

@@ -85,10 +85,14 @@ async def make_client() -> AsyncIterator[Callable[..., Awaitable[tuple[Client, S
         admin: dict[str, Any] | None = None,
         jwt: Jwt | None = None,
         policy_dir: Path | None = None,
+        audit: dict[str, Any] | None = None,
         **limits: Any,
     ) -> tuple[Client, Services]:
         limits.setdefault("failed_authentication_delay_seconds", 0)
-        config = harness_config({"admin": admin or _admin()}, **limits)
+        overrides: dict[str, Any] = {"admin": admin or _admin()}
+        if audit is not None:
+            overrides["audit"] = audit
+        config = harness_config(overrides, **limits)
         pool = ScriptedPool(config)
         services = Services(config, pool, Authenticator(config), policies=PolicyStore(policy_dir))
         client: Client = TestClient(TestServer(make_app(services, jwt)))
@@ -581,7 +585,11 @@ async def audit_log(tmp_path: Path) -> AsyncIterator[AuditLog]:
 async def _audited_client(
     make_client: Any, audit_log: AuditLog, policy_dir: Path | None = None
 ) -> tuple[Any, Services]:
-    client, services = await make_client(_policy_admin(), policy_dir=policy_dir)
+    client, services = await make_client(
+        _policy_admin(),
+        policy_dir=policy_dir,
+        audit={"dir": str(audit_log.config.dir), "key_file": str(audit_log.config.key_file)},
+    )
     services.audit = Recorder(audit_log, StageSettings())
     services.audit.watch_policy(services.policies)
     return client, services
@@ -645,3 +653,79 @@ async def test_a_state_changing_admin_call_is_refused_while_the_audit_log_cannot
     assert response.status == 503
     assert services.policies.last_reload is before  # nothing was reloaded
     audit_log.healthy, audit_log.unhealthy_reason = True, None
+
+
+async def test_audit_events_are_read_by_filter_and_page_by_auditors_only(
+    make_client: Any, audit_log: AuditLog, policy_dir: Path
+) -> None:
+    client, _ = await _audited_client(make_client, audit_log, policy_dir)
+    for _ in range(3):
+        assert (await client.get("/sessions", headers=_bearer(OPERATOR_TOKEN))).status == 200
+    auditor = _bearer(AUDITOR_TOKEN)
+
+    first = await (
+        await client.get(
+            "/audit/events?type=admin_action&principal=sre-bot&limit=2", headers=auditor
+        )
+    ).json()
+    assert [e["path"] for e in first["events"]] == ["/sessions", "/sessions"]
+    assert first["next_cursor"] is not None
+    rest = await (
+        await client.get(
+            "/audit/events",
+            params={"type": "admin_action", "principal": "sre-bot", "cursor": first["next_cursor"]},
+            headers=auditor,
+        )
+    ).json()
+    assert [e["path"] for e in rest["events"]] == ["/sessions"]
+    assert rest["next_cursor"] is None
+    seqs = [e["seq"] for e in first["events"] + rest["events"]]
+    assert seqs == sorted(set(seqs))
+    # An operator may see sessions, not the audit trail.
+    assert (await client.get("/audit/events", headers=_bearer(OPERATOR_TOKEN))).status == 403
+
+
+@pytest.mark.parametrize(
+    ("query_string", "named"),
+    [
+        ("from=yesterday", "from"),
+        ("limit=0", "limit"),
+        ("limit=5000", "limit"),
+        ("cursor=x", "cursor"),
+    ],
+)
+async def test_a_bad_audit_query_parameter_is_named_in_a_400(
+    make_client: Any, audit_log: AuditLog, policy_dir: Path, query_string: str, named: str
+) -> None:
+    client, _ = await _audited_client(make_client, audit_log, policy_dir)
+    response = await client.get(f"/audit/events?{query_string}", headers=_bearer(AUDITOR_TOKEN))
+    assert response.status == 400
+    assert (await response.json())["error"].startswith(named)
+
+
+async def test_an_audit_session_is_replayed_or_answered_400_or_404(
+    make_client: Any, audit_log: AuditLog, policy_dir: Path
+) -> None:
+    client, _ = await _audited_client(make_client, audit_log, policy_dir)
+    auditor = _bearer(AUDITOR_TOKEN)
+    connection = "ab" * 16
+    await audit_log.append(
+        {"v": 1, "type": "connection_opened", "time": 1.0, "connection": connection}
+    )
+    await audit_log.append(
+        {"v": 1, "type": "connection_closed", "time": 2.0, "connection": connection}
+    )
+
+    listing = await (await client.get("/audit/sessions", headers=auditor)).json()
+    assert [s["connection"] for s in listing["sessions"]] == [connection]
+    replay = await (await client.get(f"/audit/sessions/{connection}", headers=auditor)).json()
+    assert [e["type"] for e in replay["events"]] == ["connection_opened", "connection_closed"]
+    assert (await client.get("/audit/sessions/nope", headers=auditor)).status == 400
+    assert (await client.get(f"/audit/sessions/{'cd' * 16}", headers=auditor)).status == 404
+
+
+async def test_audit_endpoints_answer_404_when_audit_is_off(make_client: Any) -> None:
+    client, _ = await make_client(_policy_admin())
+    response = await client.get("/audit/events", headers=_bearer(AUDITOR_TOKEN))
+    assert response.status == 404
+    assert "audit is not configured" in (await response.json())["error"]
