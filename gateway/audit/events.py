@@ -39,6 +39,13 @@ null), ``results`` (``[{"item", "error"}]``: each answered item, as "topic/parti
 ``base_offset`` from the answer, null with acks=0 or an error), ``fetch`` (Fetch only:
 ``[{"topic", "partition", "records", "first_offset", "last_offset"}]`` of the delivered
 batches), ``answered`` (false for an acks=0 Produce, which gets no answer),
+with ``audit.payloads`` capturing the topic, each ``produce``/``fetch`` entry also has
+``capture`` (``sha256`` or ``full``) and ``captured``: ``[{"offset", "timestamp",
+"headers" (names only), "key_sha256", "value_sha256"}]`` (hex, null for a null key or
+value), or with ``full`` ``"key"``/``"value"`` in base64; a Fetch's records before the
+fetch offset are left out; ``capture_truncated`` (records left out past
+CAPTURE_MAX_RECORDS or CAPTURE_MAX_FULL_BYTES) and ``capture_error`` (a batch that did
+not decode) when they apply,
 ``latency_ms``, ``throttle_ms`` (null when the answer carries none).
 
 ``policy_reload``: ``old_version``, ``new_version``, ``result`` (``applied`` or
@@ -58,13 +65,16 @@ of a clean shutdown before the sealing checkpoint.
 
 from __future__ import annotations
 
+import base64
 import datetime
+import hashlib
 import struct
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from aiokafka.record.memory_records import MemoryRecords
 from kio.schema.errors import ErrorCode
 
 from gateway.errors import UnsupportedApi
@@ -241,11 +251,84 @@ def request(
         latency_ms=max(0.0, (finished - call.started) * 1000.0),
         throttle_ms=_throttle_ms(answer),
     )
+    audit = call.session.services.config.audit
+    capture_for = audit.capture_for if audit is not None else _no_capture
     if req.api_key == PRODUCE:
-        event["produce"] = produce_partitions(body, answer)
+        event["produce"] = produce_partitions(body, answer, capture_for)
     elif req.api_key == FETCH and answer is not None:
-        event["fetch"] = fetch_partitions(answer, call)
+        event["fetch"] = fetch_partitions(answer, call, capture_for, _fetch_offsets(body, call))
     return event
+
+
+def _no_capture(topic: str) -> str:
+    return "none"
+
+
+# Bounds of one event's captured records: past them the event says how many records it
+# left out (``capture_truncated``), so an event never grows without bound.
+CAPTURE_MAX_RECORDS = 10_000
+CAPTURE_MAX_FULL_BYTES = 4 * 1024 * 1024
+
+
+def _sha256_or_none(data: bytes | None) -> str | None:
+    return None if data is None else hashlib.sha256(data).hexdigest()
+
+
+def _b64_or_none(data: bytes | None) -> str | None:
+    return None if data is None else base64.b64encode(data).decode("ascii")
+
+
+def captured(
+    records: Any,
+    capture: str,
+    *,
+    relative: bool = False,
+    offset_base: int | None = None,
+    from_offset: int | None = None,
+) -> dict[str, Any]:
+    """The ``captured`` entries (and ``capture_truncated``/``capture_error``) of one
+    partition's record batches, decoded (and decompressed) by aiokafka. In a Produce
+    request offsets are deltas (``relative``): ``offset_base`` (the answer's base
+    offset, None when not written) makes them real. A Fetch's records before
+    ``from_offset`` are not delivered to the client and are left out. Control batches
+    (transaction markers) hold no data."""
+    found: list[dict[str, Any]] = []
+    left_out = 0
+    full_bytes = 0
+    try:
+        batches = MemoryRecords(bytes(records or b""))
+        while (batch := batches.next_batch()) is not None:
+            if batch.is_control_batch:
+                continue
+            for record in batch:
+                offset = record.offset
+                if from_offset is not None and offset < from_offset:
+                    continue
+                if len(found) >= CAPTURE_MAX_RECORDS or full_bytes > CAPTURE_MAX_FULL_BYTES:
+                    left_out += 1
+                    continue
+                if relative:
+                    offset = None if offset_base is None else offset_base + offset
+                entry: dict[str, Any] = {
+                    "offset": offset,
+                    "timestamp": record.timestamp,
+                    "headers": [name for name, _ in record.headers],
+                }
+                if capture == "full":
+                    entry["key"] = _b64_or_none(record.key)
+                    entry["value"] = _b64_or_none(record.value)
+                    full_bytes += len(record.key or b"") + len(record.value or b"")
+                else:
+                    entry["key_sha256"] = _sha256_or_none(record.key)
+                    entry["value_sha256"] = _sha256_or_none(record.value)
+                found.append(entry)
+    except Exception as exc:  # noqa: BLE001 - whatever a damaged batch makes aiokafka raise
+        # The offsets and counts of the event stand; the capture says what went wrong.
+        return {"captured": found, "capture_error": f"{type(exc).__name__}: {exc}"[:200]}
+    result: dict[str, Any] = {"captured": found}
+    if left_out:
+        result["capture_truncated"] = left_out
+    return result
 
 
 def _resources(call: Call, req: Request) -> Iterator[dict[str, Any]]:
@@ -337,7 +420,9 @@ def batches(records: Any) -> Iterator[tuple[int, int, int, int]]:
         pos += size
 
 
-def produce_partitions(body: Any, answer: Any) -> list[dict[str, Any]]:
+def produce_partitions(
+    body: Any, answer: Any, capture_for: Callable[[str], str] = _no_capture
+) -> list[dict[str, Any]]:
     offsets: dict[tuple[str, int], int | None] = {}
     for topic in getattr(answer, "responses", None) or ():
         for part in topic.partition_responses:
@@ -356,10 +441,36 @@ def produce_partitions(body: Any, answer: Any) -> list[dict[str, Any]]:
                     "base_offset": offsets.get((str(topic.name), part.index)),
                 }
             )
+            capture = capture_for(str(topic.name))
+            if capture != "none":
+                found[-1]["capture"] = capture
+                found[-1].update(
+                    captured(
+                        part.records,
+                        capture,
+                        relative=True,
+                        offset_base=found[-1]["base_offset"],
+                    )
+                )
     return found
 
 
-def fetch_partitions(answer: Any, call: Call) -> list[dict[str, Any]]:
+def _fetch_offsets(body: Any, call: Call) -> dict[tuple[str, int], int]:
+    """(topic, partition) -> the offset the client asked to read from."""
+    found: dict[tuple[str, int], int] = {}
+    for topic in getattr(body, "topics", None) or ():
+        name = topic.topic if getattr(topic, "topic", None) else _topic_name(topic, call)
+        for part in topic.partitions:
+            found[(name, part.partition)] = part.fetch_offset
+    return found
+
+
+def fetch_partitions(
+    answer: Any,
+    call: Call,
+    capture_for: Callable[[str], str] = _no_capture,
+    fetch_offsets: Mapping[tuple[str, int], int] | None = None,
+) -> list[dict[str, Any]]:
     found = []
     for topic in getattr(answer, "responses", None) or ():
         name = topic.topic if getattr(topic, "topic", None) else _topic_name(topic, call)
@@ -374,6 +485,11 @@ def fetch_partitions(answer: Any, call: Call) -> list[dict[str, Any]]:
                     "last_offset": counted[-1][0] + counted[-1][3] if counted else None,
                 }
             )
+            capture = capture_for(name)
+            if capture != "none":
+                asked = (fetch_offsets or {}).get((name, part.partition_index))
+                found[-1]["capture"] = capture
+                found[-1].update(captured(part.records, capture, from_offset=asked))
     return found
 
 

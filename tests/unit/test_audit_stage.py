@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import json
 import struct
 from collections.abc import Mapping
@@ -90,10 +91,19 @@ class BrokenSink:
         raise AuditUnavailable("disk full")
 
 
-def audited(tmp_path: Path, sink: Any, fail_open: bool = False) -> Harness:
+def audited(
+    tmp_path: Path, sink: Any, fail_open: bool = False, payloads: list[Any] | None = None
+) -> Harness:
     (tmp_path / "policy.yaml").write_text(POLICY)
     recorder = Recorder(sink, StageSettings(fail_open=fail_open))
-    h = Harness(overrides={"policy": {"dir": str(tmp_path)}}, audit=recorder)
+    overrides: dict[str, Any] = {"policy": {"dir": str(tmp_path)}}
+    if payloads is not None:
+        overrides["audit"] = {
+            "dir": str(tmp_path / "audit"),
+            "key_file": str(tmp_path / "audit.key"),
+            "payloads": payloads,
+        }
+    h = Harness(overrides=overrides, audit=recorder)
     h.pool.set_layout(BROKERS, LEADERS)
     return h
 
@@ -334,3 +344,28 @@ def test_an_api_without_item_descriptions_records_its_own_error_code() -> None:
         session_lifetime=datetime.timedelta(0),
     )
     assert events.results(36, 2, answer) == [{"item": "", "error": "sasl_authentication_failed"}]
+
+
+async def test_a_produce_event_captures_record_hashes_only_for_the_topics_configured(
+    tmp_path: Path,
+) -> None:
+    from tests.unit.test_audit_capture import batch as real_batch
+
+    sink = MemorySink()
+    capture = [{"topics": "orders", "capture": "sha256"}]
+    async with audited(tmp_path, sink, payloads=capture) as h:
+        h.client.send(produce_batches(("orders", 0, real_batch(0, [(b"k", b"secret-value")]))))
+        (sent,) = await h.sends(1)
+        sent.reply(produced(sent.body, base_offset=7))
+        await h.answers(1)
+        h.client.send(produce_batches(("secret-x", 0, real_batch(0, [(b"k", b"v")]))))
+        await h.answers(2)
+    first, second = sink.of("request")
+    (written,) = first["produce"]
+    assert written["capture"] == "sha256"
+    assert written["records"] == 1  # the count stays beside what was captured
+    assert [(r["offset"], r["value_sha256"]) for r in written["captured"]] == [
+        (7, hashlib.sha256(b"secret-value").hexdigest())
+    ]
+    assert "secret-value" not in json.dumps(sink.events)
+    assert all("captured" not in p and "capture" not in p for p in second["produce"])
