@@ -36,10 +36,15 @@ pytestmark = pytest.mark.integration
 
 @contextlib.asynccontextmanager
 async def _audited_gateway(
-    primary: dev.ClusterInfo, audit_dir: Path, key_file: Path
+    primary: dev.ClusterInfo, audit_dir: Path, key_file: Path, **audit: Any
 ) -> AsyncIterator[tuple[Gateway, Endpoint, str]]:
     data, ports = gateway_config_data(primary)
-    data["audit"] = {"dir": str(audit_dir), "key_file": str(key_file), "instance_id": "it-gw"}
+    data["audit"] = {
+        "dir": str(audit_dir),
+        "key_file": str(key_file),
+        "instance_id": "it-gw",
+        **audit,
+    }
     running = Gateway(parse_config(data, "integration-test", environ={}))
     await running.start()
     endpoint = client_endpoint(ports["sasl"])

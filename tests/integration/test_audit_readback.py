@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import io
 import json
 from pathlib import Path
@@ -58,7 +59,12 @@ async def test_client_operations_are_exported_and_a_consumer_session_replays_in_
     audit_dir = tmp_path / "audit"
     topic, missing, group = unique_topic("it-audit-rb"), unique_topic("it-gone"), unique_topic()
     records = [Record(n % 2, -1, f"k{n}".encode(), f"v{n}".encode()) for n in range(10)]
-    async with _audited_gateway(primary, audit_dir, key_file) as (_, endpoint, _admin_url):
+    capture = [{"topics": topic, "capture": "sha256"}]
+    async with _audited_gateway(primary, audit_dir, key_file, payloads=capture) as (
+        _,
+        endpoint,
+        _admin_url,
+    ):
         error = await asyncio.to_thread(_admin, endpoint, topic, missing)
         assert error == "UNKNOWN_TOPIC_OR_PART"
         await asyncio.to_thread(produce, endpoint, topic, records, 60, None)
@@ -93,6 +99,26 @@ async def test_client_operations_are_exported_and_a_consumer_session_replays_in_
         for i in range(p["records"])
     }
     assert written == {(0, n) for n in range(5)} | {(1, n) for n in range(5)}
+    # Payload capture: each record's value hash, at its offset, on both sides.
+    hashes = {(n % 2, n // 2): hashlib.sha256(f"v{n}".encode()).hexdigest() for n in range(10)}
+    produced_hashes = {
+        (p["partition"], r["offset"]): r["value_sha256"]
+        for e in named("Produce", "topic", topic)
+        for p in e["produce"]
+        for r in p.get("captured") or ()
+        if r["offset"] is not None
+    }
+    assert produced_hashes == hashes
+    fetched_hashes = {
+        (p["partition"], r["offset"]): r["value_sha256"]
+        for e in named("Fetch", "topic", topic)
+        for p in e.get("fetch") or ()
+        for r in p.get("captured") or ()
+    }
+    assert fetched_hashes == hashes
+    assert all(
+        "captured" not in p for e in named("Produce", "topic", missing) for p in e["produce"]
+    )
     delivered = sum(
         p["records"] for e in named("Fetch", "topic", topic) for p in e.get("fetch") or ()
     )
