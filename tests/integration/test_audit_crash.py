@@ -76,9 +76,6 @@ class Producing:
         self._thread.join(10)
         # What was in flight when the gateway died fails within MESSAGE_TIMEOUT_MS.
         self._producer.flush(MESSAGE_TIMEOUT_MS / 1000 + 5)
-        # Closed here, on this thread: a librdkafka handle left to the garbage collector
-        # of a later test is destroyed at an unknown moment.
-        self._producer.close()
         with self._lock:
             return list(self.acked)
 

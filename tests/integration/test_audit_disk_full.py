@@ -121,10 +121,7 @@ class SteadyProducer:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(30)
-        try:
-            assert self._producer.flush(MESSAGE_TIMEOUT_MS / 1000) == 0
-        finally:
-            self._producer.close()  # not left to a later test's garbage collection
+        assert self._producer.flush(MESSAGE_TIMEOUT_MS / 1000) == 0
 
 
 async def until(predicate: Any, what: str, timeout: float = 90.0) -> None:
