@@ -254,7 +254,7 @@ def request(
     audit = call.session.services.config.audit
     capture_for = audit.capture_for if audit is not None else _no_capture
     if req.api_key == PRODUCE:
-        event["produce"] = produce_partitions(body, answer, capture_for)
+        event["produce"] = produce_partitions(body, answer, call, capture_for)
     elif req.api_key == FETCH and answer is not None:
         event["fetch"] = fetch_partitions(answer, call, capture_for, _fetch_offsets(body, call))
     return event
@@ -421,27 +421,31 @@ def batches(records: Any) -> Iterator[tuple[int, int, int, int]]:
 
 
 def produce_partitions(
-    body: Any, answer: Any, capture_for: Callable[[str], str] = _no_capture
+    body: Any, answer: Any, call: Call, capture_for: Callable[[str], str] = _no_capture
 ) -> list[dict[str, Any]]:
+    """What a Produce wrote, per partition; topics by name (Produce v13+ names them by
+    id in the request and the answer: the name the layout knows, else the id)."""
     offsets: dict[tuple[str, int], int | None] = {}
     for topic in getattr(answer, "responses", None) or ():
+        name = _topic_name(topic, call)
         for part in topic.partition_responses:
             ok = part.error_code == ErrorCode.none
-            offsets[(str(topic.name), part.index)] = part.base_offset if ok else None
+            offsets[(name, part.index)] = part.base_offset if ok else None
     found = []
     for topic in body.topic_data:
+        name = _topic_name(topic, call)
         for part in topic.partition_data:
             counted = list(batches(part.records))
             found.append(
                 {
-                    "topic": str(topic.name),
+                    "topic": name,
                     "partition": part.index,
                     "records": sum(b[1] for b in counted),
                     "bytes": len(part.records or b""),
-                    "base_offset": offsets.get((str(topic.name), part.index)),
+                    "base_offset": offsets.get((name, part.index)),
                 }
             )
-            capture = capture_for(str(topic.name))
+            capture = capture_for(name)
             if capture != "none":
                 found[-1]["capture"] = capture
                 found[-1].update(
@@ -459,7 +463,7 @@ def _fetch_offsets(body: Any, call: Call) -> dict[tuple[str, int], int]:
     """(topic, partition) -> the offset the client asked to read from."""
     found: dict[tuple[str, int], int] = {}
     for topic in getattr(body, "topics", None) or ():
-        name = topic.topic if getattr(topic, "topic", None) else _topic_name(topic, call)
+        name = _topic_name(topic, call)
         for part in topic.partitions:
             found[(name, part.partition)] = part.fetch_offset
     return found
@@ -473,7 +477,7 @@ def fetch_partitions(
 ) -> list[dict[str, Any]]:
     found = []
     for topic in getattr(answer, "responses", None) or ():
-        name = topic.topic if getattr(topic, "topic", None) else _topic_name(topic, call)
+        name = _topic_name(topic, call)
         for part in topic.partitions:
             counted = list(batches(part.records))
             found.append(
@@ -494,7 +498,12 @@ def fetch_partitions(
 
 
 def _topic_name(topic: Any, call: Call) -> str:
-    """A Fetch v13+ answer names topics by id: the name the layout knows, else the id."""
+    """A topic entry's name (``name`` in Produce, ``topic`` in Fetch); Fetch v13+ and
+    Produce v13+ name topics by id instead: the name the layout knows, else the id."""
+    for field in ("name", "topic"):
+        name = getattr(topic, field, None)
+        if name:
+            return str(name)
     topic_id = getattr(topic, "topic_id", None)
     if isinstance(topic_id, uuid.UUID):
         known = call.session.upstream.view.names_by_id.get(topic_id)

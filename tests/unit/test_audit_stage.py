@@ -8,22 +8,26 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime
 import hashlib
 import json
 import struct
 from collections.abc import Mapping
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from kio.schema.errors import ErrorCode
 from kio.schema.produce.v9 import request as produce_request
+from kio.schema.produce.v13 import request as v13
+from kio.schema.produce.v13 import response as v13_answer
 
 from gateway.audit import events
 from gateway.audit.recorder import Recorder, StageSettings
 from gateway.errors import AuditUnavailable
 from gateway.pipeline.audit import audit_stage
 from gateway.protocol import items
-from tests.unit.harness import Harness, settle
+from tests.unit.harness import Harness, settle, topic_id
 from tests.unit.test_client_connection import (
     BROKERS,
     fetch,
@@ -369,3 +373,47 @@ async def test_a_produce_event_captures_record_hashes_only_for_the_topics_config
     ]
     assert "secret-value" not in json.dumps(sink.events)
     assert all("captured" not in p and "capture" not in p for p in second["produce"])
+
+
+def test_a_produce_v13_event_names_its_topics_by_name_though_the_request_uses_ids() -> None:
+    # Kafka 4.1's Java producer sends Produce v13, which names topics by id only.
+    known, unknown = topic_id("orders"), topic_id("gone")
+    body = v13.ProduceRequest(
+        transactional_id=None,
+        acks=-1,
+        timeout=datetime.timedelta(seconds=30),
+        topic_data=tuple(
+            v13.TopicProduceData(
+                topic_id=tid,
+                partition_data=(v13.PartitionProduceData(index=0, records=batch(0, 2)),),
+            )
+            for tid in (known, unknown)
+        ),
+    )
+    answer = v13_answer.ProduceResponse(
+        responses=tuple(
+            v13_answer.TopicProduceResponse(
+                topic_id=tid,
+                partition_responses=(
+                    v13_answer.PartitionProduceResponse(
+                        index=0,
+                        error_code=ErrorCode.none,
+                        base_offset=base,
+                        log_append_time=datetime.timedelta(milliseconds=-1),
+                        log_start_offset=0,
+                        record_errors=(),
+                        error_message=None,
+                    ),
+                ),
+            )
+            for tid, base in ((known, 40), (unknown, 7))
+        ),
+        throttle_time=datetime.timedelta(0),
+    )
+    view = SimpleNamespace(names_by_id={known: "orders"})
+    call: Any = SimpleNamespace(session=SimpleNamespace(upstream=SimpleNamespace(view=view)))
+    written = events.produce_partitions(body, answer, call)
+    assert [(p["topic"], p["base_offset"], p["records"]) for p in written] == [
+        ("orders", 40, 2),
+        (str(unknown), 7, 2),
+    ]
