@@ -121,7 +121,10 @@ class SteadyProducer:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(30)
-        assert self._producer.flush(MESSAGE_TIMEOUT_MS / 1000) == 0
+        try:
+            assert self._producer.flush(MESSAGE_TIMEOUT_MS / 1000) == 0
+        finally:
+            self._producer.close()  # not left to a later test's garbage collection
 
 
 async def until(predicate: Any, what: str, timeout: float = 90.0) -> None:
