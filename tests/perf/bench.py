@@ -18,8 +18,12 @@ CPU seconds and peak RSS (psutil, sampled every 100 ms) belong to that workload 
 gateway-policy is the same gateway with a policy loaded (the repository's ``policies/``
 plus a grant for the bench listener's ``bench-`` topics and groups), so every request
 is authorized; a run in which that policy refused anything fails, since refused work
-is cheaper. The report shows each gateway path's ratio to direct and, for the policy
-path, its ratio to the gateway without policy in the same run.
+is cheaper. gateway-audit is the policy gateway with the audit log on as a regulated
+deployment runs it (metadata events, no payload capture, each response released after
+its event is fsynced by group commit, fail closed); a run in which it wrote fewer
+events than it answered requests fails. The report shows each gateway path's ratio to
+direct, the policy path's ratio to the gateway without policy, and the audit path's
+ratio and added latency against the policy path (audit off) in the same run.
 ``--soak SECONDS`` also repeats the idle workload through one gateway for that long and
 samples its RSS every second. Nothing here asserts a timing: it is a report.
 
@@ -76,12 +80,13 @@ from tests.perf.report import (
 from tests.perf.targets import (
     DIRECT,
     GATEWAY,
-    GATEWAY_POLICY,
+    GATEWAY_AUDIT,
     PATHS,
     REPO_ROOT,
     BenchError,
     GatewayProcess,
     Target,
+    bench_audit_dir,
     bench_policy_dir,
     direct_target,
 )
@@ -154,8 +159,15 @@ def check_policy_path(gateway: GatewayProcess) -> None:
         raise PolicyDenied("the policy path decided nothing: no policy in force")
 
 
+def check_audit_path(requests: float, events: float) -> None:
+    """Fail a run on the audit path whose requests did not all get their event (each
+    answered request has one; connections and logins add more)."""
+    if events < requests:
+        raise BenchError(f"the audit path wrote {events:.0f} events for {requests:.0f} requests")
+
+
 class Bench:
-    """Runs every workload on both paths, round after round, and keeps the results."""
+    """Runs every workload on every path, round after round, and keeps the results."""
 
     def __init__(self, settings: Settings, primary: dev.ClusterInfo, workdir: Path) -> None:
         assert primary.pid is not None
@@ -211,9 +223,10 @@ class Bench:
         if path == DIRECT:
             yield self.direct, None
             return
-        policy = bench_policy_dir(self.workdir) if path == GATEWAY_POLICY else None
+        policy = bench_policy_dir(self.workdir) if path != GATEWAY else None
+        audit = bench_audit_dir(self.workdir) if path == GATEWAY_AUDIT else None
         gateway = GatewayProcess(
-            self.primary, self.workdir, self.settings.gateway_idle_timeout_s, policy
+            self.primary, self.workdir, self.settings.gateway_idle_timeout_s, policy, audit
         )
         gateway.start()
         try:
@@ -231,6 +244,8 @@ class Bench:
         requests0 = gateway.request_counts() if gateway is not None else {}
         allowed0 = sum(gateway.allowed().values()) if gateway is not None else 0.0
         warnings0 = gateway.warnings_logged() if gateway is not None else 0
+        audited = gateway is not None and gateway.audit_dir is not None
+        events0 = gateway.audit_events() if gateway is not None and audited else 0.0
         broker0, children0 = cpu_seconds(self.broker), children_cpu_seconds()
         self0, system0 = cpu_seconds(self.me), system_busy_seconds()
         if monitor is not None:
@@ -264,6 +279,9 @@ class Bench:
                 metrics[f"gw_requests_{api.lower()}"] = handled.get(api, 0.0)
             if metrics["gw_requests"]:
                 metrics["gw_cpu_us_per_request"] = sample.cpu_s / metrics["gw_requests"] * 1e6
+            if audited:
+                metrics["gw_audit_events"] = gateway.audit_events() - events0
+                check_audit_path(metrics["gw_requests"], metrics["gw_audit_events"])
         # CPU that neither the broker, the load tools, this harness nor the gateway used
         # (other processes on the machine; the secondary dev broker): noise if large.
         metrics["other_cpu_s"] = max(0.0, metrics["system_cpu_s"] - ours)

@@ -8,7 +8,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from tests.perf.targets import DIRECT, GATEWAY, GATEWAY_POLICY, GATEWAYS, PATHS
+from tests.perf.targets import (
+    DIRECT,
+    GATEWAY,
+    GATEWAY_AUDIT,
+    GATEWAY_POLICY,
+    GATEWAYS,
+    PATHS,
+    SUFFIXES,
+)
 
 WORKLOADS = ("produce", "consume", "e2e", "idle")
 LATENCIES = ("lat_p50_ms", "lat_p99_ms", "lat_p999_ms")
@@ -66,7 +74,7 @@ def summarize(runs: Iterable[RunResult]) -> dict[str, dict[str, Any]]:
         if not entry:
             continue
         direct = entry.get(DIRECT, {})
-        for path, suffix in ((GATEWAY, ""), (GATEWAY_POLICY, "_policy")):
+        for path, suffix in SUFFIXES.items():
             gateway = entry.get(path, {})
             if direct.get("records_per_s") and "records_per_s" in gateway:
                 entry[f"ratio{suffix}"] = gateway["records_per_s"] / direct["records_per_s"]
@@ -76,8 +84,20 @@ def summarize(runs: Iterable[RunResult]) -> dict[str, dict[str, Any]]:
         if entry.get("ratio") and entry.get("ratio_policy"):
             # What loading the policy costs, both measured against direct in this run.
             entry["policy_vs_gateway"] = entry["ratio_policy"] / entry["ratio"]
+        entry.update(_audit_cost(entry.get(GATEWAY_POLICY, {}), entry.get(GATEWAY_AUDIT, {})))
         summary[workload] = entry
     return summary
+
+
+def _audit_cost(policy: Metrics, audit: Metrics) -> dict[str, Any]:
+    """What the audit log costs: the same policy gateway with audit off and on."""
+    cost: dict[str, Any] = {}
+    if policy.get("records_per_s") and "records_per_s" in audit:
+        cost["audit_vs_policy"] = audit["records_per_s"] / policy["records_per_s"]
+    added = {k: audit[k] - policy[k] for k in LATENCIES if k in audit and k in policy}
+    if added:
+        cost["audit_added_latency_ms"] = added
+    return cost
 
 
 # --------------------------------------------------------------------------- formatting
@@ -168,6 +188,12 @@ def _gateway_notes(path: str, m: Metrics, entry: dict[str, Any]) -> list[str]:
         notes.append(f"x{entry['policy_vs_gateway']:.3f} vs gateway without policy")
     if path == GATEWAY_POLICY and "gw_policy_allowed" in m:
         notes.append(f"{m['gw_policy_allowed']:,.0f} allowed")
+    if path == GATEWAY_AUDIT and entry.get("audit_vs_policy"):
+        added = entry.get("audit_added_latency_ms", {}).get("lat_p99_ms")
+        p99 = f", {_lat(added, signed=True)} ms p99" if added is not None else ""
+        notes.append(f"x{entry['audit_vs_policy']:.3f}{p99} vs audit off (gateway-policy)")
+    if path == GATEWAY_AUDIT and "gw_audit_events" in m:
+        notes.append(f"{m['gw_audit_events']:,.0f} events")
     if m.get("gw_requests"):
         notes.append(
             f"{m['gw_requests']:,.0f} req, {m.get('gw_cpu_us_per_request', 0):,.0f} us CPU/req"
@@ -199,7 +225,7 @@ def table_rows(summary: dict[str, dict[str, Any]], settings: dict[str, Any]) -> 
             if m is None:
                 continue
             gw = path in GATEWAYS
-            suffix = "_policy" if path == GATEWAY_POLICY else ""
+            suffix = SUFFIXES.get(path, "")
             added = entry.get(f"added_latency_ms{suffix}", {})
             rows.append(
                 [
@@ -294,7 +320,7 @@ def _gw_ratio(entry: dict[str, Any], path: str, present: bool) -> str:
         return ""
     if not present:
         return MISSING
-    return _num(entry.get("ratio_policy" if path == GATEWAY_POLICY else "ratio"), 2)
+    return _num(entry.get(f"ratio{SUFFIXES[path]}"), 2)
 
 
 def compare_table(a: dict[str, Any], b: dict[str, Any]) -> str:

@@ -1,7 +1,7 @@
-"""The three paths under test: the primary dev cluster directly, a gateway subprocess,
-and the same gateway deciding every request by the example policies plus
-:data:`BENCH_POLICY`. Starts and stops the gateway and reads its ``/metrics``; it never
-writes to Kafka itself."""
+"""The four paths under test: the primary dev cluster directly, a gateway subprocess,
+the same gateway deciding every request by the example policies plus
+:data:`BENCH_POLICY`, and that policy gateway writing its audit log. Starts and stops
+the gateway and reads its ``/metrics``; it never writes to Kafka itself."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import dev
+from gateway.audit import keys
 from gateway.config import parse_config
 
 DIRECT = "direct"
@@ -26,8 +27,14 @@ GATEWAY = "gateway"
 # The same gateway with the repository's example policies plus a grant for the bench's
 # listener loaded, so that every request is authorized by the full policy.
 GATEWAY_POLICY = "gateway-policy"  # also part of topic names: no "+"
-GATEWAYS = (GATEWAY, GATEWAY_POLICY)
-PATHS = (DIRECT, GATEWAY, GATEWAY_POLICY)
+# The policy path with the audit log on as a regulated deployment runs it: metadata
+# events (no payload capture), each response released after its event is fsynced
+# (group commit), fail closed. Compared with gateway-policy, it shows what audit costs.
+GATEWAY_AUDIT = "gateway-audit"
+GATEWAYS = (GATEWAY, GATEWAY_POLICY, GATEWAY_AUDIT)
+PATHS = (DIRECT, GATEWAY, GATEWAY_POLICY, GATEWAY_AUDIT)
+# The key in results of each gateway path's ratio and added latency.
+SUFFIXES = {GATEWAY: "", GATEWAY_POLICY: "_policy", GATEWAY_AUDIT: "_audit"}
 
 # What the bench's clients need, granted to its listener: the workloads' topics and
 # groups are all named bench-... (an idempotent producer's id is covered by WRITE on
@@ -125,9 +132,11 @@ def gateway_config(
     admin_port: int,
     idle_timeout_s: float,
     policy_dir: Path | None = None,
+    audit_dir: Path | None = None,
 ) -> dict[str, Any]:
     """A gateway config: one plaintext listener without authentication, the dev primary,
-    and the policy of ``policy_dir`` when given."""
+    the policy of ``policy_dir`` when given, and with ``audit_dir`` the audit log there
+    (signing key ``audit.key`` beside it, made by :func:`bench_audit_dir`)."""
     data: dict[str, Any] = {
         "gateway": {"node_id": 0, "cluster_id": "bench-gateway"},
         "listeners": [
@@ -149,7 +158,22 @@ def gateway_config(
     }
     if policy_dir is not None:
         data["policy"] = {"dir": str(policy_dir)}
+    if audit_dir is not None:
+        data["audit"] = {
+            "dir": str(audit_dir),
+            "key_file": str(audit_dir.parent / "audit.key"),
+            "instance_id": "bench-gateway",
+        }
     return data
+
+
+def bench_audit_dir(workdir: Path) -> Path:
+    """The audit directory of the audit path, with its signing key beside it (made once
+    per run; every gateway of the run continues the same chain)."""
+    key_file = workdir / "audit.key"
+    if not key_file.exists():
+        keys.generate(key_file)
+    return workdir / "audit"
 
 
 def _port_open(host: str, port: int) -> bool:
@@ -169,10 +193,15 @@ class GatewayProcess:
         workdir: Path,
         idle_timeout_s: float,
         policy_dir: Path | None = None,
+        audit_dir: Path | None = None,
     ) -> None:
         self.primary = primary
         self.policy_dir = policy_dir
-        self.path = GATEWAY if policy_dir is None else GATEWAY_POLICY
+        self.audit_dir = audit_dir
+        if audit_dir is not None:
+            self.path = GATEWAY_AUDIT
+        else:
+            self.path = GATEWAY if policy_dir is None else GATEWAY_POLICY
         self.workdir = workdir
         self.idle_timeout_s = idle_timeout_s
         self.port = 0
@@ -192,7 +221,12 @@ class GatewayProcess:
     def start(self) -> None:
         self.port, self.admin_port = free_port(), free_port()
         data = gateway_config(
-            self.primary, self.port, self.admin_port, self.idle_timeout_s, self.policy_dir
+            self.primary,
+            self.port,
+            self.admin_port,
+            self.idle_timeout_s,
+            self.policy_dir,
+            self.audit_dir,
         )
         parse_config(dict(data), "bench", environ={})  # refuse a bad config here, clearly
         config_path = self.workdir / "gateway.yaml"
@@ -261,6 +295,10 @@ class GatewayProcess:
         return self._counts(
             "gateway_policy_decisions", "gateway_policy_decisions_total", decision="allow"
         )
+
+    def audit_events(self) -> float:
+        """Audit events written so far (all types)."""
+        return sum(self._counts("gateway_audit_events", "gateway_audit_events_total").values())
 
     def denials(self) -> dict[str, float]:
         """Policy denials so far, by API (Metadata's count the topics an all-topics
