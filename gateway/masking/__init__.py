@@ -1,0 +1,1 @@
+"""Masking record data before it leaves the gateway (see the package modules)."""

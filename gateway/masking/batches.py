@@ -1,0 +1,339 @@
+"""Rewriting the records of Kafka record batches (magic 2) while keeping everything
+else of each batch as it was.
+
+A Fetch answer's or Produce request's ``records`` field is a run of batches. `rewrite`
+walks it, hands each record of each data batch to an ``edit`` callback, and re-encodes
+only the batches in which a record changed. A rewritten batch keeps its base offset,
+partition leader epoch, attributes (compression codec, timestamp type, transactional
+and control flags), last offset delta, base and max timestamps, producer id, epoch,
+base sequence and record count, and each record keeps its attributes, timestamp delta
+and offset delta, so offsets, compaction gaps, transactions and idempotence are as
+the broker wrote them; the records are compressed again with the batch's own codec
+and the CRC-32C is computed anew. A batch whose records did not change is passed on
+as the same bytes. Control batches (transaction markers) hold no data and are never
+touched. A partial batch at the end (a broker may cut a Fetch answer inside one) is
+dropped, never passed on unread: the client fetches it again from its offset.
+
+The codecs and CRC are aiokafka's; the layout is Kafka's (``DefaultRecordBatch``):
+
+    baseOffset int64 | batchLength int32 | partitionLeaderEpoch int32 | magic int8 |
+    crc uint32 | attributes int16 | lastOffsetDelta int32 | baseTimestamp int64 |
+    maxTimestamp int64 | producerId int64 | producerEpoch int16 | baseSequence int32 |
+    recordsCount int32 | records...
+
+    record: length varint | attributes int8 | timestampDelta varlong |
+    offsetDelta varint | key (varint length, -1 = null) | value (same) |
+    headers count varint | each header: key (varint length, UTF-8) and value
+
+Anything that does not parse (an older magic, a bad length, a codec that will not
+decode, records that overrun their batch) raises `BatchError`: a caller that masks
+must not pass such data on.
+
+No I/O and no asyncio here.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aiokafka import codec
+from aiokafka.record.util import calc_crc32c, decode_varint, encode_varint
+
+HEADER = struct.Struct(">qiibIhiqqqhii")
+HEADER_SIZE = HEADER.size  # 61
+LOG_OVERHEAD = 12  # baseOffset and batchLength: not counted in batchLength
+ATTRIBUTES_OFFSET = 21
+CRC_OFFSET = 17
+MAGIC_OFFSET = 16
+
+CODEC_MASK = 0x07
+TRANSACTIONAL_MASK = 0x10
+CONTROL_MASK = 0x20
+
+NONE, GZIP, SNAPPY, LZ4, ZSTD = 0, 1, 2, 3, 4
+CODEC_NAMES = {NONE: "none", GZIP: "gzip", SNAPPY: "snappy", LZ4: "lz4", ZSTD: "zstd"}
+
+_DECODE: dict[int, Callable[[bytes], bytes]] = {
+    GZIP: codec.gzip_decode,
+    SNAPPY: codec.snappy_decode,
+    LZ4: codec.lz4_decode,
+    ZSTD: codec.zstd_decode,
+}
+_ENCODE: dict[int, Callable[[bytes], bytes]] = {
+    GZIP: codec.gzip_encode,
+    SNAPPY: codec.snappy_encode,
+    LZ4: codec.lz4_encode,
+    ZSTD: codec.zstd_encode,
+}
+
+
+class BatchError(Exception):
+    """Records that cannot be read or written back as they came."""
+
+
+@dataclass(slots=True)
+class Record:
+    """One record of a batch; ``edit`` may replace ``key``, ``value`` and ``headers``."""
+
+    attributes: int
+    timestamp_delta: int
+    offset_delta: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """The header fields of one batch, as read."""
+
+    base_offset: int
+    partition_leader_epoch: int
+    attributes: int
+    last_offset_delta: int
+    base_timestamp: int
+    max_timestamp: int
+    producer_id: int
+    producer_epoch: int
+    base_sequence: int
+    count: int
+
+    @property
+    def codec(self) -> int:
+        return self.attributes & CODEC_MASK
+
+    @property
+    def is_control(self) -> bool:
+        return bool(self.attributes & CONTROL_MASK)
+
+    @property
+    def is_transactional(self) -> bool:
+        return bool(self.attributes & TRANSACTIONAL_MASK)
+
+
+@dataclass
+class Rewritten:
+    """What `rewrite` made of a run of batches."""
+
+    records: bytes
+    batches: int = 0  # complete batches read
+    rewritten: int = 0  # of them, re-encoded because a record changed
+    bytes_rewritten: int = 0  # size of the re-encoded batches
+    dropped_partial: int = 0  # bytes of a trailing partial batch left out
+    codecs: set[str] = field(default_factory=set)
+
+
+# ``edit(batch, record)`` changes ``record`` in place and returns whether it did.
+Edit = Callable[[Batch, Record], bool]
+
+
+def rewrite(records: bytes | bytearray | memoryview | None, edit: Edit) -> Rewritten:
+    """Each complete batch of ``records``, its records passed to ``edit``; see the module
+    docstring for what is kept."""
+    data = memoryview(records or b"")
+    out = bytearray()
+    result = Rewritten(b"")
+    pos = 0
+    while pos < len(data):
+        if len(data) - pos < LOG_OVERHEAD + 5:
+            result.dropped_partial = len(data) - pos
+            break
+        length = struct.unpack_from(">i", data, pos + 8)[0]
+        if length < HEADER_SIZE - LOG_OVERHEAD:
+            raise BatchError(f"a batch at byte {pos} has a bad length {length}")
+        size = LOG_OVERHEAD + length
+        if pos + size > len(data):
+            result.dropped_partial = len(data) - pos
+            break
+        magic = data[pos + MAGIC_OFFSET]
+        if magic != 2:
+            raise BatchError(f"a batch at byte {pos} has magic {magic}; only 2 is rewritten")
+        whole = data[pos : pos + size]
+        result.batches += 1
+        new = _rewrite_batch(whole, edit, result)
+        if new is None:
+            out += whole
+        else:
+            out += new
+            result.rewritten += 1
+            result.bytes_rewritten += len(new)
+        pos += size
+    result.records = bytes(out)
+    return result
+
+
+def read_batch(whole: memoryview) -> Batch:
+    (
+        base_offset,
+        _length,
+        leader_epoch,
+        _magic,
+        _crc,
+        attributes,
+        last_offset_delta,
+        base_timestamp,
+        max_timestamp,
+        producer_id,
+        producer_epoch,
+        base_sequence,
+        count,
+    ) = HEADER.unpack_from(whole, 0)
+    return Batch(
+        base_offset=base_offset,
+        partition_leader_epoch=leader_epoch,
+        attributes=attributes,
+        last_offset_delta=last_offset_delta,
+        base_timestamp=base_timestamp,
+        max_timestamp=max_timestamp,
+        producer_id=producer_id,
+        producer_epoch=producer_epoch,
+        base_sequence=base_sequence,
+        count=count,
+    )
+
+
+def _rewrite_batch(whole: memoryview, edit: Edit, result: Rewritten) -> bytes | None:
+    batch = read_batch(whole)
+    if batch.is_control or batch.count == 0:
+        return None
+    result.codecs.add(CODEC_NAMES.get(batch.codec, str(batch.codec)))
+    body = _decompress(batch.codec, whole[HEADER_SIZE:])
+    records = decode_records(body, batch.count)
+    changed = False
+    for record in records:
+        changed |= edit(batch, record)
+    if not changed:
+        return None
+    encoded = encode_records(records)
+    if batch.codec != NONE:
+        encoded = _compress(batch.codec, encoded)
+    return pack_batch(batch, encoded)
+
+
+def pack_batch(batch: Batch, encoded: bytes) -> bytes:
+    """A batch of ``batch``'s header fields around ``encoded`` (records, compressed as
+    its attributes say), with its length and CRC-32C computed."""
+    out = bytearray(HEADER_SIZE)
+    HEADER.pack_into(
+        out,
+        0,
+        batch.base_offset,
+        HEADER_SIZE - LOG_OVERHEAD + len(encoded),
+        batch.partition_leader_epoch,
+        2,
+        0,
+        batch.attributes,
+        batch.last_offset_delta,
+        batch.base_timestamp,
+        batch.max_timestamp,
+        batch.producer_id,
+        batch.producer_epoch,
+        batch.base_sequence,
+        batch.count,
+    )
+    out += encoded
+    struct.pack_into(">I", out, CRC_OFFSET, calc_crc32c(out[ATTRIBUTES_OFFSET:]))
+    return bytes(out)
+
+
+def crc_ok(whole: bytes | memoryview) -> bool:
+    """Whether a whole batch's CRC-32C matches its bytes."""
+    view = memoryview(whole)
+    (stored,) = struct.unpack_from(">I", view, CRC_OFFSET)
+    return bool(stored == calc_crc32c(bytes(view[ATTRIBUTES_OFFSET:])))
+
+
+def _decompress(codec_id: int, data: memoryview) -> bytes:
+    if codec_id == NONE:
+        return bytes(data)
+    decode = _DECODE.get(codec_id)
+    if decode is None:
+        raise BatchError(f"unknown compression codec {codec_id}")
+    try:
+        return decode(bytes(data))
+    except Exception as exc:  # noqa: BLE001 - every codec library raises its own types
+        name = CODEC_NAMES[codec_id]
+        raise BatchError(f"{name} records do not decompress: {type(exc).__name__}") from exc
+
+
+def _compress(codec_id: int, data: bytes) -> bytes:
+    encode = _ENCODE.get(codec_id)
+    if encode is None:
+        raise BatchError(f"unknown compression codec {codec_id}")
+    return encode(data)
+
+
+def decode_records(body: bytes, count: int) -> list[Record]:
+    """The ``count`` records of an uncompressed records section."""
+    buf = bytearray(body)
+    records: list[Record] = []
+    pos = 0
+    try:
+        for _ in range(count):
+            length, pos = decode_varint(buf, pos)
+            end = pos + length
+            if length < 0 or end > len(buf):
+                raise BatchError("a record overruns its batch")
+            attributes = buf[pos]
+            pos += 1
+            timestamp_delta, pos = decode_varint(buf, pos)
+            offset_delta, pos = decode_varint(buf, pos)
+            key, pos = _bytes(buf, pos, end)
+            value, pos = _bytes(buf, pos, end)
+            header_count, pos = decode_varint(buf, pos)
+            if header_count < 0:
+                raise BatchError("a record has a negative header count")
+            headers: list[tuple[str, bytes | None]] = []
+            for _h in range(header_count):
+                name, pos = _bytes(buf, pos, end)
+                if name is None:
+                    raise BatchError("a record header has a null name")
+                header_value, pos = _bytes(buf, pos, end)
+                headers.append((name.decode("utf-8"), header_value))
+            if pos != end:
+                raise BatchError("a record's length does not match its fields")
+            records.append(Record(attributes, timestamp_delta, offset_delta, key, value, headers))
+    except (IndexError, UnicodeDecodeError) as exc:
+        raise BatchError(f"records do not parse: {type(exc).__name__}") from exc
+    if pos != len(buf):
+        raise BatchError(f"{len(buf) - pos} bytes follow the batch's {count} records")
+    return records
+
+
+def _bytes(buf: bytearray, pos: int, end: int) -> tuple[bytes | None, int]:
+    length, pos = decode_varint(buf, pos)
+    if length < 0:
+        return None, pos
+    if pos + length > end:
+        raise BatchError("a record field overruns its record")
+    return bytes(buf[pos : pos + length]), pos + length
+
+
+def encode_records(records: list[Record]) -> bytes:
+    """The records section (uncompressed) of ``records``."""
+    out = bytearray()
+    for record in records:
+        body = bytearray()
+        put = body.append
+        put(record.attributes & 0xFF)
+        encode_varint(record.timestamp_delta, put)
+        encode_varint(record.offset_delta, put)
+        _put_bytes(body, record.key)
+        _put_bytes(body, record.value)
+        encode_varint(len(record.headers), put)
+        for name, value in record.headers:
+            _put_bytes(body, name.encode("utf-8"))
+            _put_bytes(body, value)
+        encode_varint(len(body), out.append)
+        out += body
+    return bytes(out)
+
+
+def _put_bytes(out: bytearray, data: bytes | None) -> None:
+    if data is None:
+        encode_varint(-1, out.append)
+        return
+    encode_varint(len(data), out.append)
+    out += data
