@@ -13,14 +13,15 @@ only reads the files for it. Nothing here knows sockets, Kafka or the server.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import re
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import ValidationError
@@ -28,11 +29,13 @@ from pydantic import ValidationError
 from gateway.errors import PolicyError
 from gateway.identity import Identity
 from gateway.policy import Operation, ResourceType
-from gateway.policy.model import WILDCARD, PolicyFile, Rule, Safeguard
+from gateway.policy.masking import CompiledMasking, compile_masking
+from gateway.policy.model import WILDCARD, MaskingRule, PolicyFile, Rule, Safeguard
 from gateway.policy.safeguards import CompiledSafeguard, compile_safeguard
 from gateway.policy.subjects import SubjectSet, compile_subjects
 
 VERSION_HEX_CHARS = 12
+_WithId = TypeVar("_WithId", Rule, Safeguard, MaskingRule)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +105,7 @@ class Policy:
     rules: tuple[CompiledRule, ...]
     index: Mapping[ResourceType, _TypeIndex]
     safeguards: tuple[CompiledSafeguard, ...] = ()
+    masking: tuple[CompiledMasking, ...] = ()
 
     def candidates(self, resource_type: ResourceType, name: str) -> Iterator[CompiledRule]:
         """Every rule whose resources match (type, name), for any subject or operation."""
@@ -135,6 +139,7 @@ def _index(
     version: str,
     files: tuple[str, ...],
     safeguards: Sequence[tuple[Safeguard, str]] = (),
+    masking: Sequence[tuple[MaskingRule, str]] = (),
 ) -> Policy:
     literal: dict[ResourceType, dict[str, list[CompiledRule]]] = defaultdict(dict)
     prefix: dict[ResourceType, dict[str, list[CompiledRule]]] = defaultdict(dict)
@@ -158,7 +163,8 @@ def _index(
         for kind in ResourceType
     }
     guards = tuple(compile_safeguard(s, source) for s, source in safeguards)
-    return Policy(version, files, compiled, MappingProxyType(index), guards)
+    masks = tuple(compile_masking(m, source) for m, source in masking)
+    return Policy(version, files, compiled, MappingProxyType(index), guards, masks)
 
 
 def policy_version(sources: Mapping[str, bytes]) -> str:
@@ -248,6 +254,20 @@ def _parse_file(name: str, data: bytes) -> tuple[PolicyFile, yaml.Node] | list[s
         ]
 
 
+_SINGULAR = {"rules": "rule", "safeguards": "safeguard", "masking": "masking rule"}
+
+
+def _placed(
+    items: Sequence[_WithId], where: Callable[[int, str], str | None]
+) -> list[tuple[_WithId, str]]:
+    """Each item with its place, leaving out those ``where`` refuses (a repeated id)."""
+    out = []
+    for n, item in enumerate(items):
+        if (place := where(n, item.id)) is not None:
+            out.append((item, place))
+    return out
+
+
 def build_policy(sources: Mapping[str, bytes]) -> Policy:
     """Validate a whole set of policy files (name -> bytes) and index it.
 
@@ -256,7 +276,8 @@ def build_policy(sources: Mapping[str, bytes]) -> Policy:
     problems: list[str] = []
     rules: list[tuple[Rule, str]] = []
     safeguards: list[tuple[Safeguard, str]] = []
-    # One namespace for rule and safeguard ids: a decision or a POLICY_VIOLATION names
+    masking: list[tuple[MaskingRule, str]] = []
+    # One namespace for rule, safeguard and masking ids: a decision or a POLICY_VIOLATION names
     # its id alone, which must lead to exactly one place.
     first_seen: dict[str, str] = {}
 
@@ -264,7 +285,7 @@ def build_policy(sources: Mapping[str, bytes]) -> Policy:
         where = f"{name}:{_line_of(node, (kind, n, 'id'))}"
         if id_ in first_seen:
             problems.append(
-                f"{where}: {kind}[{n}].id: {kind[:-1]} id {id_!r} is already used "
+                f"{where}: {kind}[{n}].id: {_SINGULAR[kind]} id {id_!r} is already used "
                 f"at {first_seen[id_]}"
             )
             return None
@@ -277,15 +298,12 @@ def build_policy(sources: Mapping[str, bytes]) -> Policy:
             problems += parsed
             continue
         model, node = parsed
-        for n, rule in enumerate(model.rules):
-            if (where := unique(name, node, "rules", n, rule.id)) is not None:
-                rules.append((rule, where))
-        for n, guard in enumerate(model.safeguards):
-            if (where := unique(name, node, "safeguards", n, guard.id)) is not None:
-                safeguards.append((guard, where))
+        rules += _placed(model.rules, functools.partial(unique, name, node, "rules"))
+        safeguards += _placed(model.safeguards, functools.partial(unique, name, node, "safeguards"))
+        masking += _placed(model.masking, functools.partial(unique, name, node, "masking"))
     if problems:
         raise PolicyError(problems)
-    return _index(rules, policy_version(sources), tuple(sorted(sources)), safeguards)
+    return _index(rules, policy_version(sources), tuple(sorted(sources)), safeguards, masking)
 
 
 def load_policy_dir(directory: Path) -> Policy:

@@ -292,17 +292,125 @@ class Safeguard(_Strict):
         return self
 
 
+MaskMethodName = Literal["redact", "hash", "partial", "null"]
+
+
+class FieldMask(_Strict):
+    """One field of an Avro or JSON value (``address.city``, ``phones[]``,
+    ``phones[].number``, ``attrs{}``) and how it is masked: ``redact`` (a string
+    becomes ``replacement``, a number 0, keeping the type), ``hash`` (HMAC-SHA256 with
+    the gateway's masking key: deterministic, format-preserving for strings),
+    ``partial`` (strings: all but the last ``keep_last`` characters masked) or ``null``
+    (only for a nullable field)."""
+
+    path: Annotated[str, Field(min_length=1, max_length=512)]
+    method: MaskMethodName
+    keep_last: Annotated[int, Field(ge=0, le=64)] = 4
+    replacement: Annotated[str, Field(max_length=64)] = "****"
+
+    _lower_method = field_validator("method", mode="before")(_lower)
+
+
+class CustomDetector(_Strict):
+    """A named regular expression whose matches in text are masked."""
+
+    name: Annotated[str, Field(pattern=RULE_ID.pattern, max_length=64)]
+    pattern: Annotated[str, Field(min_length=1, max_length=1024)]
+
+    _check_regex = field_validator("pattern")(_regex)
+
+
+class ValueMask(_Strict):
+    """How the value (or key) of a record is read and which parts are masked:
+    ``format: avro`` (Confluent wire format, schema from the registry) or ``json`` with
+    ``fields``; ``format: text`` with ``detectors`` (built-in names such as ``card``,
+    ``email``, ``iban``; custom ones under ``custom``) masked by ``method``."""
+
+    format: Literal["avro", "json", "text"]
+    fields: tuple[FieldMask, ...] = ()
+    detectors: tuple[Annotated[str, Field(min_length=1)], ...] = ()
+    custom: tuple[CustomDetector, ...] = ()
+    method: MaskMethodName = "redact"
+    keep_last: Annotated[int, Field(ge=0, le=64)] = 4
+    replacement: Annotated[str, Field(max_length=64)] = "****"
+
+    _lower_format = field_validator("format", mode="before")(_lower)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ValueMask:
+        if self.format == "text":
+            if self.fields:
+                raise ValueError("format text masks detectors, not fields")
+            if not (self.detectors or self.custom):
+                raise ValueError("format text: list at least one of detectors, custom")
+            if self.method == "null":
+                raise ValueError("format text: method null does not apply to text")
+        else:
+            if self.detectors or self.custom:
+                raise ValueError(f"format {self.format} masks fields, not detectors")
+            if not self.fields:
+                raise ValueError(f"format {self.format}: list at least one field")
+        return self
+
+
+class HeaderMask(_Strict):
+    """A record header by name: ``drop`` removes it; the other methods mask its value
+    as text."""
+
+    name: Annotated[str, Field(min_length=1)]
+    method: Literal["drop", "redact", "hash", "partial"]
+    keep_last: Annotated[int, Field(ge=0, le=64)] = 4
+    replacement: Annotated[str, Field(max_length=64)] = "****"
+
+    _lower_method = field_validator("method", mode="before")(_lower)
+
+
+class MaskingRule(_Strict):
+    """What is masked in the records of some topics, for whom. ``subjects`` (absent:
+    every identity) see masked data unless ``exempt`` matches them; ``apply_on``
+    says where: ``fetch`` masks what is delivered, ``produce`` masks before the data is
+    stored. ``require_schema`` refuses, on produce, records whose value is not in the
+    Confluent wire format with a schema registered for the topic's ``<topic>-value``
+    subject."""
+
+    id: Annotated[str, Field(pattern=RULE_ID.pattern, max_length=128)]
+    description: str | None = None
+    topics: tuple[TopicPattern, ...]
+    subjects: Subjects | None = None
+    exempt: Subjects | None = None
+    apply_on: tuple[Literal["fetch", "produce"], ...] = ("fetch",)
+    value: ValueMask | None = None
+    key: ValueMask | None = None
+    headers: tuple[HeaderMask, ...] = ()
+    require_schema: bool = False
+
+    @field_validator("topics", "apply_on")
+    @classmethod
+    def _not_empty(cls, value: tuple[Any, ...]) -> tuple[Any, ...]:
+        if not value:
+            raise ValueError("list at least one")
+        return value
+
+    @model_validator(mode="after")
+    def _masks_something(self) -> MaskingRule:
+        if not (self.value or self.key or self.headers or self.require_schema):
+            raise ValueError("give at least one of value, key, headers, require_schema")
+        return self
+
+
 class PolicyFile(_Strict):
-    """The whole of one ``policies/*.yaml`` file: ``rules``, ``safeguards`` or both.
-    Ids are unique across every rule and safeguard of the whole set of files, which the
-    loader checks (it knows every file and line)."""
+    """The whole of one ``policies/*.yaml`` file: ``rules``, ``safeguards``,
+    ``masking`` or several. Ids are unique across every rule, safeguard and masking
+    rule of the whole set of files, which the loader checks (it knows every file and
+    line)."""
 
     rules: tuple[Rule, ...] = ()
     safeguards: tuple[Safeguard, ...] = ()
+    masking: tuple[MaskingRule, ...] = ()
 
     @model_validator(mode="before")
     @classmethod
     def _says_something(cls, value: Any) -> Any:
-        if isinstance(value, dict) and "rules" not in value and "safeguards" not in value:
-            raise ValueError("give a rules: list, a safeguards: list or both")
+        if isinstance(value, dict) and not {"rules", "safeguards", "masking"} & set(value):
+            raise ValueError("give a rules: list, a safeguards: list, a masking: list or more")
         return value

@@ -62,6 +62,7 @@ from gateway.policy.model import (
     CreateTopicsBounds,
     ProduceBounds,
     Safeguard,
+    TopicPattern,
 )
 from gateway.policy.operations import Scope
 from gateway.policy.subjects import EVERYONE, SubjectSet, compile_subjects
@@ -123,15 +124,20 @@ class CompiledSafeguard:
         return Violation(kind, name, scope, self.id, f"rule {self.id} ({where}): {problem}")
 
 
+def topic_set(patterns: tuple[TopicPattern, ...] | None) -> _Topics:
+    """The topics ``patterns`` name; None (not given) is every topic."""
+    given = patterns or ()
+    return _Topics(
+        literals=frozenset(p.literal for p in given if p.literal is not None),
+        prefixes=tuple(p.prefix for p in given if p.prefix is not None),
+        globs=tuple(re.compile(fnmatch.translate(p.glob)) for p in given if p.glob),
+        every=patterns is None or any(p.literal == WILDCARD for p in given),
+    )
+
+
 def compile_safeguard(guard: Safeguard, source: str) -> CompiledSafeguard:
     subjects = EVERYONE if guard.subjects is None else compile_subjects(guard.subjects)
-    patterns = guard.topics or ()
-    topics = _Topics(
-        literals=frozenset(p.literal for p in patterns if p.literal is not None),
-        prefixes=tuple(p.prefix for p in patterns if p.prefix is not None),
-        globs=tuple(re.compile(fnmatch.translate(p.glob)) for p in patterns if p.glob),
-        every=guard.topics is None or any(p.literal == WILDCARD for p in patterns),
-    )
+    topics = topic_set(guard.topics)
     create = guard.create_topics
     return CompiledSafeguard(
         id=guard.id,

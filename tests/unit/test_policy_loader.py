@@ -178,7 +178,7 @@ def test_empty_file_is_refused() -> None:
 def test_top_level_must_be_a_mapping_with_rules_or_safeguards() -> None:
     assert one_problem("- id: r1\n").startswith("policies/p.yaml:1: (top level): ")
     assert problems({"p.yaml": b"other: 1\n"}) == (
-        "p.yaml:1: (top level): give a rules: list, a safeguards: list or both",
+        "p.yaml:1: (top level): give a rules: list, a safeguards: list, a masking: list or more",
     )
     assert problems({"p.yaml": b"rules: []\nother: 1\n"}) == (
         "p.yaml:2: other: Extra inputs are not permitted",
