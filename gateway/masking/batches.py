@@ -129,38 +129,87 @@ class Rewritten:
 Edit = Callable[[Batch, Record], bool]
 
 
-def rewrite(records: bytes | bytearray | memoryview | None, edit: Edit) -> Rewritten:
-    """Each complete batch of ``records``, its records passed to ``edit``; see the module
-    docstring for what is kept."""
+@dataclass
+class Decoded:
+    """One complete batch of a run: its bytes as read, its header, and (data batches
+    only) its records, which a caller may change before :func:`reassemble`."""
+
+    whole: memoryview
+    batch: Batch
+    records: list[Record] | None  # None: a control or empty batch, passed on as is
+    changed: bool = False
+
+
+@dataclass
+class Run:
+    """A run of batches, decoded; ``dropped_partial`` bytes of a trailing partial batch
+    were left out."""
+
+    batches: list[Decoded]
+    dropped_partial: int = 0
+
+
+def decode(records: bytes | bytearray | memoryview | None) -> Run:
+    """Every complete batch of ``records`` with its records decoded (and decompressed)."""
     data = memoryview(records or b"")
-    out = bytearray()
-    result = Rewritten(b"")
+    run = Run([])
     pos = 0
     while pos < len(data):
         if len(data) - pos < LOG_OVERHEAD + 5:
-            result.dropped_partial = len(data) - pos
+            run.dropped_partial = len(data) - pos
             break
         length = struct.unpack_from(">i", data, pos + 8)[0]
         if length < HEADER_SIZE - LOG_OVERHEAD:
             raise BatchError(f"a batch at byte {pos} has a bad length {length}")
         size = LOG_OVERHEAD + length
         if pos + size > len(data):
-            result.dropped_partial = len(data) - pos
+            run.dropped_partial = len(data) - pos
             break
         magic = data[pos + MAGIC_OFFSET]
         if magic != 2:
             raise BatchError(f"a batch at byte {pos} has magic {magic}; only 2 is rewritten")
         whole = data[pos : pos + size]
-        result.batches += 1
-        new = _rewrite_batch(whole, edit, result)
-        if new is None:
-            out += whole
-        else:
-            out += new
+        batch = read_batch(whole)
+        found: list[Record] | None = None
+        if not batch.is_control and batch.count:
+            body = _decompress(batch.codec, whole[HEADER_SIZE:])
+            found = decode_records(body, batch.count)
+        run.batches.append(Decoded(whole, batch, found))
+        pos += size
+    return run
+
+
+def reassemble(run: Run, result: Rewritten | None = None) -> bytes:
+    """The run's bytes: each batch marked ``changed`` encoded anew, the others as read."""
+    out = bytearray()
+    for item in run.batches:
+        if result is not None:
+            result.batches += 1
+            if item.records is not None:
+                result.codecs.add(CODEC_NAMES.get(item.batch.codec, str(item.batch.codec)))
+        if not item.changed or item.records is None:
+            out += item.whole
+            continue
+        encoded = encode_records(item.records)
+        if item.batch.codec != NONE:
+            encoded = _compress(item.batch.codec, encoded)
+        new = pack_batch(item.batch, encoded)
+        out += new
+        if result is not None:
             result.rewritten += 1
             result.bytes_rewritten += len(new)
-        pos += size
-    result.records = bytes(out)
+    return bytes(out)
+
+
+def rewrite(records: bytes | bytearray | memoryview | None, edit: Edit) -> Rewritten:
+    """Each complete batch of ``records``, its records passed to ``edit``; see the module
+    docstring for what is kept."""
+    run = decode(records)
+    for item in run.batches:
+        for record in item.records or ():
+            item.changed |= edit(item.batch, record)
+    result = Rewritten(b"", dropped_partial=run.dropped_partial)
+    result.records = reassemble(run, result)
     return result
 
 
@@ -192,24 +241,6 @@ def read_batch(whole: memoryview) -> Batch:
         base_sequence=base_sequence,
         count=count,
     )
-
-
-def _rewrite_batch(whole: memoryview, edit: Edit, result: Rewritten) -> bytes | None:
-    batch = read_batch(whole)
-    if batch.is_control or batch.count == 0:
-        return None
-    result.codecs.add(CODEC_NAMES.get(batch.codec, str(batch.codec)))
-    body = _decompress(batch.codec, whole[HEADER_SIZE:])
-    records = decode_records(body, batch.count)
-    changed = False
-    for record in records:
-        changed |= edit(batch, record)
-    if not changed:
-        return None
-    encoded = encode_records(records)
-    if batch.codec != NONE:
-        encoded = _compress(batch.codec, encoded)
-    return pack_batch(batch, encoded)
 
 
 def pack_batch(batch: Batch, encoded: bytes) -> bytes:
