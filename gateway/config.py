@@ -638,6 +638,69 @@ class AuditConfig(_Model):
         return "none"
 
 
+class RegistryConfig(_Model):
+    """An external Confluent-compatible schema registry (Confluent, Karapace, Apicurio's
+    ccompat API, ...)."""
+
+    url: Annotated[str, Field(pattern=r"^https?://")] = Field(
+        description="Base URL, e.g. http://registry:8081."
+    )
+    username: str | None = Field(None, description="Basic auth user (with password).")
+    password: SecretRef | None = Field(None, description="Basic auth password.")
+    token: SecretRef | None = Field(None, description="Bearer token (instead of basic auth).")
+    ca_file: Path | None = Field(None, description="CA bundle to verify an https registry.")
+    timeout_seconds: float = Field(5.0, gt=0, description="Per HTTP request.")
+    cache_size: int = Field(
+        1000, ge=1, description="Schemas kept by id (ids never change: kept until evicted)."
+    )
+    subject_ttl_seconds: float = Field(
+        300.0, gt=0, description="How long a subject's latest version is trusted."
+    )
+
+    @model_validator(mode="after")
+    def _one_auth(self) -> RegistryConfig:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("basic auth needs both username and password")
+        if self.token is not None and self.username is not None:
+            raise ValueError("give basic auth (username, password) or token, not both")
+        return self
+
+
+class MaskingConfig(_Model):
+    """Masking of record fields before delivery (rules: ``masking:`` in the policy
+    files). Schemas come from ``registry`` or, unset, from the embedded registry of
+    ``schemas_dir``."""
+
+    key_file: Path = Field(
+        description="The masking key (32+ random bytes, mode 0600) for keyed hashes; made "
+        "by `python -m gateway masking keygen --out FILE`. Never logged or exported."
+    )
+    registry: RegistryConfig | None = Field(
+        None, description="External schema registry; unset: the embedded one."
+    )
+    schemas_dir: Path = Field(
+        Path("schemas"),
+        description="The embedded registry's .avsc files (subject = file name), used "
+        "when no registry is set.",
+    )
+    serve_registry: HostPort | None = Field(
+        None,
+        description="Serve the embedded registry (Confluent REST API, read-only) here, "
+        "so producers use the same schema ids.",
+    )
+    inline_max_bytes: int = Field(
+        64 * 1024,
+        ge=0,
+        description="A partition's records up to this size are masked on the event loop; "
+        "larger ones on a worker thread, so one large fetch does not stall other clients.",
+    )
+
+    @field_validator("key_file", "schemas_dir")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        return value.expanduser()
+
+
 class GatewayIdentity(_Model):
     node_id: int = Field(0, ge=0, description="The one broker id clients see.")
     cluster_id: str = Field(
@@ -660,6 +723,11 @@ class Config(_Model):
     policy: PolicyConfig = PolicyConfig()
     audit: AuditConfig | None = Field(
         None, description="The audit log; unset: no audit events are written."
+    )
+    masking: MaskingConfig | None = Field(
+        None,
+        description="Field masking; unset: a policy with masking rules is refused at "
+        "start (it could not be applied).",
     )
 
     @model_validator(mode="after")
@@ -712,6 +780,8 @@ _SECTIONS: tuple[tuple[str, type[BaseModel]], ...] = (
     ("audit", AuditConfig),
     ("audit.payloads[]", AuditPayloadConfig),
     ("audit.kafka", AuditKafkaConfig),
+    ("masking", MaskingConfig),
+    ("masking.registry", RegistryConfig),
 )
 
 

@@ -214,3 +214,25 @@ AUDIT_SINK_FAILURES = Counter(
     "Failed attempts to ship audit lines, by reason (connect, send, topic, read).",
     ["reason"],
 )
+
+# Masking (masking rules of the policy, gateway.pipeline.masking).
+MASKED_RECORDS = Counter(
+    "gateway_masking_records_total",
+    "Records delivered with fields masked, by topic and masking rule.",
+    ["topic", "rule"],
+)
+MASKING_FAILURES = Counter(
+    "gateway_masking_failures_total",
+    "Partitions refused because they could not be masked, by topic and cause "
+    "(registry_unavailable, schema_not_found, not_wire_format, undecodable, bad_batch, "
+    "unsupported_schema, not_configured).",
+    ["topic", "cause"],
+)
+MASKING_BYTES_REWRITTEN = Counter(
+    "gateway_masking_bytes_rewritten_total", "Bytes of record batches re-encoded by masking."
+)
+MASKER_CACHE = Counter(
+    "gateway_masking_masker_cache_total",
+    "Lookups of compiled maskers (per schema id and rule), by result (hit, miss).",
+    ["result"],
+)

@@ -46,7 +46,12 @@ value), or with ``full`` ``"key"``/``"value"`` in base64; a Fetch's records befo
 fetch offset are left out; ``capture_truncated`` (records left out past
 CAPTURE_MAX_RECORDS or CAPTURE_MAX_FULL_BYTES) and ``capture_error`` (a batch that did
 not decode) when they apply,
-``latency_ms``, ``throttle_ms`` (null when the answer carries none).
+``latency_ms``, ``throttle_ms`` (null when the answer carries none); with masking
+rules in force, ``masking`` (``[{"topic", "partition", "records", "rules": [{"rule",
+"records", "fields"}], "schema_ids"}]``: the records masked per partition, per rule the
+records and the field paths, detectors or headers it masked, and the Avro schema ids
+read) and ``masking_failed`` (``[{"topic", "partition", "cause"}]``: partitions refused
+because they could not be masked).
 
 ``policy_reload``: ``old_version``, ``new_version``, ``result`` (``applied`` or
 ``rejected``), ``errors`` (list of lines, naming file, line and field), ``trigger``
@@ -257,6 +262,10 @@ def request(
         event["produce"] = produce_partitions(body, answer, call, capture_for)
     elif req.api_key == FETCH and answer is not None:
         event["fetch"] = fetch_partitions(answer, call, capture_for, _fetch_offsets(body, call))
+    # What the masking stage did (gateway.pipeline.masking leaves it in the call's notes).
+    for note in ("masking", "masking_failed"):
+        if call.notes.get(note):
+            event[note] = list(call.notes[note])
     return event
 
 
