@@ -51,7 +51,7 @@ from gateway.masking.methods import (
     mask_int,
     mask_string,
 )
-from gateway.masking.paths import ITEMS, VALUES, FieldRule, parse_path
+from gateway.masking.paths import ITEMS, VALUES, FieldRule, RuleNode, rule_tree
 
 __all__ = [
     "AvroMasker",
@@ -94,28 +94,6 @@ def join_wire(schema_id: int, body: bytes | memoryview) -> bytes:
     return _HEADER.pack(MAGIC, schema_id) + bytes(body)
 
 
-@dataclass
-class _Node:
-    """Rules sharing a path prefix: one may end here, others continue below."""
-
-    rule: FieldRule | None = None
-    children: dict[str, _Node] = field(default_factory=dict)
-
-
-def _rule_tree(rules: Sequence[FieldRule]) -> _Node:
-    root = _Node()
-    for rule in rules:
-        node = root
-        for step in parse_path(rule.path):
-            node = node.children.setdefault(step, _Node())
-        if node.rule is not None:
-            raise MaskingError(
-                f"rules {node.rule.rule_id} and {rule.rule_id} both name path {rule.path!r}"
-            )
-        node.rule = rule
-    return root
-
-
 def _strip_logical(schema: Any) -> Any:
     """A copy of ``schema`` without logical types (their encoding is the base type's)."""
     if isinstance(schema, list):
@@ -155,7 +133,7 @@ class _Compiler:
             else:
                 return schema
 
-    def compile(self, schema: Any, node: _Node, path: str) -> Walker | None:
+    def compile(self, schema: Any, node: RuleNode, path: str) -> Walker | None:
         schema = self.resolve(schema)
         if node.rule is not None:
             self.matched.add(node.rule.rule_id)
@@ -173,7 +151,7 @@ class _Compiler:
             return None if inner is None else _each_value(inner)
         return None
 
-    def _record(self, schema: Mapping[str, Any], node: _Node, path: str) -> Walker | None:
+    def _record(self, schema: Mapping[str, Any], node: RuleNode, path: str) -> Walker | None:
         steps: list[tuple[str, Walker]] = []
         for fld in schema["fields"]:
             child = node.children.get(fld["name"])
@@ -362,7 +340,7 @@ def compile_masker(
     schema are listed in ``unmatched``; a rule whose method cannot apply to the type
     it names raises :class:`MaskingError` naming the rule, path and type.
     """
-    tree = _rule_tree(rules)
+    tree = rule_tree(rules)
     if isinstance(writer_schema, str):
         text = writer_schema
         try:

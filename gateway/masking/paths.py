@@ -17,7 +17,8 @@ This module only parses; it touches no schema and no value.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Final
 
 from gateway.masking import MaskingError
@@ -70,3 +71,26 @@ def parse_path(path: str) -> tuple[str, ...]:
             raise MaskingError(f"path {path!r}: empty field name")
         steps.extend(containers)
     return tuple(steps)
+
+
+@dataclass
+class RuleNode:
+    """Rules sharing a path prefix: one may end here, others continue below."""
+
+    rule: FieldRule | None = None
+    children: dict[str, RuleNode] = field(default_factory=dict)
+
+
+def rule_tree(rules: Sequence[FieldRule]) -> RuleNode:
+    """Merge rules into one tree of path steps; two rules may not share a path."""
+    root = RuleNode()
+    for rule in rules:
+        node = root
+        for step in parse_path(rule.path):
+            node = node.children.setdefault(step, RuleNode())
+        if node.rule is not None:
+            raise MaskingError(
+                f"rules {node.rule.rule_id} and {rule.rule_id} both name path {rule.path!r}"
+            )
+        node.rule = rule
+    return root
