@@ -15,7 +15,7 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-from gateway import audit_cli, dev, policy_cli
+from gateway import audit_cli, dev, masking_cli, policy_cli
 from gateway.audit import keys
 from gateway.config import Config, config_reference, load_config
 from gateway.errors import ConfigError, GatewayError
@@ -244,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         return policy_cli.main(args[1:])
     if args[:1] == ["audit"]:
         return audit_cli.main(args[1:])
+    if args[:1] == ["masking"]:
+        return masking_cli.main(args[1:])
     parser = argparse.ArgumentParser(prog="python -m gateway", description=__doc__)
     parser.add_argument("--log-level", default="info")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -279,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("dev", help="local Kafka clusters: dev up|down|status [--json]|run [config]")
     sub.add_parser("policy", help="policy files: policy check [DIR] | policy explain ...")
     sub.add_parser("audit", help="audit log: audit keygen --out FILE | audit verify [PATH]")
+    sub.add_parser("masking", help="field masking: masking keygen --out FILE")
     ns = parser.parse_args(args)
     _setup_logging(ns.log_level)
     try:

@@ -27,6 +27,7 @@ from gateway.upstream.pool import ClusterPool
 if TYPE_CHECKING:
     # Stages see sessions: the pipeline module imports this one.
     from gateway.audit.recorder import Recorder
+    from gateway.masking.engine import MaskingEngine
     from gateway.pipeline import Pipeline
 
 
@@ -67,6 +68,9 @@ class Services:
     pipeline: Pipeline | None = None
     # Connection and login events; None when audit is off (each hook is one ``if``).
     audit: Recorder | None = None
+    # Masks fetched records by the policy's masking rules; None without ``masking:``
+    # (the masking stage then refuses what rules name: it cannot mask it).
+    masking: MaskingEngine | None = None
     _versions: tuple[object, dict[int, VersionRange]] | None = field(init=False, default=None)
 
     @property

@@ -35,6 +35,7 @@ from gateway.identity.registry import Authenticator
 from gateway.pipeline import Pipeline
 from gateway.pipeline.audit import audit_stage
 from gateway.pipeline.authorize import PolicyStage
+from gateway.pipeline.masking import MaskingStage
 from gateway.pipeline.policies import PolicyStore
 from gateway.protocol import codec
 from gateway.protocol.connection import ServerProtocol
@@ -353,6 +354,8 @@ class Harness:
     # Audit on: connection and login events go to this recorder, and the audit stage
     # (writing to the same sink) runs first in the pipeline, before the policy.
     audit: Recorder | None = None
+    # Masking on: the masking stage masks with this engine (None: rules are refused).
+    masking: Any = None
     client: Client = field(init=False)
     pool: ScriptedPool = field(init=False)
     connection: ClientConnection = field(init=False)
@@ -369,10 +372,17 @@ class Harness:
             Authenticator(config),
             policies=PolicyStore(config.policy.dir),
             audit=self.audit,
+            masking=self.masking,
         )
         stage = audit_stage(services)
         if stage is not None:
-            services.pipeline = Pipeline([stage, PolicyStage(services.policies)])
+            services.pipeline = Pipeline(
+                [
+                    stage,
+                    PolicyStage(services.policies),
+                    MaskingStage(services.policies, services.masking),
+                ]
+            )
         listener = config.listeners[0]
         session = ClientSession(
             services=services,
