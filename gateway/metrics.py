@@ -236,3 +236,7 @@ MASKER_CACHE = Counter(
     "Lookups of compiled maskers (per schema id and rule), by result (hit, miss).",
     ["result"],
 )
+MASKING_REFUSED_PRODUCE = Counter(
+    "gateway_masking_refused_produce_total",
+    "Produce partitions refused INVALID_RECORD because a topic requires registered schemas.",
+)

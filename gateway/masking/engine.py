@@ -91,6 +91,38 @@ class MaskingEngine:
             schemas[schema_id] = await self._schema(schema_id)
         return await self._offload(len(records), lambda: self._apply(run, rules, schemas))
 
+    async def unregistered(self, topic: str, records: bytes | memoryview) -> str | None:
+        """Why ``records`` may not be written to a topic that requires registered schemas
+        (each value in Confluent wire format, its schema one of the ``<topic>-value``
+        subject's versions), or None when they may. A registry that cannot be asked
+        raises :class:`MaskingFailed` (the request is refused, retriably)."""
+        run = await self._offload(len(records), lambda: _decoded(records))
+        subject = f"{topic}-value"
+        ids: set[int] = set()
+        for item in run.batches:
+            for record in item.records or ():
+                if record.value is None:
+                    continue  # a tombstone carries no value to check
+                try:
+                    ids.add(split_wire(record.value)[0])
+                except NotWireFormat:
+                    offset = item.batch.base_offset + record.offset_delta
+                    return (
+                        f"record {offset} of the batch is not in Confluent wire format "
+                        f"(magic byte 0, 4-byte schema id); {topic} requires schemas "
+                        f"registered for {subject}"
+                    )
+        for schema_id in sorted(ids):
+            try:
+                known = await self._schemas.registered(subject, schema_id)
+            except SchemaNotFound:
+                known = False
+            except RegistryUnavailable as exc:
+                raise MaskingFailed("registry_unavailable", str(exc)) from exc
+            if not known:
+                return f"schema id {schema_id} is not registered for subject {subject}"
+        return None
+
     async def _offload(self, size: int, work: Callable[[], T]) -> T:
         if size <= self._inline_max:
             return work()

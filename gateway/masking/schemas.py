@@ -46,3 +46,7 @@ class SchemaSource(Protocol):
     """Where writer schemas come from."""
 
     async def schema_by_id(self, schema_id: int) -> RegisteredSchema: ...
+
+    async def registered(self, subject: str, schema_id: int) -> bool:
+        """Whether the schema ``schema_id`` is one of ``subject``'s versions."""
+        ...

@@ -15,6 +15,14 @@ itself once the cause is fixed; a metric counts the cause and the audit event of
 Fetch names it (``masking_failed``). What was masked goes to the audit event too
 (``masking``: per partition the rule ids, field paths, record counts and schema ids).
 
+On the way in, a Produce to a topic whose rules apply on ``produce`` is masked before
+it is written (the request goes on with the rewritten batches), and a topic whose rule
+says ``require_schema`` refuses each partition whose values are not in Confluent wire
+format with a schema registered for ``<topic>-value``: INVALID_RECORD with a message
+for that partition, while the other partitions of the request are written. When the
+registry cannot be asked, or records cannot be masked, the whole Produce is refused
+with its retriable error (nothing unchecked is written).
+
 Records larger than ``masking.inline_max_bytes`` per partition are masked on a worker
 thread, so one large fetch does not stall the other connections.
 """
@@ -24,7 +32,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
+
+from kio.schema.errors import ErrorCode
 
 from gateway import metrics
 from gateway.masking.engine import MaskingEngine, MaskingFailed, PartitionResult
@@ -43,6 +53,8 @@ log = logging.getLogger(__name__)
 # Where the stage leaves what it did for the audit stage, in Call.notes.
 NOTE = "masking"
 FAILED_NOTE = "masking_failed"
+# The answers of Produce partitions refused on the way in, added on the way back.
+REFUSED_NOTE = "masking.refused"
 
 
 class MaskingStage:
@@ -55,9 +67,84 @@ class MaskingStage:
         self._engine = engine
 
     async def on_request(self, call: Call) -> None:
-        return None
+        if call.api_key != api.PRODUCE:
+            return
+        policy = self._policies.current
+        if policy is None or not policy.masking:
+            return
+        body = call.request.body
+        topics = []
+        refused: list[tuple[Any, Any, str]] = []  # (topic entry, partition, why)
+        changed = False
+        for topic in body.topic_data:
+            name = _topic_name(call, topic)
+            rules = masking_for(policy.masking, call.identity, name, "produce")
+            guarded = any(r.guards(call.identity, name) for r in policy.masking)
+            if not rules and not guarded:
+                topics.append(topic)
+                continue
+            parts = []
+            for part in topic.partition_data:
+                kept, why = await self._produced(call, name, part, rules, guarded)
+                if why is not None:
+                    refused.append((topic, part, why))
+                else:
+                    parts.append(kept)
+                changed |= kept is not part
+            if parts:
+                topics.append(dataclasses.replace(topic, partition_data=tuple(parts)))
+        if changed:
+            self._rewrite_produce(call, body, topics, refused)
+
+    async def _produced(
+        self, call: Call, topic: str, part: Any, rules: Any, guarded: bool
+    ) -> tuple[Any, str | None]:
+        """One Produce partition as it goes on (masked where rules say), or why it is
+        refused (its records lack registered schemas). A partition that cannot be
+        checked or masked raises: the request is refused, retriably."""
+        if not part.records:
+            return part, None
+        engine = self._engine
+        if engine is None:
+            raise MaskingFailed("not_configured", "masking rules apply but masking is off")
+        if guarded and (why := await engine.unregistered(topic, part.records)) is not None:
+            return None, why
+        if not rules:
+            return part, None
+        masked = await self._mask(call, topic, part.index, part.records, rules)
+        if masked is None:
+            raise MaskingFailed("produce", f"records for {topic} could not be masked")
+        if masked == part.records:
+            return part, None
+        return dataclasses.replace(part, records=masked), None
+
+    @staticmethod
+    def _rewrite_produce(
+        call: Call, body: Any, topics: list[Any], refused: list[tuple[Any, Any, str]]
+    ) -> None:
+        if refused:
+            metrics.MASKING_REFUSED_PRODUCE.inc(len(refused))
+            call.notes[REFUSED_NOTE] = [
+                items.error_response(
+                    dataclasses.replace(
+                        body, topic_data=(dataclasses.replace(topic, partition_data=(part,)),)
+                    ),
+                    ErrorCode.invalid_record,
+                    why,
+                )
+                for topic, part, why in refused
+            ]
+        if not topics:
+            # Nothing left to write: the answer is the refusals alone.
+            call.answer = _merged(None, call.notes.pop(REFUSED_NOTE, []))
+            call.answered = True
+            return
+        call.request = call.request.with_body(dataclasses.replace(body, topic_data=tuple(topics)))
 
     async def on_response(self, call: Call, answer: Answer) -> Answer:
+        if call.api_key == api.PRODUCE and call.notes.get(REFUSED_NOTE) and answer is not None:
+            written: Any = answer.decoded() if isinstance(answer, EncodedBody) else answer
+            return cast(Answer, _merged(written, call.notes[REFUSED_NOTE]))
         if call.api_key != api.FETCH or answer is None:
             return answer
         policy = self._policies.current
@@ -79,49 +166,83 @@ class MaskingStage:
                     parts.append(part)
                     continue
                 touched = True
-                parts.append(await self._mask(call, name, part, rules))
+                records = await self._mask(call, name, part.partition_index, part.records, rules)
+                if records is None:
+                    part = dataclasses.replace(
+                        part, error_code=items.unavailable_error(api.FETCH), records=None
+                    )
+                else:
+                    part = dataclasses.replace(part, records=records)
+                parts.append(part)
             topics.append(dataclasses.replace(topic, partitions=tuple(parts)))
         if not touched:
             return answer
         masked: Answer = dataclasses.replace(entity, responses=tuple(topics))
         return masked
 
-    async def _mask(self, call: Call, topic: str, part: Any, rules: Any) -> Any:
+    async def _mask(
+        self, call: Call, topic: str, partition: int, records: Any, rules: Any
+    ) -> bytes | None:
+        """The partition's records masked, or None when they cannot be (counted,
+        logged and noted for the audit event)."""
         engine = self._engine
         try:
             if engine is None:
                 raise MaskingFailed("not_configured", "masking rules apply but masking is off")
-            result = await engine.mask(topic, part.records, rules)
+            result = await engine.mask(topic, records, rules)
         except MaskingFailed as exc:
             metrics.MASKING_FAILURES.labels(topic, exc.cause).inc()
             call.notes.setdefault(FAILED_NOTE, []).append(
-                {"topic": topic, "partition": part.partition_index, "cause": exc.cause}
+                {"topic": topic, "partition": partition, "cause": exc.cause}
             )
-            _log_failure(topic, part.partition_index, exc)
-            return dataclasses.replace(
-                part,
-                error_code=items.unavailable_error(api.FETCH),
-                records=None,
-            )
+            _log_failure(topic, partition, exc)
+            return None
         _count(topic, result)
         if result.masked:
             call.notes.setdefault(NOTE, []).append(
-                {"topic": topic, "partition": part.partition_index, **result.evidence()}
+                {"topic": topic, "partition": partition, **result.evidence()}
             )
-        return dataclasses.replace(part, records=result.records)
+        return result.records
 
     def rejected(self, session: ClientSession, detail: str) -> None:
         return None
 
 
 def _topic_name(call: Call, topic: Any) -> str:
-    name = getattr(topic, "topic", None)
-    if name:
-        return str(name)
+    """A Produce or Fetch topic entry's name; v13+ name topics by id: the name the
+    layout knows, else the id's text (which no rule names, as the policy stage saw)."""
+    for attribute in ("name", "topic"):
+        name = getattr(topic, attribute, None)
+        if name:
+            return str(name)
     known = call.session.upstream.view.names_by_id.get(topic.topic_id)
-    # An id the layout cannot name yet: masked as its text (no rule names it), which
-    # is what the policy stage also saw.
     return known if known is not None else str(topic.topic_id)
+
+
+def _merged(answer: Any, refusals: list[Any]) -> Any:
+    """A Produce answer with the refused partitions' answers added, each to the entry of
+    its topic where the answer has one (clients look partitions up by topic)."""
+    for extra in refusals:
+        if answer is None:
+            answer = extra
+            continue
+        (added,) = extra.responses
+        key = _topic_key(added)
+        responses = list(answer.responses)
+        for n, entry in enumerate(responses):
+            if _topic_key(entry) == key:
+                responses[n] = dataclasses.replace(
+                    entry, partition_responses=entry.partition_responses + added.partition_responses
+                )
+                break
+        else:
+            responses.append(added)
+        answer = dataclasses.replace(answer, responses=tuple(responses))
+    return answer
+
+
+def _topic_key(entry: Any) -> object:
+    return getattr(entry, "name", None) or getattr(entry, "topic_id", None)
 
 
 def _count(topic: str, result: PartitionResult) -> None:

@@ -41,6 +41,16 @@ class CompiledMasking:
             and not (self.exempt is not None and self.exempt.matches(identity))
         )
 
+    def guards(self, identity: Identity, topic: str) -> bool:
+        """Whether the rule requires registered schemas of ``identity``'s writes to
+        ``topic`` (on produce, whatever ``apply_on`` says)."""
+        return (
+            self.rule.require_schema
+            and self.topics.covers(topic)
+            and self.subjects.matches(identity)
+            and not (self.exempt is not None and self.exempt.matches(identity))
+        )
+
     def names(self, topic: str) -> bool:
         """Whether the rule is about ``topic`` at all (for anyone, on any side)."""
         return self.topics.covers(topic)
