@@ -240,3 +240,19 @@ MASKING_REFUSED_PRODUCE = Counter(
     "gateway_masking_refused_produce_total",
     "Produce partitions refused INVALID_RECORD because a topic requires registered schemas.",
 )
+REGISTRY_REQUESTS = Counter(
+    "gateway_registry_requests_total",
+    "Requests to the schema registry, by result (ok, not_found, unauthorized, error, unreachable).",
+    ["result"],
+)
+REGISTRY_SECONDS = Histogram(
+    "gateway_registry_request_seconds",
+    "Time of one schema registry request.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+REGISTRY_CACHE = Counter(
+    "gateway_registry_cache_total",
+    "Schema lookups (by id, and subject registrations), by result (hit: answered from "
+    "the cache, miss: asked the registry).",
+    ["result"],
+)

@@ -16,7 +16,7 @@ from gateway.audit.kafka_sink import KafkaSink
 from gateway.audit.log import AuditLog
 from gateway.audit.recorder import Recorder, StageSettings
 from gateway.config import Config, ListenerConfig
-from gateway.errors import AuditUnavailable, AuthenticationFailed, GatewayError
+from gateway.errors import AuditUnavailable, AuthenticationFailed, ConfigError, GatewayError
 from gateway.handlers import sasl
 from gateway.identity import ANONYMOUS, TlsDetails
 from gateway.identity.registry import Authenticator
@@ -25,6 +25,7 @@ from gateway.identity.tls import (
     ServerTls,
     certificate_identity,
 )
+from gateway.masking.service import MaskingService
 from gateway.pipeline.policies import PolicyStore, PolicyWatcher
 from gateway.protocol.connection import ServerProtocol
 from gateway.server.connection import ClientConnection
@@ -73,6 +74,7 @@ class Gateway:
         self.address_limit = AddressLimit(config.limits.max_connections_per_address)
         self._admin = AdminServer(self.services, *config.admin.bind_address)
         self.bound: dict[str, tuple[str, int]] = {}
+        self.masking: MaskingService | None = None
 
     def _audit_started(self, audit_log: AuditLog) -> dict[str, object]:
         """The chain's record of how this gateway audits (fail_open included)."""
@@ -101,6 +103,7 @@ class Gateway:
                 self._start_audit_sink(self.audit_log)
                 if self.services.audit is not None:
                     self.services.audit.watch_policy(self.services.policies)
+            await self._start_masking()
             await self.services.pool.start()
             if not self.services.pool.health.ready:
                 log.warning(
@@ -115,6 +118,23 @@ class Gateway:
         except GatewayError:
             await self.stop()
             raise
+
+    async def _start_masking(self) -> None:
+        """Masking from ``masking:``; policy files with masking rules and no ``masking:``
+        stop the start (those rules could not be applied: every read they name would be
+        refused)."""
+        if self.config.masking is None:
+            policy = self.services.policies.current
+            if policy is not None and policy.masking:
+                ids = ", ".join(rule.id for rule in policy.masking)
+                raise ConfigError(
+                    f"the policy has masking rules ({ids}) but the config has no masking: "
+                    "section (masking.key_file, and a registry or schemas_dir)"
+                )
+            return
+        self.masking = MaskingService(self.config.masking)
+        await self.masking.start()
+        self.services.masking = self.masking.engine
 
     def _start_audit_sink(self, audit_log: AuditLog) -> None:
         audit = self.config.audit
@@ -288,6 +308,9 @@ class Gateway:
         await self.policy_watcher.stop()
         await self.services.pool.close()
         self.services.authenticator.close()
+        if self.masking is not None:
+            await self.masking.close()
+            self.masking = None
         if self.services.audit is not None:
             await self.services.audit.drain()  # the connections' last events
         if self.audit_log is not None:
