@@ -22,6 +22,7 @@ One module per component; this file only names the public API:
     clusters.py     up / down / status / nodes across the clusters
     certs.py        a local CA, the gateway's server certificate and a client one
     faults.py       pause, resume, kill, stop, start, restart one node (for tests)
+    registry.py     Karapace, a Confluent-compatible schema registry, beside the clusters
     cli.py          `python -m gateway dev ...`
 
 Layout of the run directory (`$GATEWAY_DEV_DIR`, default `~/.cache/soc2-gateway/dev`):
@@ -34,6 +35,8 @@ Layout of the run directory (`$GATEWAY_DEV_DIR`, default `~/.cache/soc2-gateway/
     <name>/kafka.log           broker output
     <name>/data/               log.dirs and KRaft metadata, kept across down/up
     tls/                       the dev CA, server and client certificates (keys 0600)
+    registry.json              the schema registry's pid and URL (no secrets)
+    registry/karapace.log      its output
     <name>/node-<id>/          a three-node cluster's server.properties, kafka.log and
                                data/ per node (kept apart from the single node's)
 
@@ -88,6 +91,10 @@ from gateway.dev.layout import (
     default_run_dir,
     tls_dir,
 )
+from gateway.dev.registry import RegistryInfo, karapace_dir
+from gateway.dev.registry import start as start_registry
+from gateway.dev.registry import status as registry_status
+from gateway.dev.registry import stop as stop_registry
 from gateway.dev.state import ClusterInfo, NodeInfo
 
 __all__ = [
@@ -114,6 +121,11 @@ __all__ = [
     "START_TIMEOUT_S",
     "ClusterInfo",
     "NodeInfo",
+    "RegistryInfo",
+    "karapace_dir",
+    "registry_status",
+    "start_registry",
+    "stop_registry",
     "DevError",
     "ToolMissingError",
     "client_config_file",

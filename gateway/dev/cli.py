@@ -14,10 +14,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from gateway.dev import faults
+from gateway.dev import faults, registry
 from gateway.dev.clusters import down, status, up
 from gateway.dev.errors import DevError, ToolMissingError
-from gateway.dev.layout import CLUSTER_NAMES, NODE_COUNTS, PRIMARY_BROKERS_ENV
+from gateway.dev.layout import CLUSTER_NAMES, NODE_COUNTS, PRIMARY_BROKERS_ENV, default_run_dir
 from gateway.dev.state import ClusterInfo, NodeInfo
 
 NODE_ACTIONS: dict[str, Callable[..., NodeInfo]] = {
@@ -47,6 +47,12 @@ def _print_table(infos: list[ClusterInfo]) -> None:
             f"\nlogin: {first.username} / {first.sasl_mechanism} over {first.security_protocol}; "
             f"password in {Path(first.password_file).parent.parent}/<name>/admin.password"
         )
+    schemas = registry.status(default_run_dir())
+    if schemas is not None:
+        state = f"running (pid {schemas.pid})" if schemas.running else "stopped"
+        print(f"schema registry (Karapace): {schemas.url} {state}; log {schemas.log_file}")
+    elif registry.karapace_dir() is None:
+        print(f"schema registry: not started (no Karapace folder; set {registry.KARAPACE_DIR_ENV})")
 
 
 def _parser() -> argparse.ArgumentParser:

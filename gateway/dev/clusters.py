@@ -13,7 +13,7 @@ import logging
 from collections.abc import Collection, Mapping
 from pathlib import Path
 
-from gateway.dev import kafka
+from gateway.dev import kafka, registry
 from gateway.dev.certs import ensure_dev_certificates
 from gateway.dev.credentials import ensure_password
 from gateway.dev.errors import DevError
@@ -192,6 +192,9 @@ def up(
         clusters = [c for c in clusters if only is None or c.name in only]
         plan = [(c, *_plan(c, state.get(c.name))) for c in clusters]
         start_and_wait(run, state, plan, timeout)
+        if "primary" in {c.name for c in clusters}:
+            # Beside the clusters when its folder is there (see registry.py).
+            registry.start(run, state["primary"])
     return [state[c.name] for c in clusters]
 
 
@@ -199,6 +202,7 @@ def down(run_dir: Path | None = None) -> None:
     """Stop every node that `up` started (only those, by recorded pid) and wait for exit."""
     run = resolve_run_dir(run_dir)
     with locked(run):
+        registry.stop(run)  # before the brokers it stores its schemas on
         state = read_state(run)
         live = [node for info in state.values() for node in live_nodes(info)]
         for node in live:

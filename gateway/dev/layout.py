@@ -138,6 +138,11 @@ def _port(name: str, environ: Mapping[str, str]) -> int:
     return port
 
 
+def first_port(name: str, environ: Mapping[str, str] = os.environ) -> int:
+    """The first client port of cluster ``name`` (from its environment variable)."""
+    return _port(name, environ)
+
+
 def requested_primary_brokers(environ: Mapping[str, str] = os.environ) -> int | None:
     """The primary's node count asked for by `GATEWAY_DEV_PRIMARY_BROKERS`, if set."""
     raw = environ.get(PRIMARY_BROKERS_ENV, "").strip()

@@ -136,6 +136,27 @@ def clusters() -> Iterator[dict[str, dev.ClusterInfo]]:
 
 
 @pytest.fixture(scope="session")
+def schema_registry(clusters: dict[str, dev.ClusterInfo]) -> str:
+    """The URL of the dev schema registry (Karapace, started by `dev up` beside the
+    clusters). Where its folder is absent the tests that need it are skipped, and fail
+    under CI, which must run them."""
+    if dev.karapace_dir() is None:
+        reason = (
+            "Karapace is absent (../shared/tools/karapace next to the repository, or "
+            "$GATEWAY_KARAPACE_DIR)"
+        )
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{reason}; CI runs the schema registry tests")
+        pytest.skip(reason)
+    run = dev.default_run_dir()
+    info = dev.registry_status(run)
+    if info is None or not info.running:
+        info = dev.start_registry(run, clusters["primary"])
+    assert info is not None
+    return info.url
+
+
+@pytest.fixture(scope="session")
 def primary(clusters: dict[str, dev.ClusterInfo]) -> dev.ClusterInfo:
     return clusters["primary"]
 
