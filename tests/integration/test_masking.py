@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -28,15 +29,21 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
+from prometheus_client import REGISTRY
 
-from gateway import dev
+from gateway import dev, metrics
 from gateway.audit import keys, read_events
 from gateway.config import parse_config
 from gateway.identity.passwords import hash_password
 from gateway.masking import batches, keyfile
 from gateway.server.app import Gateway
 from tests.integration.clients import Endpoint, librdkafka_config, unique_topic
-from tests.integration.conftest import CLIENT_USER, client_endpoint, gateway_config_data
+from tests.integration.conftest import (
+    CLIENT_USER,
+    client_endpoint,
+    free_port,
+    gateway_config_data,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -295,11 +302,16 @@ async def test_an_analyst_decodes_every_record_masked_and_an_exempt_identity_rea
     assert len({i for m in evidence for i in m["schema_ids"]}) == 1
 
 
-def create_topic(endpoint: Endpoint, topic: str, config: dict[str, str] | None = None) -> None:
+def create_topic(
+    endpoint: Endpoint,
+    topic: str,
+    config: dict[str, str] | None = None,
+    partitions: int = PARTITIONS,
+) -> None:
     from confluent_kafka.admin import AdminClient, NewTopic
 
     admin = AdminClient(librdkafka_config(endpoint))
-    new = NewTopic(topic, num_partitions=PARTITIONS, replication_factor=-1, config=config or {})
+    new = NewTopic(topic, num_partitions=partitions, replication_factor=-1, config=config or {})
     admin.create_topics([new])[topic].result(60)
 
 
@@ -430,3 +442,163 @@ async def test_masked_batches_keep_offsets_keys_codecs_and_transactions_as_direc
     # read_committed through the gateway: the committed records only, all masked.
     assert len(read) == visible
     assert all(value["card_number"] == "**** **** **** 1111" for *_, value in read)
+
+
+class OwnRegistry:
+    """A Karapace of this test's own (its own port and schemas topic on the primary), so
+    that stopping it leaves the session's registry alone."""
+
+    def __init__(self, primary: dev.ClusterInfo, topic: str) -> None:
+        self.primary, self.topic = primary, topic
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        folder = dev.karapace_dir()
+        assert folder is not None
+        self.proc = subprocess.Popen(
+            [
+                str(folder / "run"),
+                "--bootstrap",
+                self.primary.bootstrap_servers,
+                "--port",
+                str(self.port),
+                "--topic",
+                self.topic,
+                "--replication-factor",
+                str(len(self.primary.nodes)),
+                "--sasl-mechanism",
+                self.primary.sasl_mechanism,
+                "--sasl-username",
+                self.primary.username,
+                "--sasl-password-file",
+                self.primary.password_file,
+            ],  # fmt: skip
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().decode()
+        assert line.startswith("karapace ready"), line
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(30)
+            if self.proc.stdout is not None:
+                self.proc.stdout.close()
+            self.proc = None
+
+
+class RawReader:
+    """A confluent-kafka consumer assigned to every partition from offset 0, kept open
+    across polls, returning raw (partition, offset, value) as they arrive."""
+
+    def __init__(self, endpoint: Endpoint, topic: str, partitions: int = PARTITIONS) -> None:
+        self.consumer = Consumer(
+            librdkafka_config(endpoint)
+            | {"group.id": unique_topic("it-mask-g"), "enable.auto.commit": False}
+        )
+        self.consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+
+    def read_for(self, seconds: float, until: int | None = None) -> list[tuple[int, int, bytes]]:
+        got: list[tuple[int, int, bytes]] = []
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and (until is None or len(got) < until):
+            msg = self.consumer.poll(0.2)
+            if msg is not None and msg.error() is None:
+                got.append((msg.partition(), msg.offset(), msg.value()))
+        return got
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def failures(cause: str, topic: str) -> float:
+    assert metrics.MASKING_FAILURES is not None  # registered with the default registry
+    sample = REGISTRY.get_sample_value(
+        "gateway_masking_failures_total", {"topic": topic, "cause": cause}
+    )
+    return sample or 0.0
+
+
+async def test_no_clear_value_leaves_while_the_registry_is_down_and_every_record_arrives_once_after(
+    primary: dev.ClusterInfo, tmp_path: Path, schema_registry: str
+) -> None:
+    own = OwnRegistry(primary, unique_topic("_schemas_it_mask_"))
+    await asyncio.to_thread(own.start)
+    topic = unique_topic("it-mask-customers-down-")
+    sent = [customer(n) for n in range(RECORDS)]
+    try:
+        async with masking_gateway(primary, tmp_path, own.url) as (endpoint, audit_dir):
+            await asyncio.to_thread(create_topic, endpoint, topic)
+            await asyncio.to_thread(produce_customers, endpoint, own.url, topic, sent)
+            # The gateway has not read a schema yet (a cold cache); the registry goes.
+            await asyncio.to_thread(own.stop)
+            reader = await asyncio.to_thread(RawReader, as_user(endpoint, ANALYST), topic)
+            try:
+                during = await asyncio.to_thread(reader.read_for, 6.0)
+                assert during == []
+                assert failures("registry_unavailable", topic) > 0
+                await asyncio.to_thread(own.start)
+                after = await asyncio.to_thread(reader.read_for, 60.0, RECORDS)
+                late = await asyncio.to_thread(reader.read_for, 2.0)
+            finally:
+                await asyncio.to_thread(reader.close)
+            clear = await asyncio.to_thread(
+                consume, as_user(endpoint, EXEMPT), own.url, topic, RECORDS
+            )
+    finally:
+        await asyncio.to_thread(own.stop)
+    # Every record exactly once, masked: no offset twice, none missing.
+    assert sorted((p, o) for p, o, _ in after) == sorted((p, o) for p, o, _, _ in clear)
+    assert late == []
+    for _, _, value in after:
+        assert b"4111 1111 1111 1111" not in value and b"Canal Street" not in value
+    refused = [
+        f
+        for e in read_events(audit_dir)
+        if e.get("principal") == ANALYST
+        for f in e.get("masking_failed") or ()
+    ]
+    assert refused and {f["cause"] for f in refused} == {"registry_unavailable"}
+
+
+def _produce_bad(endpoint: Endpoint, registry_url: str, topic: str) -> None:
+    """Partition 0: good records; 1: a good one, then a schema id no registry knows;
+    2: a good one, then an Avro body cut short; one batch each."""
+    with SchemaRegistryClient({"url": registry_url}) as registry:
+        real = AvroSerializer(registry, json.dumps(SCHEMA))(
+            customer(9), SerializationContext(topic, MessageField.VALUE)
+        )
+    unknown = b"\x00" + (2**31 - 7).to_bytes(4, "big") + real[5:]
+    raw = Producer(librdkafka_config(endpoint))
+    try:
+        for value, partition in [
+            (real, 0), (real, 0), (real, 1), (unknown, 1), (real, 2), (real[:9], 2)
+        ]:  # fmt: skip
+            raw.produce(topic, value=value, partition=partition)
+            assert raw.flush(30) == 0
+    finally:
+        raw.close()
+
+
+async def test_an_unknown_schema_id_or_a_corrupt_body_blocks_only_its_partition(
+    primary: dev.ClusterInfo, tmp_path: Path, schema_registry: str
+) -> None:
+    topic = unique_topic("it-mask-customers-bad-")
+    async with masking_gateway(primary, tmp_path, schema_registry) as (endpoint, _):
+        await asyncio.to_thread(create_topic, endpoint, topic, None, 3)
+        await asyncio.to_thread(_produce_bad, endpoint, schema_registry, topic)
+        reader = await asyncio.to_thread(RawReader, as_user(endpoint, ANALYST), topic, 3)
+        try:
+            got = await asyncio.to_thread(reader.read_for, 8.0)
+        finally:
+            await asyncio.to_thread(reader.close)
+    # Partition 0 is delivered, masked; 1 and 2 deliver nothing at all, not even their
+    # good first record, while a batch of the same fetch cannot be masked.
+    assert sorted((p, o) for p, o, _ in got) == [(0, 0), (0, 1)]
+    assert all(b"4111 1111 1111 1111" not in v for _, _, v in got)
+    assert failures("schema_not_found", topic) > 0
+    assert failures("undecodable", topic) > 0
