@@ -37,7 +37,14 @@ from gateway.config import parse_config
 from gateway.identity.passwords import hash_password
 from gateway.masking import batches, keyfile
 from gateway.server.app import Gateway
-from tests.integration.clients import Endpoint, librdkafka_config, unique_topic
+from tests.integration.clients import (
+    Endpoint,
+    Record,
+    aconsume,
+    aproduce,
+    librdkafka_config,
+    unique_topic,
+)
 from tests.integration.conftest import (
     CLIENT_USER,
     client_endpoint,
@@ -101,6 +108,26 @@ masking:
         - {{path: card_number, method: partial, keep_last: 4}}
         - {{path: address.street, method: redact, replacement: "(street)"}}
         - {{path: "phones[]", method: redact, replacement: "(phone)"}}
+  - id: it-events-json
+    topics: [{{prefix: it-mask-json-}}]
+    subjects: {{principals: [{analyst}]}}
+    value:
+      format: json
+      fields:
+        - {{path: customer.email, method: redact, replacement: "(email)"}}
+        - {{path: "cards[].number", method: partial, keep_last: 4}}
+    headers: [{{name: x-ssn, method: drop}}]
+  - id: it-notes-text
+    topics: [{{prefix: it-mask-notes-}}]
+    subjects: {{principals: [{analyst}]}}
+    value: {{format: text, detectors: [card, email], method: partial, keep_last: 4}}
+  - id: it-stored-masked
+    topics: [{{prefix: it-mask-stored-}}]
+    apply_on: [produce]
+    value: {{format: text, detectors: [card], method: redact, replacement: "[card]"}}
+  - id: it-ledger-schemas
+    topics: [{{prefix: it-mask-ledger-}}]
+    require_schema: true
 """
 
 
@@ -602,3 +629,110 @@ async def test_an_unknown_schema_id_or_a_corrupt_body_blocks_only_its_partition(
     assert all(b"4111 1111 1111 1111" not in v for _, _, v in got)
     assert failures("schema_not_found", topic) > 0
     assert failures("undecodable", topic) > 0
+
+
+JSON_VALUES = [
+    {"customer": {"email": f"c{n}@example.com", "id": n}, "cards": [{"number": "4111111111111111"}]}
+    for n in range(6)
+]
+NOTES = [
+    f"order {n}: card 5500 0000 0000 0004, mail buyer{n}@example.org".encode() for n in range(6)
+]
+
+
+@pytest.mark.parametrize("client", ["kcat", "kafka-python"])
+async def test_json_fields_and_text_detectors_are_masked_for_kcat_and_kafka_python(
+    primary: dev.ClusterInfo, tmp_path: Path, schema_registry: str, client: str
+) -> None:
+    json_topic = unique_topic("it-mask-json-")
+    notes_topic = unique_topic("it-mask-notes-")
+    async with masking_gateway(primary, tmp_path, schema_registry) as (endpoint, audit_dir):
+        for topic in (json_topic, notes_topic):
+            await asyncio.to_thread(create_topic, endpoint, topic)
+        await aproduce(
+            client,
+            endpoint,
+            json_topic,
+            [
+                Record(n % PARTITIONS, -1, f"k{n}".encode(), json.dumps(v).encode(),
+                       (("x-ssn", b"123-45-6789"), ("trace", b"t1")))
+                for n, v in enumerate(JSON_VALUES)
+            ],
+        )  # fmt: skip
+        await aproduce(
+            client,
+            endpoint,
+            notes_topic,
+            [Record(n % PARTITIONS, -1, b"", v) for n, v in enumerate(NOTES)],
+        )
+        analyst = as_user(endpoint, ANALYST)
+        got_json = await aconsume(client, analyst, json_topic, PARTITIONS, len(JSON_VALUES))
+        got_notes = await aconsume(client, analyst, notes_topic, PARTITIONS, len(NOTES))
+    assert len(got_json) == len(JSON_VALUES) and len(got_notes) == len(NOTES)
+    for record in got_json:
+        value = json.loads(record.value)
+        assert value["customer"]["email"] == "(email)"
+        assert value["customer"]["id"] in range(6)
+        assert value["cards"] == [{"number": "************1111"}]
+        assert dict(record.headers) == {"trace": b"t1"}  # x-ssn dropped
+    for record in got_notes:
+        assert b"5500 0000 0000 0004" not in record.value and b"@example.org" not in record.value
+        assert b"**** **** **** 0004" in record.value
+    masked = [
+        m
+        for e in read_events(audit_dir)
+        if e.get("principal") == ANALYST
+        for m in e.get("masking") or ()
+    ]
+    rules = {r["rule"] for m in masked for r in m["rules"]}
+    assert rules == {"it-events-json", "it-notes-text"}
+
+
+def _produce_notes(endpoint: Endpoint, topic: str, values: list[bytes]) -> list[str]:
+    """Each value to partition 0, one at a time: the delivery error of each (or "")."""
+    producer = Producer(librdkafka_config(endpoint) | {"message.send.max.retries": 0})
+    errors: list[str] = []
+
+    def done(err: Any, msg: Any) -> None:
+        errors.append("" if err is None else err.name())
+
+    try:
+        for value in values:
+            producer.produce(topic, value=value, partition=0, on_delivery=done)
+            assert producer.flush(30) == 0
+    finally:
+        producer.close()
+    return errors
+
+
+async def test_produce_side_rules_mask_what_is_stored_and_refuse_records_without_schemas(
+    primary: dev.ClusterInfo, tmp_path: Path, schema_registry: str
+) -> None:
+    stored = unique_topic("it-mask-stored-")
+    ledger = unique_topic("it-mask-ledger-")
+    async with masking_gateway(primary, tmp_path, schema_registry) as (endpoint, _):
+        for topic in (stored, ledger):
+            await asyncio.to_thread(create_topic, endpoint, topic)
+        assert await asyncio.to_thread(_produce_notes, endpoint, stored, [NOTES[0]]) == [""]
+        with SchemaRegistryClient({"url": schema_registry}) as registry:
+            wire = AvroSerializer(registry, json.dumps(SCHEMA))(
+                customer(1), SerializationContext(ledger, MessageField.VALUE)
+            )
+        unregistered = b"\x00" + (2**31 - 11).to_bytes(4, "big") + wire[5:]
+        errors = await asyncio.to_thread(
+            _produce_notes, endpoint, ledger, [wire, b"plain text", unregistered]
+        )
+    assert errors == ["", "INVALID_RECORD", "INVALID_RECORD"]
+    # Read straight from the broker: the stored value is masked, the ledger holds only
+    # the record with a registered schema.
+    direct = Endpoint(
+        primary.bootstrap_servers,
+        "SASL_PLAINTEXT",
+        primary.sasl_mechanism,
+        primary.username,
+        Path(primary.password_file).read_text(encoding="utf-8").strip(),
+    )
+    (kept,) = await aconsume("confluent", direct, stored, PARTITIONS, 1)
+    assert kept.value == NOTES[0].replace(b"5500 0000 0000 0004", b"[card]")
+    (written,) = await aconsume("confluent", direct, ledger, PARTITIONS, 1)
+    assert written.value == wire
