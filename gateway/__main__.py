@@ -20,6 +20,7 @@ from gateway.audit import keys
 from gateway.config import Config, config_reference, load_config
 from gateway.errors import ConfigError, GatewayError
 from gateway.identity import passwords, scram
+from gateway.masking import keyfile as masking_keyfile
 from gateway.pipeline.policies import PolicyStore, reload_on_signal
 from gateway.server.app import Gateway
 
@@ -110,6 +111,12 @@ def _dev_banner(config: Config) -> str:
             f"  python -m gateway audit verify {config.audit.dir} --allow-unsealed "
             f"--public-key {public}"
         )
+    if config.masking is not None and config.masking.serve_registry is not None:
+        lines += [
+            "",
+            f"Schema registry (read-only, schemas/): http://{config.masking.serve_registry}",
+            "  analysts (dev-analyst / dev-analyst-secret) read customers and demo* masked",
+        ]
     lines += ["", "Ctrl-C stops everything this started."]
     return "\n".join(lines)
 
@@ -166,6 +173,7 @@ def _cmd_dev(argv: list[str]) -> int:
             with resources.as_file(example) as path:
                 config = load_config(path)
         _dev_audit_key(config)
+        _dev_masking_key(config)
         _run_loop(config, _dev_banner(config))
     except GatewayError as exc:
         print(f"gateway dev run: {exc}", file=sys.stderr)
@@ -189,6 +197,18 @@ def _dev_audit_key(config: Config) -> None:
     print(
         f"audit: new signing key {key_file} (key id {keys.key_id(public)}), public key "
         f"{key_file.with_suffix('.pub')}",
+        file=sys.stderr,
+    )
+
+
+def _dev_masking_key(config: Config) -> None:
+    """For `dev run` only: the masking key the config names, made once if missing."""
+    if config.masking is None or config.masking.key_file.exists():
+        return
+    config.masking.key_file.parent.mkdir(parents=True, exist_ok=True)
+    key = masking_keyfile.generate(config.masking.key_file)
+    print(
+        f"masking: new key {config.masking.key_file} (fingerprint {key.fingerprint})",
         file=sys.stderr,
     )
 

@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway import dev
 from gateway.audit import keys
 from gateway.config import parse_config
+from gateway.masking import keyfile as masking_keyfile
 
 DIRECT = "direct"
 GATEWAY = "gateway"
@@ -158,6 +159,12 @@ def gateway_config(
     }
     if policy_dir is not None:
         data["policy"] = {"dir": str(policy_dir)}
+        # The example policies have masking rules (not for bench- topics): a gateway
+        # with them needs its masking key and schemas.
+        data["masking"] = {
+            "key_file": str(bench_masking_key(policy_dir.parent)),
+            "schemas_dir": str(REPO_ROOT / "schemas"),
+        }
     if audit_dir is not None:
         data["audit"] = {
             "dir": str(audit_dir),
@@ -165,6 +172,14 @@ def gateway_config(
             "instance_id": "bench-gateway",
         }
     return data
+
+
+def bench_masking_key(workdir: Path) -> Path:
+    """The masking key of the run's policy gateways (made once per run)."""
+    key_file = workdir / "masking.key"
+    if not key_file.exists():
+        masking_keyfile.generate(key_file)
+    return key_file
 
 
 def bench_audit_dir(workdir: Path) -> Path:

@@ -54,14 +54,14 @@ VALID_BODY = (
 @pytest.mark.parametrize("path", sorted(POLICIES.glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_policy_file_validates(path: Path) -> None:
     policy = build_policy({str(path): path.read_bytes()})
-    assert policy.rules or policy.safeguards
+    assert policy.rules or policy.safeguards or policy.masking
 
 
 def test_shipped_policy_directory_loads_whole_with_unique_ids() -> None:
     policy = load_policy_dir(POLICIES)
     names = {Path(f).name for f in policy.files}
-    assert {"admins.yaml", "apps.yaml", "analysts.yaml", "safeguards.yaml"} <= names
-    ids = [r.id for r in policy.rules] + [s.id for s in policy.safeguards]
+    assert {"admins.yaml", "apps.yaml", "analysts.yaml", "masking.yaml", "safeguards.yaml"} <= names
+    ids = [r.id for r in (*policy.rules, *policy.safeguards, *policy.masking)]
     assert len(ids) == len(set(ids))
     assert {s.id for s in policy.safeguards} >= {"demo-topic-bounds", "payments-protected"}
 
