@@ -6,6 +6,9 @@ Workloads (each on a fresh 3-partition topic per round):
 * ``produce``  Kafka's ProducerPerformance, 1 KiB records, acks=all, linger.ms=5,
   batch.size=65536, unthrottled;
 * ``consume``  Kafka's ConsumerPerformance reading the records ``produce`` wrote;
+* ``masked``   ConsumerPerformance reading 1 KiB Avro records of 12 fields (written
+  straight to the primary first, not measured), 3 of which the policy and audit paths
+  mask for the bench listener: their ``gw/dir`` is masked consume / direct consume;
 * ``e2e``      a librdkafka probe: one process produces at a fixed rate (default 5,000
   msg/s of 1 KiB), another consumes and measures send-to-receive latency;
 * ``idle``     ``produce`` again while 500 idle client connections (each has done an
@@ -59,6 +62,7 @@ from confluent_kafka.cimpl import NewTopic
 
 from gateway import dev
 from tests.perf import e2e, javatools
+from tests.perf import masked as masked_data
 from tests.perf.idle import IdleConnections
 from tests.perf.procmon import (
     MIB,
@@ -246,6 +250,9 @@ class Bench:
         warnings0 = gateway.warnings_logged() if gateway is not None else 0
         audited = gateway is not None and gateway.audit_dir is not None
         events0 = gateway.audit_events() if gateway is not None and audited else 0.0
+        policed = gateway is not None and gateway.policy_dir is not None
+        masked0 = gateway.masked_records() if gateway is not None and policed else 0.0
+        refused0 = gateway.masking_failures() if gateway is not None and policed else 0.0
         broker0, children0 = cpu_seconds(self.broker), children_cpu_seconds()
         self0, system0 = cpu_seconds(self.me), system_busy_seconds()
         if monitor is not None:
@@ -282,6 +289,10 @@ class Bench:
             if audited:
                 metrics["gw_audit_events"] = gateway.audit_events() - events0
                 check_audit_path(metrics["gw_requests"], metrics["gw_audit_events"])
+            if policed:
+                metrics["gw_masked_records"] = gateway.masked_records() - masked0
+                if gateway.masking_failures() > refused0:
+                    raise BenchError("the gateway refused partitions it could not mask")
         # CPU that neither the broker, the load tools, this harness nor the gateway used
         # (other processes on the machine; the secondary dev broker): noise if large.
         metrics["other_cpu_s"] = max(0.0, metrics["system_cpu_s"] - ours)
@@ -324,6 +335,18 @@ class Bench:
         result.topic = topic
         try:
             records = self.settings.records
+            return self.measure(gw, lambda: javatools.run_consumer(target, topic, records))
+        finally:
+            self.delete_topics(topic)
+
+    def masked(self, result: RunResult, target: Target, gw: GatewayProcess | None) -> Metrics:
+        topic = result.topic = self.new_topic("masked", target.path, result.round)
+        records = self.settings.records
+        try:
+            # Written straight to the primary, not measured; then read on this path.
+            masked_data.produce(
+                self.direct.rdkafka_conf(), topic, records, self.settings.partitions
+            )
             return self.measure(gw, lambda: javatools.run_consumer(target, topic, records))
         finally:
             self.delete_topics(topic)
@@ -380,6 +403,7 @@ class Bench:
 
     def run_rounds(self) -> None:
         bodies = {"produce": self.produce, "consume": self.consume, "e2e": self.e2e}
+        bodies["masked"] = self.masked
         bodies["idle"] = self.idle
         for rnd in range(1, self.settings.rounds + 1):
             self._round = rnd

@@ -18,7 +18,7 @@ from tests.perf.targets import (
     SUFFIXES,
 )
 
-WORKLOADS = ("produce", "consume", "e2e", "idle")
+WORKLOADS = ("produce", "consume", "masked", "e2e", "idle")
 LATENCIES = ("lat_p50_ms", "lat_p99_ms", "lat_p999_ms")
 
 Metrics = dict[str, float]
@@ -194,6 +194,8 @@ def _gateway_notes(path: str, m: Metrics, entry: dict[str, Any]) -> list[str]:
         notes.append(f"x{entry['audit_vs_policy']:.3f}{p99} vs audit off (gateway-policy)")
     if path == GATEWAY_AUDIT and "gw_audit_events" in m:
         notes.append(f"{m['gw_audit_events']:,.0f} events")
+    if m.get("gw_masked_records"):
+        notes.append(f"{m['gw_masked_records']:,.0f} records masked")
     if m.get("gw_requests"):
         notes.append(
             f"{m['gw_requests']:,.0f} req, {m.get('gw_cpu_us_per_request', 0):,.0f} us CPU/req"
@@ -206,6 +208,7 @@ def _gateway_notes(path: str, m: Metrics, entry: dict[str, Any]) -> list[str]:
 WORKLOAD_LABELS = {
     "produce": "produce 1KiB acks=all",
     "consume": "consume",
+    "masked": "consume Avro, 3/12 masked",
     "e2e": "e2e latency {rate} msg/s",
     "idle": "produce + {idle} idle conns",
 }

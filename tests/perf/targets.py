@@ -5,6 +5,7 @@ the gateway and reads its ``/metrics``; it never writes to Kafka itself."""
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
@@ -55,6 +56,54 @@ rules:
 """
 
 
+# The masked workload (tests/perf/masked.py): 1 KiB Avro records of 12 fields, 3 of them
+# masked for the bench listener on the policy and audit paths.
+MASKED_SCHEMA: dict[str, Any] = {
+    "type": "record",
+    "name": "BenchCustomer",
+    "namespace": "bench",
+    "fields": [
+        {"name": "id", "type": "long"},
+        {"name": "name", "type": "string"},
+        {"name": "email", "type": "string"},
+        {"name": "card_number", "type": "string"},
+        {"name": "street", "type": "string"},
+        {"name": "city", "type": "string"},
+        {"name": "country", "type": "string"},
+        {"name": "phone", "type": "string"},
+        {"name": "amount", "type": "int"},
+        {"name": "created", "type": "long"},
+        {"name": "status", "type": "string"},
+        {"name": "notes", "type": "string"},
+    ],
+}
+MASKED_SUBJECT = "bench-masked-value"
+
+# Appended to the bench policy: masking for the bench listener's masked topics.
+MASKING_POLICY = """\
+masking:
+  - id: bench-masked
+    topics: [{glob: "bench-*-masked-*"}]
+    subjects: {listeners: [bench]}
+    value:
+      format: avro
+      fields:
+        - {path: email, method: hash}
+        - {path: card_number, method: partial, keep_last: 4}
+        - {path: street, method: redact}
+"""
+
+
+def bench_schemas_dir(workdir: Path) -> Path:
+    """The repository's schemas/ plus this workload's schema, in ``workdir``."""
+    directory = workdir / "schemas"
+    directory.mkdir(exist_ok=True)
+    for source in sorted((REPO_ROOT / "schemas").glob("*.avsc")):
+        (directory / source.name).write_bytes(source.read_bytes())
+    (directory / f"{MASKED_SUBJECT}.avsc").write_text(json.dumps(MASKED_SCHEMA), encoding="utf-8")
+    return directory
+
+
 def bench_policy_dir(workdir: Path) -> Path:
     """The repository's policies/ plus :data:`BENCH_POLICY`, in ``workdir``."""
     directory = workdir / "policy"
@@ -62,6 +111,8 @@ def bench_policy_dir(workdir: Path) -> Path:
     for source in sorted((REPO_ROOT / "policies").glob("*.yaml")):
         (directory / source.name).write_bytes(source.read_bytes())
     (directory / "zz-bench.yaml").write_text(BENCH_POLICY, encoding="utf-8")
+    (directory / "zz-bench-masking.yaml").write_text(MASKING_POLICY, encoding="utf-8")
+    bench_schemas_dir(workdir)
     return directory
 
 
@@ -163,7 +214,7 @@ def gateway_config(
         # with them needs its masking key and schemas.
         data["masking"] = {
             "key_file": str(bench_masking_key(policy_dir.parent)),
-            "schemas_dir": str(REPO_ROOT / "schemas"),
+            "schemas_dir": str(policy_dir.parent / "schemas"),
         }
     if audit_dir is not None:
         data["audit"] = {
@@ -309,6 +360,18 @@ class GatewayProcess:
         """Policy decisions that allowed something so far, by API."""
         return self._counts(
             "gateway_policy_decisions", "gateway_policy_decisions_total", decision="allow"
+        )
+
+    def masked_records(self) -> float:
+        """Records delivered masked so far (all topics and rules)."""
+        return sum(
+            self._counts("gateway_masking_records", "gateway_masking_records_total").values()
+        )
+
+    def masking_failures(self) -> float:
+        """Partitions refused because they could not be masked, so far."""
+        return sum(
+            self._counts("gateway_masking_failures", "gateway_masking_failures_total").values()
         )
 
     def audit_events(self) -> float:

@@ -86,3 +86,30 @@ def test_audit_path_config_is_valid_and_its_key_is_private(tmp_path: Path) -> No
     config = parse_config(data, "bench", environ={})
     assert config.audit is not None and not config.audit.fail_open
     assert config.audit.payloads == []  # metadata events: no payload capture
+
+
+def test_the_masked_workloads_records_are_1_kib_avro_the_policy_path_masks(tmp_path: Path) -> None:
+    import dataclasses
+    import io
+
+    from fastavro import parse_schema, schemaless_reader
+
+    from gateway.identity import ANONYMOUS
+    from gateway.masking.embedded import EmbeddedRegistry
+    from gateway.policy.loader import load_policy_dir
+    from gateway.policy.masking import masking_for
+    from tests.perf import masked
+    from tests.perf.targets import MASKED_SCHEMA, MASKED_SUBJECT
+
+    policy = load_policy_dir(bench_policy_dir(tmp_path))
+    bench = dataclasses.replace(ANONYMOUS, listener="bench")
+    topic = "bench-1a2b3c-masked-gateway-policy-r1"
+    assert [r.id for r in masking_for(policy.masking, bench, topic, "fetch")] == ["bench-masked"]
+    assert masking_for(policy.masking, bench, "bench-1a2b3c-consume-gateway-r1", "fetch") == ()
+    registry = EmbeddedRegistry.load(tmp_path / "schemas")
+    wire_id = registry.subject(MASKED_SUBJECT).id
+    value = masked._values()[7]
+    assert 1000 <= len(value) <= 1024
+    assert value[0] == 0 and int.from_bytes(value[1:5], "big") == wire_id
+    record = schemaless_reader(io.BytesIO(value[5:]), parse_schema(MASKED_SCHEMA), None)
+    assert record["email"] == "customer7@example.com" and len(MASKED_SCHEMA["fields"]) == 12

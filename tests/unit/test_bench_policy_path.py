@@ -51,7 +51,10 @@ def test_bench_policy_lets_the_idempotent_producer_start(tmp_path: Path) -> None
 def test_bench_policy_is_loaded_beside_every_example_policy(tmp_path: Path) -> None:
     policy = load_policy_dir(bench_policy_dir(tmp_path))
     examples = {p.name for p in (Path(__file__).resolve().parents[2] / "policies").glob("*.yaml")}
-    assert {Path(name).name for name in policy.files} == examples | {"zz-bench.yaml"}
+    assert {Path(name).name for name in policy.files} == examples | {
+        "zz-bench.yaml",
+        "zz-bench-masking.yaml",
+    }
 
 
 def test_bench_policy_grants_nothing_on_other_listeners(tmp_path: Path) -> None:
