@@ -67,6 +67,11 @@ masking:
   - id: notes-text
     topics: [{literal: notes}]
     value: {format: text, detectors: [card, email], method: partial, keep_last: 4}
+  - id: keyed-by-customer
+    topics: [{literal: accounts}]
+    key:
+      format: avro
+      fields: [{path: email, method: redact, replacement: "(key)"}]
 """
 
 
@@ -237,3 +242,15 @@ async def test_a_broken_batch_refuses_the_partition() -> None:
     with pytest.raises(MaskingFailed) as failed:
         await engine().mask("customers", bytes(raw), rules("customers"))
     assert failed.value.cause == "bad_batch"
+
+
+async def test_avro_keys_are_masked_like_values_and_named_as_keys_in_the_evidence() -> None:
+    builder = DefaultRecordBatchBuilder(2, batches.NONE, 0, -1, -1, -1, 1 << 20)
+    builder.append(0, 1_700_000_000_000, avro(customer(1)), b"plain value", [])
+    result = await engine().mask("accounts", bytes(builder.build()), rules("accounts"))
+    (record,) = read(result.records)
+    assert record.value == b"plain value"
+    key = decode_customer(record.key)
+    assert key["email"] == "(key)" and key["card_number"] == customer(1)["card_number"]
+    (rule,) = result.evidence()["rules"]
+    assert rule["fields"] == ["key:email"]
