@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from gateway.dev import processes
+from gateway.dev.credentials import redact
 from gateway.dev.errors import DevError
 from gateway.dev.layout import HOST, PORT_ENV, first_port
 from gateway.dev.state import ClusterInfo
@@ -36,19 +37,21 @@ TOPIC = "_schemas"
 # The first start builds Karapace's virtualenv from PyPI (15-20 s, more on a slow link).
 START_TIMEOUT_S = 240.0
 STOP_TIMEOUT_S = 20.0
-MAIN_MODULE = b"karapace.karapace_all"
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class RegistryInfo:
-    """The dev schema registry: where it answers and what runs it."""
+    """The dev schema registry: where it answers and what runs it. ``started`` is the
+    process's start time (clock ticks since boot, /proc/<pid>/stat), so that a pid the
+    system has since given to another process is never taken for it."""
 
     url: str
     pid: int | None
     log_file: str
     topic: str = TOPIC
+    started: int | None = None
 
     @property
     def running(self) -> bool:
@@ -77,18 +80,25 @@ def _log_file(run: Path) -> Path:
     return folder / "karapace.log"
 
 
-def _alive(pid: int | None) -> bool:
-    """Whether ``pid`` is a live Karapace process (its command line says so)."""
-    if pid is None:
+def _start_time(pid: int) -> int | None:
+    """The start time of process ``pid`` (field 22 of /proc/<pid>/stat), None if gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
+
+
+def _alive(info: RegistryInfo) -> bool:
+    """Whether the process ``up`` started for ``info`` still runs: the same pid with the
+    same start time (the run script, while it builds the virtualenv, then Karapace)."""
+    if info.pid is None or info.started is None:
         return False
     with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X") and MAIN_MODULE in argv
+        os.waitpid(info.pid, os.WNOHANG)
+    return _start_time(info.pid) == info.started
 
 
 def _exited(pid: int) -> bool:
@@ -100,14 +110,23 @@ def _exited(pid: int) -> bool:
     return done == pid
 
 
-def status(run: Path) -> RegistryInfo | None:
-    """The registry `up` started here, or None when none was ever started."""
+def _recorded(run: Path) -> RegistryInfo | None:
     try:
         fields = json.loads(_state_file(run).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return RegistryInfo(
+            fields["url"], fields.get("pid"), fields["log_file"], started=fields.get("started")
+        )
+    except (OSError, ValueError, KeyError):
         return None
-    info = RegistryInfo(fields["url"], fields.get("pid"), fields["log_file"])
-    return info if _alive(info.pid) else RegistryInfo(info.url, None, info.log_file)
+
+
+def status(run: Path) -> RegistryInfo | None:
+    """The registry `up` started here (pid None when it no longer runs), or None when
+    none was ever started."""
+    info = _recorded(run)
+    if info is None:
+        return None
+    return info if _alive(info) else RegistryInfo(info.url, None, info.log_file)
 
 
 def _answers(url: str) -> bool:
@@ -149,7 +168,7 @@ def start(run: Path, primary: ClusterInfo, timeout: float = START_TIMEOUT_S) -> 
         "--ready-timeout", str(int(timeout)),
     ]  # fmt: skip
     pid = processes.spawn(argv, log_file)
-    info = RegistryInfo(url, pid, str(log_file))
+    info = RegistryInfo(url, pid, str(log_file), started=_start_time(pid))
     _state_file(run).write_text(json.dumps(asdict(info)), encoding="utf-8")
     log.info("starting the dev schema registry (Karapace) on %s", url)
     deadline = time.monotonic() + timeout
@@ -157,32 +176,44 @@ def start(run: Path, primary: ClusterInfo, timeout: float = START_TIMEOUT_S) -> 
         if _exited(pid):
             raise DevError(
                 "the dev schema registry exited during start-up:\n"
-                + processes.log_tail(log_file, offset)
+                + _tail(log_file, offset, primary)
             )
         if time.monotonic() > deadline:
             stop(run)
             raise DevError(
                 f"the dev schema registry did not answer within {timeout:.0f}s:\n"
-                + processes.log_tail(log_file, offset)
+                + _tail(log_file, offset, primary)
             )
         time.sleep(0.2)
     return info
 
 
+def _tail(log_file: Path, offset: int, primary: ClusterInfo) -> str:
+    """The log's last lines since ``offset``, never with the admin password in them."""
+    try:
+        password: str | None = Path(primary.password_file).read_text(encoding="utf-8").strip()
+    except OSError:
+        password = None
+    return redact(processes.log_tail(log_file, offset), password)
+
+
 def stop(run: Path) -> None:
-    """Stop the registry `up` started here (SIGTERM, SIGKILL after a while)."""
-    info = status(run)
-    if info is None or info.pid is None:
+    """Stop the registry `up` started here (SIGTERM, SIGKILL after a while), whether it
+    is Karapace by now or still its run script building the virtualenv."""
+    running = _recorded(run)
+    if running is None or running.pid is None or not _alive(running):
         return
-    pid = info.pid
+    pid = running.pid
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_TIMEOUT_S
-    while _alive(pid) and time.monotonic() < deadline:
+    while _alive(running) and time.monotonic() < deadline:
         time.sleep(0.1)
-    if _alive(pid):
+    if _alive(running):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
     _state_file(run).write_text(
-        json.dumps(asdict(RegistryInfo(info.url, None, info.log_file))), encoding="utf-8"
+        json.dumps(asdict(RegistryInfo(running.url, None, running.log_file))), encoding="utf-8"
     )

@@ -151,6 +151,7 @@ def schema_registry(clusters: dict[str, dev.ClusterInfo]) -> str:
     run = dev.default_run_dir()
     info = dev.registry_status(run)
     if info is None or not info.running:
+        # `dev up` logs a registry that did not start; here it fails what needs it.
         info = dev.start_registry(run, clusters["primary"])
     assert info is not None
     return info.url
