@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import subprocess
 import time
@@ -736,3 +737,63 @@ async def test_produce_side_rules_mask_what_is_stored_and_refuse_records_without
     assert kept.value == NOTES[0].replace(b"5500 0000 0000 0004", b"[card]")
     (written,) = await aconsume("confluent", direct, ledger, PARTITIONS, 1)
     assert written.value == wire
+
+
+def _compacted(read: dict[int, list[tuple[Any, ...]]]) -> bool:
+    """Whether the cleaner has removed records from every partition: its offsets no
+    longer run 0, 1, 2, ... without a gap."""
+    for found in read.values():
+        offsets = [o for b in found for o, _, _ in b[4]]
+        if offsets == list(range(len(offsets))):
+            return False
+    return True
+
+
+async def test_a_compacted_topics_offset_gaps_and_keys_are_as_direct(
+    primary: dev.ClusterInfo, tmp_path: Path, schema_registry: str
+) -> None:
+    topic = unique_topic("it-mask-customers-compact-")
+    compact = {
+        "cleanup.policy": "compact",
+        "segment.ms": "200",
+        "min.cleanable.dirty.ratio": "0.001",
+        "min.compaction.lag.ms": "0",
+        "delete.retention.ms": "0",
+    }
+    # Six keys written four times over: compaction leaves the last of each.
+    rounds = [[customer(n) for n in range(6)] for _ in range(4)]
+    password = Path(primary.password_file).read_text(encoding="utf-8").strip()
+    direct_read = functools.partial(
+        raw_read,
+        primary.bootstrap_servers,
+        primary.sasl_mechanism,
+        primary.username,
+        password,
+        topic,
+        0,
+    )
+    async with masking_gateway(primary, tmp_path, schema_registry) as (endpoint, _):
+        await asyncio.to_thread(create_topic, endpoint, topic, compact)
+        for values in rounds:
+            await asyncio.to_thread(produce_customers, endpoint, schema_registry, topic, values)
+            await asyncio.sleep(0.5)  # each round in a segment of its own
+        produced = 0
+        deadline = time.monotonic() + 120
+        direct = await direct_read()
+        while not _compacted(direct):
+            assert time.monotonic() < deadline, "the log cleaner did not compact the topic"
+            # A later write rolls the active segment, so the older ones can be cleaned.
+            extra = [customer(100 + produced), customer(101 + produced)]
+            await asyncio.to_thread(produce_customers, endpoint, schema_registry, topic, extra)
+            produced += len(extra)  # new keys each time
+            await asyncio.sleep(2)
+            direct = await direct_read()
+        masked = await raw_read(endpoint.bootstrap, "PLAIN", ANALYST, PASSWORDS[ANALYST], topic, 0)
+        direct = await direct_read()
+    for partition in range(PARTITIONS):
+        assert [b[:4] for b in masked[partition]] == [b[:4] for b in direct[partition]]
+        for got, want in zip(masked[partition], direct[partition], strict=True):
+            assert [(o, k) for o, k, _ in got[4]] == [(o, k) for o, k, _ in want[4]]
+            assert all(v != w for (_, _, v), (_, _, w) in zip(got[4], want[4], strict=True))
+    # What the cleaner removed is missing on both paths alike.
+    assert _compacted(masked) and _compacted(direct)
