@@ -60,9 +60,24 @@ def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
 
 def _release(pending: _Pending, error: BaseException | None) -> None:
     """Settle ``pending`` on its own loop (called from the writer thread)."""
-    # A loop already closed has no one left waiting; the writer thread must go on.
-    with contextlib.suppress(RuntimeError):
-        pending.loop.call_soon_threadsafe(_settle, pending.future, error)
+    _release_all([(pending, error)])
+
+
+def _settle_all(settled: list[tuple[asyncio.Future[None], BaseException | None]]) -> None:
+    for future, error in settled:
+        _settle(future, error)
+
+
+def _release_all(outcomes: list[tuple[_Pending, BaseException | None]]) -> None:
+    """Settle a whole batch with one call into each loop: one wake-up of the loop per
+    group commit, not one per event."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[None], Any]]] = {}
+    for pending, error in outcomes:
+        by_loop.setdefault(pending.loop, []).append((pending.future, error))
+    for loop, settled in by_loop.items():
+        # A loop already closed has no one left waiting; the writer thread must go on.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_settle_all, settled)
 
 
 def _reason(exc: Exception) -> str:
@@ -223,13 +238,15 @@ class AuditLog:
                 log.exception("audit log: unexpected error writing a batch")
             self._failed(exc)
             error = AuditUnavailable(f"audit log unavailable: {self.unhealthy_reason}")
-            for pending in batch:
-                _release(pending, error)
+            _release_all([(pending, error) for pending in batch])
             self._fail_queued(error)
             return
-        for pending, outcome in zip(batch, outcomes, strict=True):
-            failure = None if outcome is None else AuditUnavailable(f"event refused: {outcome}")
-            _release(pending, failure)
+        _release_all(
+            [
+                (pending, None if found is None else AuditUnavailable(f"event refused: {found}"))
+                for pending, found in zip(batch, outcomes, strict=True)
+            ]
+        )
 
     def _guard(self, work: Any) -> None:
         try:
