@@ -150,35 +150,41 @@ class MaskingStage:
         policy = self._policies.current
         if policy is None or not policy.masking:
             return answer
-        entity: Any = answer.decoded() if isinstance(answer, EncodedBody) else answer
         identity = call.identity
+        # The gateway's Fetch is sessionless (handlers/fetch.py): the answer holds only
+        # topics the request names, so an answer none of whose topics a rule names for
+        # this identity passes as it came, without being decoded.
+        asked = {_topic_name(call, topic) for topic in call.request.body.topics}
+        if not any(masking_for(policy.masking, identity, name, "fetch") for name in asked):
+            return answer
+        entity: Any = answer.decoded() if isinstance(answer, EncodedBody) else answer
         topics = []
         touched = False
         for topic in entity.responses:
             name = _topic_name(call, topic)
             rules = masking_for(policy.masking, identity, name, "fetch")
-            if not rules:
+            if not rules or not any(part.records for part in topic.partitions):
                 topics.append(topic)
                 continue
-            parts = []
-            for part in topic.partitions:
-                if not part.records:
-                    parts.append(part)
-                    continue
-                touched = True
-                records = await self._mask(call, name, part.partition_index, part.records, rules)
-                if records is None:
-                    part = dataclasses.replace(
-                        part, error_code=items.unavailable_error(api.FETCH), records=None
-                    )
-                else:
-                    part = dataclasses.replace(part, records=records)
-                parts.append(part)
+            touched = True
+            parts = [await self._fetched(call, name, part, rules) for part in topic.partitions]
             topics.append(dataclasses.replace(topic, partitions=tuple(parts)))
         if not touched:
             return answer
         masked: Answer = dataclasses.replace(entity, responses=tuple(topics))
         return masked
+
+    async def _fetched(self, call: Call, topic: str, part: Any, rules: Any) -> Any:
+        """A fetched partition masked, or answering the retriable error with no records
+        when it cannot be."""
+        if not part.records:
+            return part
+        records = await self._mask(call, topic, part.partition_index, part.records, rules)
+        if records is None:
+            return dataclasses.replace(
+                part, error_code=items.unavailable_error(api.FETCH), records=None
+            )
+        return dataclasses.replace(part, records=records)
 
     async def _mask(
         self, call: Call, topic: str, partition: int, records: Any, rules: Any
