@@ -25,7 +25,6 @@ from typing import Any
 import pytest
 
 from gateway import audit_cli, dev, metrics
-from gateway.audit import keys
 from tests.integration.clients import (
     CLIENTS,
     GROUP_PROTOCOLS,
@@ -40,7 +39,7 @@ from tests.integration.clients import (
     watermarks,
 )
 from tests.integration.conftest import CLIENT_USER
-from tests.integration.test_audit_log import _audited_gateway
+from tests.integration.test_audit_log import _audited_gateway, published_key
 from tests.integration.test_transactions import transactional_producer
 
 pytestmark = pytest.mark.integration
@@ -145,9 +144,7 @@ async def _list_topics(client: str, endpoint: Endpoint) -> set[str]:
 async def test_every_request_of_a_client_has_its_event_with_principal_resources_and_results(
     primary: dev.ClusterInfo, tmp_path: Path, client: str, protocol: str
 ) -> None:
-    key_file = tmp_path / "audit.key"
-    public_pem = tmp_path / "audit.pub"
-    public_pem.write_text(keys.public_pem(keys.generate(key_file).public_key()), encoding="utf-8")
+    key_file, public_pem = published_key(tmp_path)
     audit_dir = tmp_path / "audit"
     topic = unique_topic(f"it-audit-cov-{client}")
     group = unique_topic(f"g-audit-cov-{client}")
@@ -199,9 +196,7 @@ def _transactions(endpoint: Endpoint, topic: str, transactional_id: str) -> None
 async def test_a_transactional_producers_requests_have_their_events(
     primary: dev.ClusterInfo, tmp_path: Path
 ) -> None:
-    key_file = tmp_path / "audit.key"
-    public_pem = tmp_path / "audit.pub"
-    public_pem.write_text(keys.public_pem(keys.generate(key_file).public_key()), encoding="utf-8")
+    key_file, public_pem = published_key(tmp_path)
     audit_dir = tmp_path / "audit"
     topic = unique_topic("it-audit-cov-txn")
     transactional_id = unique_topic("it-audit-cov-txn-id")

@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,14 +18,14 @@ from typing import Any
 import pytest
 
 from gateway import dev
-from gateway.audit import keys, read_events, segments
+from gateway.audit import read_events, segments
 from tests.integration.clients.confluent import librdkafka_config
 from tests.integration.conftest import (
     client_endpoint,
     gateway_config_data,
     gateway_subprocess,
 )
-from tests.integration.test_audit_log import _covered
+from tests.integration.test_audit_log import _covered, published_key, verify_as_auditor
 
 pytestmark = pytest.mark.integration
 
@@ -101,10 +99,7 @@ async def until(predicate: Any, what: str, timeout: float = 60.0) -> None:
 async def test_twenty_kill_9_rounds_lose_no_acknowledged_records_event_and_the_log_verifies(
     primary: dev.ClusterInfo, tmp_path: Path
 ) -> None:
-    key_file = tmp_path / "audit.key"
-    public = keys.generate(key_file).public_key()
-    public_pem = tmp_path / "audit.pub"
-    public_pem.write_text(keys.public_pem(public), encoding="utf-8")
+    key_file, public_pem = published_key(tmp_path)
     audit_dir = tmp_path / "audit"
     topic = f"it-audit-crash-{time.monotonic_ns()}"
     data, ports = gateway_config_data(primary)
@@ -163,22 +158,6 @@ async def test_twenty_kill_9_rounds_lose_no_acknowledged_records_event_and_the_l
         recovered
     )
     assert sum(e["type"] == "audit_started" for e in lines) == ROUNDS + 1
-    verified = await asyncio.to_thread(
-        subprocess.run,
-        [
-            sys.executable,
-            "-m",
-            "gateway",
-            "audit",
-            "verify",
-            str(audit_dir),
-            "--public-key",
-            str(public_pem),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=Path(dev.__file__).resolve().parents[2],
-    )
+    verified = await asyncio.to_thread(verify_as_auditor, audit_dir, public_pem)
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert "recovered:" in verified.stdout

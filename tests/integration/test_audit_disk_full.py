@@ -12,7 +12,6 @@ import contextlib
 import errno
 import os
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from typing import Any
 import pytest
 
 from gateway import dev
-from gateway.audit import keys, read_events
+from gateway.audit import read_events
 from tests.integration.clients import Endpoint
 from tests.integration.clients.confluent import librdkafka_config
 from tests.integration.conftest import (
@@ -31,7 +30,7 @@ from tests.integration.conftest import (
     gateway_config_data,
     gateway_subprocess,
 )
-from tests.integration.test_audit_log import _covered
+from tests.integration.test_audit_log import _covered, published_key, verify_as_auditor
 
 pytestmark = pytest.mark.integration
 
@@ -137,9 +136,7 @@ async def until(predicate: Any, what: str, timeout: float = 90.0) -> None:
 async def test_a_full_disk_stalls_producing_with_retriable_errors_and_it_resumes_when_space_returns(
     primary: dev.ClusterInfo, tmp_path: Path
 ) -> None:
-    key_file = tmp_path / "audit.key"
-    public = keys.generate(key_file).public_key()
-    (tmp_path / "audit.pub").write_text(keys.public_pem(public), encoding="utf-8")
+    key_file, public_pem = published_key(tmp_path)
     topic = f"it-audit-full-{time.monotonic_ns()}"
     with small_filesystem(tmp_path / "fs") as fs:
         audit_dir = fs / "audit"
@@ -178,22 +175,6 @@ async def test_a_full_disk_stalls_producing_with_retriable_errors_and_it_resumes
         assert sum(e["refused"] for e in outages) >= 1
         gateway_log = gateway.log_path.read_text(encoding="utf-8")
         assert "ENOSPC" in gateway_log
-        verified = await asyncio.to_thread(
-            subprocess.run,
-            [
-                sys.executable,
-                "-m",
-                "gateway",
-                "audit",
-                "verify",
-                str(audit_dir),
-                "--public-key",
-                str(tmp_path / "audit.pub"),
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-            cwd=Path(dev.__file__).resolve().parents[2],
-        )
+        verified = await asyncio.to_thread(verify_as_auditor, audit_dir, public_pem)
         assert verified.returncode == 0, verified.stdout + verified.stderr
         assert verified.stdout.startswith("OK full:")

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -32,6 +34,28 @@ from tests.integration.conftest import (
 )
 
 pytestmark = pytest.mark.integration
+
+
+def published_key(directory: Path) -> tuple[Path, Path]:
+    """A new signing key in ``directory`` and, beside it, the public key an auditor
+    would be given: (key file, public PEM)."""
+    key_file = directory / "audit.key"
+    public_pem = directory / "audit.pub"
+    public_pem.write_text(keys.public_pem(keys.generate(key_file).public_key()), encoding="utf-8")
+    return key_file, public_pem
+
+
+def verify_as_auditor(directory: Path, public_pem: Path) -> subprocess.CompletedProcess[str]:
+    """``python -m gateway audit verify DIR --public-key PEM`` in a process of its own,
+    as an auditor runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", "audit", "verify", str(directory)]
+        + ["--public-key", str(public_pem)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(dev.__file__).resolve().parents[2],
+    )
 
 
 @contextlib.asynccontextmanager

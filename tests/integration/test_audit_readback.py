@@ -16,11 +16,10 @@ from typing import Any
 import pytest
 
 from gateway import audit_cli, dev
-from gateway.audit import keys
 from tests.integration.clients.common import Record, unique_topic
 from tests.integration.clients.confluent import consume_group, librdkafka_config, produce
 from tests.integration.conftest import CLIENT_USER
-from tests.integration.test_audit_log import _audited_gateway
+from tests.integration.test_audit_log import _audited_gateway, published_key
 
 pytestmark = pytest.mark.integration
 
@@ -52,10 +51,7 @@ def _admin(endpoint: Any, topic: str, missing: str) -> str:
 async def test_client_operations_are_exported_and_a_consumer_session_replays_in_order(
     primary: dev.ClusterInfo, tmp_path: Path
 ) -> None:
-    key_file = tmp_path / "audit.key"
-    public = keys.generate(key_file).public_key()
-    public_pem = tmp_path / "audit.pub"
-    public_pem.write_text(keys.public_pem(public), encoding="utf-8")
+    key_file, public_pem = published_key(tmp_path)
     audit_dir = tmp_path / "audit"
     topic, missing, group = unique_topic("it-audit-rb"), unique_topic("it-gone"), unique_topic()
     records = [Record(n % 2, -1, f"k{n}".encode(), f"v{n}".encode()) for n in range(10)]
