@@ -182,6 +182,7 @@ class _Compiler:
 
     def _leaf(self, schema: Any, rule: FieldRule, path: str) -> Walker:
         method = rule.method
+        schema = self.resolve(schema)
         if isinstance(schema, list):
             if method.kind == "null":
                 if "null" not in schema:
