@@ -120,6 +120,13 @@ def test_only_a_lone_node_formats_as_standalone() -> None:
     assert cmd[cmd.index("-t") + 1] == "id"
 
 
+def test_clusters_are_formatted_with_eligible_leader_replicas_off() -> None:
+    for size in (1, 3):
+        layout = cluster_layout("primary", 31092, RUN / "primary", size)
+        cmd = format_argv("java", "cp", layout.nodes[0], size, "id", "pw")
+        assert cmd[cmd.index("--feature") + 1] == "eligible.leader.replicas.version=0"
+
+
 def _running(size: int) -> dict[str, ClusterInfo]:
     cluster = cluster_layout("primary", 31092, RUN / "primary", size)
     nodes = [node_info(n, 4242 + n.node_id) for n in cluster.nodes]
