@@ -48,8 +48,10 @@ def _produce(endpoint: Endpoint, topic: str, worker: int) -> int:
 
     for n in range(RECORDS_EACH):
         producer.produce(topic, f"w{worker}-{n}".encode(), on_delivery=done)
-        if n % 20 == 0:
-            producer.flush(30)  # many small Produce requests, not a few large ones
+        if n % 10 == 0:
+            # Many small Produce requests (at least 30 per producer), not a few large
+            # ones, however fast the cluster answers.
+            producer.flush(30)
     assert producer.flush(60) == 0
     return delivered
 
@@ -98,7 +100,8 @@ def written_log(
         "key_file": str(published[0]),
         "instance_id": "loaded",
         "checkpoint_every_events": 25,
-        "segment_max_bytes": 48 * 1024,
+        # ~100 Produce events alone fill several of these.
+        "segment_max_bytes": 12 * 1024,
     }
     endpoint = client_endpoint(ports["sasl"])
     topic = f"it-audit-tamper-{time.monotonic_ns()}"

@@ -125,7 +125,7 @@ def test_status_json_never_contains_the_password(
 ) -> None:
     assert dev.main(["status", "--json"]) == 0
     out = capsys.readouterr().out
-    listed = json.loads(out)
+    listed = json.loads(out)["clusters"]
     assert [c["pid"] for c in listed] == [c.pid for c in clusters]
     assert [c["password_file"] for c in listed] == [c.password_file for c in clusters]
     for info in clusters:
@@ -138,9 +138,13 @@ def test_status_json_never_contains_the_password(
 def test_secret_files_are_private(clusters: list[dev.ClusterInfo]) -> None:
     for info in clusters:
         root = Path(info.password_file).parent
-        for name in ("admin.password", "server.properties", "client.properties"):
-            mode = stat.S_IMODE(os.stat(root / name).st_mode)
-            assert mode == 0o600, f"{root / name} has mode {oct(mode)}"
+        # Each node's server.properties holds the inter-broker password too; it sits in
+        # the cluster's folder for one node, in node-<id>/ for three.
+        every = [root / "admin.password", root / "client.properties"]
+        every += [Path(node.config_file) for node in info.nodes]
+        for path in every:
+            mode = stat.S_IMODE(os.stat(path).st_mode)
+            assert mode == 0o600, f"{path} has mode {oct(mode)}"
         assert Path(dev.client_config_file(info)).is_file()
 
 
@@ -277,7 +281,8 @@ def test_three_node_primary_has_three_live_brokers(
     assert len({n.pid for n in three.nodes}) == 3
     assert _brokers(three) == {n.node_id: n.bootstrap for n in three.nodes}
     assert dev.main(["status", "--json"]) == 0
-    (primary,) = [c for c in json.loads(capsys.readouterr().out) if c["name"] == "primary"]
+    listed = json.loads(capsys.readouterr().out)["clusters"]
+    (primary,) = [c for c in listed if c["name"] == "primary"]
     assert [(n["node_id"], n["state"]) for n in primary["nodes"]] == [
         (1, "running"),
         (2, "running"),
