@@ -23,6 +23,7 @@ One module per component; this file only names the public API:
     certs.py        a local CA, the gateway's server certificate and a client one
     faults.py       pause, resume, kill, stop, start, restart one node (for tests)
     registry.py     Karapace, a Confluent-compatible schema registry, beside the clusters
+    mirror.py       MirrorMaker 2, replicating the primary to the secondary
     cli.py          `python -m gateway dev ...`
 
 Layout of the run directory (`$GATEWAY_DEV_DIR`, default `~/.cache/soc2-gateway/dev`):
@@ -37,6 +38,9 @@ Layout of the run directory (`$GATEWAY_DEV_DIR`, default `~/.cache/soc2-gateway/
     tls/                       the dev CA, server and client certificates (keys 0600)
     registry.json              the schema registry's pid and URL (no secrets)
     registry/karapace.log      its output
+    mirror.json                MirrorMaker 2's pid and what it mirrors (no secrets)
+    mirror/mm2.properties      0600: its settings, with both admin passwords
+    mirror/mirrormaker.log     its output
     <name>/node-<id>/          a three-node cluster's server.properties, kafka.log and
                                data/ per node (kept apart from the single node's)
 
@@ -91,6 +95,12 @@ from gateway.dev.layout import (
     default_run_dir,
     tls_dir,
 )
+from gateway.dev.mirror import GROUPS_ENV as MIRROR_GROUPS_ENV
+from gateway.dev.mirror import TOPICS_ENV as MIRROR_TOPICS_ENV
+from gateway.dev.mirror import MirrorInfo
+from gateway.dev.mirror import start as start_mirror
+from gateway.dev.mirror import status as mirror_status
+from gateway.dev.mirror import stop as stop_mirror
 from gateway.dev.registry import RegistryInfo, karapace_dir
 from gateway.dev.registry import start as start_registry
 from gateway.dev.registry import status as registry_status
@@ -122,6 +132,12 @@ __all__ = [
     "ClusterInfo",
     "NodeInfo",
     "RegistryInfo",
+    "MIRROR_GROUPS_ENV",
+    "MIRROR_TOPICS_ENV",
+    "MirrorInfo",
+    "mirror_status",
+    "start_mirror",
+    "stop_mirror",
     "karapace_dir",
     "registry_status",
     "start_registry",

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from gateway.dev import faults, registry
+from gateway.dev import faults, mirror, registry
 from gateway.dev.clusters import down, status, up
 from gateway.dev.errors import DevError, ToolMissingError
 from gateway.dev.layout import CLUSTER_NAMES, NODE_COUNTS, PRIMARY_BROKERS_ENV, default_run_dir
@@ -53,6 +53,25 @@ def _print_table(infos: list[ClusterInfo]) -> None:
         print(f"schema registry (Karapace): {schemas.url} {state}; log {schemas.log_file}")
     elif registry.karapace_dir() is None:
         print(f"schema registry: not started (no Karapace folder; set {registry.KARAPACE_DIR_ENV})")
+    replication = mirror.status(default_run_dir())
+    if replication is not None:
+        state = f"running (pid {replication.pid})" if replication.running else "stopped"
+        print(
+            f"MirrorMaker 2: {replication.source} -> {replication.target} {state}, topics "
+            f"{replication.topics!r}, groups {replication.groups!r}; log {replication.log_file}"
+        )
+
+
+def _as_json(infos: list[ClusterInfo]) -> str:
+    """The clusters, the schema registry and MirrorMaker 2 (null where never started)."""
+    run = default_run_dir()
+    schemas, replication = registry.status(run), mirror.status(run)
+    doc = {
+        "clusters": [dataclasses.asdict(info) for info in infos],
+        "registry": dataclasses.asdict(schemas) if schemas is not None else None,
+        "mirror": dataclasses.asdict(replication) if replication is not None else None,
+    }
+    return json.dumps(doc, indent=2)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -124,7 +143,7 @@ def main(argv: list[str]) -> int:
             json.dumps(doc, indent=2) if args.json else " ".join(f"{k}={v}" for k, v in doc.items())
         )
     elif args.json:
-        print(json.dumps([dataclasses.asdict(info) for info in result], indent=2))
+        print(_as_json(result))
     else:
         _print_table(result)
     return 0

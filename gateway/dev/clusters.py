@@ -13,7 +13,7 @@ import logging
 from collections.abc import Collection, Mapping
 from pathlib import Path
 
-from gateway.dev import kafka, registry
+from gateway.dev import kafka, mirror, registry
 from gateway.dev.certs import ensure_dev_certificates
 from gateway.dev.credentials import ensure_password
 from gateway.dev.errors import DevError
@@ -188,8 +188,8 @@ def up(
         # The gateway's TLS listeners (make run, tests) use these; created once.
         ensure_dev_certificates(tls_dir(run))
         state = read_state(run)
-        clusters = layouts(run, cluster_sizes(state, primary_brokers))
-        clusters = [c for c in clusters if only is None or c.name in only]
+        every = layouts(run, cluster_sizes(state, primary_brokers))
+        clusters = [c for c in every if only is None or c.name in only]
         plan = [(c, *_plan(c, state.get(c.name))) for c in clusters]
         start_and_wait(run, state, plan, timeout)
         if "primary" in {c.name for c in clusters}:
@@ -200,14 +200,39 @@ def up(
                 registry.start(run, state["primary"])
             except DevError as err:
                 log.error("the dev schema registry did not start: %s", err)
+        _start_mirror(run, state, every)
     return [state[c.name] for c in clusters]
+
+
+def _start_mirror(run: Path, state: Mapping[str, ClusterInfo], every: list[ClusterLayout]) -> None:
+    """MirrorMaker 2 from the primary to the secondary once both serve (see mirror.py).
+
+    It is given each cluster's home addresses, so that a node restarted on its spare
+    port does not change its settings (and restart it); it finds the brokers from
+    there. One that does not start leaves the clusters serving.
+    """
+    source, target = state.get(mirror.SOURCE), state.get(mirror.TARGET)
+    if source is None or target is None or not live_nodes(source) or not live_nodes(target):
+        return
+    home = {c.name: ",".join(f"{HOST}:{n.port}" for n in c.nodes) for c in every}
+    try:
+        mirror.start(
+            run,
+            dataclasses.replace(source, bootstrap_servers=home[source.name]),
+            dataclasses.replace(target, bootstrap_servers=home[target.name]),
+        )
+    except DevError as err:
+        log.error("MirrorMaker 2 did not start: %s", err)
 
 
 def down(run_dir: Path | None = None) -> None:
     """Stop every node that `up` started (only those, by recorded pid) and wait for exit."""
     run = resolve_run_dir(run_dir)
     with locked(run):
-        registry.stop(run)  # before the brokers it stores its schemas on
+        # Before the brokers: the registry stores its schemas on the primary, and
+        # MirrorMaker would log every broker leaving.
+        mirror.stop(run)
+        registry.stop(run)
         state = read_state(run)
         live = [node for info in state.values() for node in live_nodes(info)]
         for node in live:

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from gateway.dev.errors import DevError, ToolMissingError
@@ -45,8 +46,12 @@ def default_lib_dir() -> Path:
     return Path.home() / ".cache" / "soc2-gateway" / f"kafka-{KAFKA_VERSION}" / "lib"
 
 
-def log4j_xml(level: str, target: str) -> str:
-    """log4j2 configuration: one console appender, request and authorizer logs quiet."""
+def log4j_xml(level: str, target: str, loggers: Mapping[str, str] | None = None) -> str:
+    """log4j2 configuration: one console appender, request and authorizer logs quiet,
+    and `loggers` (name: level) on top."""
+    extra = "".join(
+        f'\n    <Logger name="{name}" level="{lvl}"/>' for name, lvl in (loggers or {}).items()
+    )
     return f"""<?xml version="1.0" encoding="UTF-8"?>
 <Configuration status="WARN">
   <Appenders>
@@ -58,7 +63,7 @@ def log4j_xml(level: str, target: str) -> str:
     <Root level="{level}"><AppenderRef ref="OUT"/></Root>
     <Logger name="kafka.request.logger" level="WARN"/>
     <Logger name="kafka.network.RequestChannel$" level="WARN"/>
-    <Logger name="kafka.authorizer.logger" level="WARN"/>
+    <Logger name="kafka.authorizer.logger" level="WARN"/>{extra}
   </Loggers>
 </Configuration>
 """

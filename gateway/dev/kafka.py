@@ -234,7 +234,7 @@ async def _wait_ready(s: Starting, deadline: float) -> None:
         await asyncio.sleep(0.5)
 
 
-def _run_async(factory: Callable[[], Awaitable[T]]) -> T:
+def run_async(factory: Callable[[], Awaitable[T]]) -> T:
     """asyncio.run that also works when called from inside a running event loop."""
 
     async def runner() -> T:
@@ -257,7 +257,7 @@ def wait_ready(starting: Sequence[Starting], timeout: float) -> list[DevError | 
             *(_wait_ready(s, deadline) for s in starting), return_exceptions=True
         )
 
-    results = _run_async(wait_all)
+    results = run_async(wait_all)
     errors: list[DevError | None] = []
     for result in results:
         if isinstance(result, DevError) or result is None:

@@ -109,6 +109,10 @@ class SessionLog(logging.Handler):
         self.lines.append(self.format(record))
 
 
+# Topics and groups whose names match are mirrored to the secondary.
+MIRRORED = "mirror-.*"
+
+
 @pytest.fixture(scope="session")
 def session_log() -> Iterator[SessionLog]:
     handler = SessionLog()
@@ -129,6 +133,10 @@ def clusters() -> Iterator[dict[str, dev.ClusterInfo]]:
     # Three primary nodes, so that routing to several leaders, leader moves and
     # coordinator moves are exercised (GATEWAY_DEV_PRIMARY_BROKERS=1 for one).
     brokers = int(os.environ.get("GATEWAY_DEV_PRIMARY_BROKERS", "3"))
+    # MirrorMaker 2 mirrors only the tests' `mirror-` topics and groups, not the
+    # hundreds of topics the other tests create.
+    os.environ.setdefault(dev.MIRROR_TOPICS_ENV, MIRRORED)
+    os.environ.setdefault(dev.MIRROR_GROUPS_ENV, MIRRORED)
     infos = {info.name: info for info in dev.up(primary_brokers=brokers)}
     yield infos
     if not was_running:
@@ -158,8 +166,32 @@ def schema_registry(clusters: dict[str, dev.ClusterInfo]) -> str:
 
 
 @pytest.fixture(scope="session")
+def mirror(clusters: dict[str, dev.ClusterInfo]) -> dev.MirrorInfo:
+    """MirrorMaker 2 from the primary to the secondary (started by `dev up`, which logs
+    one that did not start; here that fails what needs it)."""
+    run = dev.default_run_dir()
+    info = dev.mirror_status(run)
+    if info is None or not info.running:
+        info = dev.start_mirror(run, clusters["primary"], clusters["secondary"])
+    return info
+
+
+@pytest.fixture(scope="session")
 def primary(clusters: dict[str, dev.ClusterInfo]) -> dev.ClusterInfo:
     return clusters["primary"]
+
+
+@pytest.fixture(scope="session")
+def secondary_direct(clusters: dict[str, dev.ClusterInfo]) -> Endpoint:
+    """The secondary cluster itself, with the gateway's own SCRAM credentials."""
+    secondary = clusters["secondary"]
+    return Endpoint(
+        secondary.bootstrap,
+        security_protocol=secondary.security_protocol,
+        sasl_mechanism=secondary.sasl_mechanism,
+        username=secondary.username,
+        password=dev.read_password(secondary),
+    )
 
 
 @pytest.fixture(scope="session")
