@@ -212,8 +212,10 @@ def stop(run: Path) -> None:
     if _alive(running):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+    # Reap it when it is our child (started by this process): it has exited or is
+    # exiting, so this returns at once, and its pid is gone when stop returns.
     with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
+        os.waitpid(pid, 0)
     _state_file(run).write_text(
         json.dumps(asdict(RegistryInfo(running.url, None, running.log_file))), encoding="utf-8"
     )
