@@ -29,9 +29,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
-from gateway.audit import fetch, kafka_sink, keys, query, shipping, verify
+from gateway.audit import fetch, keys, query, shipping, verify
 from gateway.config import load_config
 from gateway.errors import ConfigError
+from gateway.upstream.clients import client_settings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -223,7 +224,7 @@ def _fetch_settings(ns: argparse.Namespace) -> dict[str, Any]:
             raise ConfigError(
                 f"--cluster: name one of {', '.join(config.cluster_names)} (got {name!r})"
             )
-        return kafka_sink.client_settings(getattr(config.clusters, name))
+        return client_settings(getattr(config.clusters, name))
     if ns.bootstrap is None:
         raise ConfigError("give --bootstrap HOST:PORT or --config FILE")
     settings: dict[str, Any] = {

@@ -207,14 +207,37 @@ class TlsConfig(_Model):
     check_hostname: bool = Field(True, description="Verify broker host names.")
 
 
+_TOPIC_NAME = r"^[A-Za-z0-9._-]{1,249}$"
+
+
 class HealthCheckConfig(_Model):
-    """How the gateway checks an upstream cluster (metadata, then every broker)."""
+    """How the gateway checks an upstream cluster: log in and read its metadata, ask
+    every broker for its API versions, then write a record to a small topic of the
+    gateway's own and read it back (the canary)."""
 
     interval_seconds: float = Field(
         5.0, gt=0, description="Time between checks while the cluster answers."
     )
     timeout_seconds: float = Field(
         5.0, gt=0, description="How long one check waits for a broker to connect and answer."
+    )
+    down_after_failures: int = Field(
+        3, ge=1, le=100, description="Failed checks in a row that mark an up cluster down."
+    )
+    up_after_successes: int = Field(
+        2,
+        ge=1,
+        le=100,
+        description="Passed checks in a row that mark a down cluster up again (the first "
+        "check after start-up needs one).",
+    )
+    canary_topic: str | None = Field(
+        "__gateway-canary",
+        pattern=_TOPIC_NAME,
+        description="The gateway's own one-partition topic each check writes a record to "
+        "and reads it back from (created when missing, 1 h retention); null: no canary. "
+        "A failed round trip marks the cluster degraded. MirrorMaker's default "
+        "topics.exclude (`__.*`) leaves the default name unmirrored.",
     )
 
 

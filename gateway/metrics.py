@@ -126,6 +126,18 @@ UPSTREAM_STATE = Gauge(
     "1 for the cluster's current health state (up, degraded, down), 0 for the others.",
     ["cluster", "state"],
 )
+UPSTREAM_CHECK_SECONDS = Histogram(
+    "gateway_upstream_check_seconds",
+    "Duration of one health check of the cluster (login, metadata, every broker, canary).",
+    ["cluster"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+UPSTREAM_CANARY_SECONDS = Histogram(
+    "gateway_upstream_canary_seconds",
+    "Round trip of the health check's canary record (produce with acks=all, fetch back).",
+    ["cluster"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
 UPSTREAM_RECOVERIES = Counter(
     "gateway_upstream_recoveries_total",
     "Times the cluster came back after its health checks found it down.",

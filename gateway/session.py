@@ -55,8 +55,8 @@ class OpenSessions:
 
 @dataclass
 class Services:
-    """What every connection shares: config, the active cluster, authenticators, the
-    policy in force, and the sessions open now."""
+    """What every connection shares: config, the active cluster (and the standby one),
+    authenticators, the policy in force, and the sessions open now."""
 
     config: Config
     pool: ClusterPool
@@ -71,6 +71,9 @@ class Services:
     # Masks fetched records by the policy's masking rules; None without ``masking:``
     # (the masking stage then refuses what rules name: it cannot mask it).
     masking: MaskingEngine | None = None
+    # The other configured cluster, health-checked beside the active one (``pool``);
+    # None when only one cluster is configured.
+    standby: ClusterPool | None = None
     _versions: tuple[object, dict[int, VersionRange]] | None = field(init=False, default=None)
 
     @property

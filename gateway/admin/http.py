@@ -10,11 +10,14 @@ same guard as Kafka logins, so guessing tokens is delayed and limited.
 
 ``/healthz``: the process is serving. ``/readyz``: the active upstream cluster's
 health as the gateway's background checks last found it (ready when ``up`` or
-``degraded``); it never asks the cluster itself, so it answers at once in every state
+``degraded``; with a secondary configured, each cluster's state too); it never asks
+the cluster itself, so it answers at once in every state
 and callers cannot make the gateway load the cluster. With audit on and not
 ``fail_open``, it is also unavailable while the audit log cannot write (``audit``
 says why). ``/metrics``: Prometheus text
-format. ``/whoami``: the caller as the API sees it. ``/sessions``: the client
+format. ``GET /clusters``: each configured cluster's health (active or standby,
+state and why, broker count, the last check's and canary's durations, the thresholds
+and how far along them it is). ``/whoami``: the caller as the API sees it. ``/sessions``: the client
 connections open now. ``GET /policy``: the policy in force (version, files, rule
 count) and the last reload's outcome. ``POST /policy/reload``: reload the policy
 directory now; 422 with the problems when the new set is invalid (the policy in force
@@ -90,6 +93,10 @@ async def readyz(request: web.Request) -> web.Response:
         "for_seconds": round(time.monotonic() - health.since, 1),
         "brokers": len(pool.view.brokers),
     }
+    if services.standby is not None:
+        # States only: reasons name broker addresses, for authenticated callers
+        # (GET /clusters).
+        body["clusters"] = {each.name: each.health.state.value for each in (pool, services.standby)}
     recorder = services.audit
     if recorder is not None and isinstance(recorder.sink, AuditLog):
         audit_log = recorder.sink
@@ -98,6 +105,14 @@ async def readyz(request: web.Request) -> web.Response:
         ready = ready and (audit_log.healthy or recorder.settings.fail_open)
     body["status"] = "ready" if ready else "unavailable"
     return web.json_response(body, status=200 if ready else 503)
+
+
+async def clusters(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    shown = [services.pool.describe("active")]
+    if services.standby is not None:
+        shown.append(services.standby.describe("standby"))
+    return web.json_response({"active": services.pool.name, "clusters": shown})
 
 
 async def metrics_endpoint(_: web.Request) -> web.Response:
@@ -222,6 +237,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/readyz", readyz, None),
     Route("GET", "/metrics", metrics_endpoint, None),
     Route("GET", "/whoami", whoami, None),
+    Route("GET", "/clusters", clusters, _roles("operator", "auditor", "admin")),
     Route("GET", "/sessions", sessions, _roles("operator", "auditor", "admin")),
     Route("GET", "/policy", policy, _roles("operator", "auditor", "admin")),
     Route("POST", "/policy/reload", policy_reload, _roles("operator", "admin")),

@@ -23,7 +23,6 @@ import contextlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -32,29 +31,13 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from gateway import metrics
 from gateway.audit import shipping
 from gateway.config import AuditKafkaConfig, ClusterConfig
-from gateway.upstream.pool import cluster_ssl_context
+from gateway.upstream.clients import client_settings
 
 log = logging.getLogger(__name__)
 
 BACKOFF_INITIAL_S = 0.5
 BACKOFF_MAX_S = 30.0
 RETENTION_MS = 400 * 24 * 3600 * 1000  # beyond a yearly audit period
-
-
-def client_settings(cluster: ClusterConfig) -> dict[str, Any]:
-    """aiokafka connection keywords for ``cluster``, as the upstream pool connects."""
-    sasl = cluster.sasl
-    settings: dict[str, Any] = {
-        "bootstrap_servers": list(cluster.bootstrap_servers),
-        "security_protocol": cluster.security_protocol,
-    }
-    if cluster.security_protocol.endswith("SSL"):
-        settings["ssl_context"] = cluster_ssl_context(cluster)
-    if sasl is not None:
-        settings["sasl_mechanism"] = sasl.mechanism
-        settings["sasl_plain_username"] = sasl.username
-        settings["sasl_plain_password"] = sasl.password.resolve()
-    return settings
 
 
 class KafkaSink:

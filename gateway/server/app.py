@@ -58,12 +58,19 @@ class Gateway:
         recorder = None
         if config.audit is not None and self.audit_log is not None:
             recorder = Recorder(self.audit_log, StageSettings(fail_open=config.audit.fail_open))
+        secondary = config.clusters.secondary
+        standby = (
+            ClusterPool("secondary", secondary, config.limits.upstream_timeout_seconds)
+            if secondary is not None
+            else None
+        )
         self.services = Services(
             config,
             pool,
             Authenticator(config),
             policies=PolicyStore(config.policy.dir),
             audit=recorder,
+            standby=standby,
         )
         self.policy_watcher = PolicyWatcher(
             self.services.policies, config.policy.reload_interval_seconds
@@ -105,6 +112,8 @@ class Gateway:
                     self.services.audit.watch_policy(self.services.policies)
             await self._start_masking()
             await self.services.pool.start()
+            if self.services.standby is not None:
+                await self.services.standby.start(first_check=False)
             if not self.services.pool.health.ready:
                 log.warning(
                     "cluster %s not reachable yet; serving once it answers",
@@ -289,7 +298,8 @@ class Gateway:
             with contextlib.suppress(OSError, ssl.SSLError):
                 await writer.wait_closed()
 
-    async def stop(self) -> None:
+    async def _close_listeners(self) -> None:
+        """Stop accepting; owed responses finish within the grace period."""
         for server in self._servers:
             server.close()
         grace = self.config.limits.shutdown_grace_seconds
@@ -303,10 +313,15 @@ class Gateway:
         for server in self._servers:
             with contextlib.suppress(Exception):
                 await server.wait_closed()
+
+    async def stop(self) -> None:
+        await self._close_listeners()
         await self._admin.stop()
         await self.services.authenticator.watcher.stop()
         await self.policy_watcher.stop()
-        await self.services.pool.close()
+        for pool in (self.services.pool, self.services.standby):
+            if pool is not None:
+                await pool.close()
         self.services.authenticator.close()
         if self.masking is not None:
             await self.masking.close()

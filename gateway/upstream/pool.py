@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import random
-import ssl
+import time
 from typing import Any
 
 from aiokafka import errors as aiokafka_errors
@@ -31,6 +31,8 @@ from gateway.errors import ConfigError, UpstreamError, UpstreamUnavailable
 from gateway.protocol import codec
 from gateway.protocol.versions import API_VERSIONS, METADATA, VersionRange
 from gateway.upstream.boundary import map_errors
+from gateway.upstream.canary import Canary
+from gateway.upstream.clients import cluster_ssl_context
 from gateway.upstream.connections import UpstreamSession
 from gateway.upstream.coordinators import Coordinators
 from gateway.upstream.health import ClusterHealth
@@ -83,7 +85,9 @@ class ClusterPool:
         self.timeout = timeout
         self.check_timeout = min(timeout, config.health.timeout_seconds)
         self.view = ClusterView()
-        self.health = ClusterHealth(name)
+        health = config.health
+        self.health = ClusterHealth(name, health.down_after_failures, health.up_after_successes)
+        self.canary = Canary(name, config, health.canary_topic) if health.canary_topic else None
         self.api_versions: dict[int, VersionRange] = {}
         self.coordinators: Coordinators = Coordinators(self)
         self._password = config.sasl.password.resolve() if config.sasl else None
@@ -101,15 +105,39 @@ class ClusterPool:
     def __repr__(self) -> str:
         return f"<ClusterPool {self.name} {','.join(self.config.bootstrap_servers)}>"
 
-    async def start(self) -> None:
-        """Check the cluster once, then keep checking it in the background.
+    async def start(self, *, first_check: bool = True) -> None:
+        """Check the cluster once (unless ``first_check`` is False: a standby cluster
+        must not delay the start), then keep checking it in the background.
 
         An unreachable cluster does not stop the gateway: it starts not ready and
         serves as soon as a check succeeds.
         """
-        with contextlib.suppress(UpstreamError):
-            await self.check()
+        if first_check:
+            with contextlib.suppress(UpstreamError):
+                await self.check()
         self._watcher = asyncio.ensure_future(self._watch())
+
+    def describe(self, role: str) -> dict[str, object]:
+        """The cluster's health as ``GET /clusters`` shows it (no address, no secret
+        beyond what check failures name: broker ids and addresses for operators)."""
+        health = self.health
+        return {
+            "name": self.name,
+            "role": role,
+            "state": health.state.value,
+            "reason": health.reason,
+            "for_seconds": round(time.monotonic() - health.since, 1),
+            "brokers": len(self.view.brokers),
+            "checked_at": health.checked_at,
+            "check_seconds": _rounded(health.check_seconds),
+            "canary_seconds": _rounded(health.canary_seconds),
+            "canary_topic": self.canary.topic if self.canary is not None else None,
+            "failures_in_a_row": health.failures,
+            "successes_in_a_row": health.successes,
+            "down_after_failures": health.down_after,
+            "up_after_successes": health.up_after,
+            "recoveries": health.recoveries,
+        }
 
     async def close(self) -> None:
         tasks = [t for t in (self._watcher, self._refreshing, *self._background) if t]
@@ -117,6 +145,8 @@ class ClusterPool:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self._control.close()
+        if self.canary is not None:
+            await self.canary.close()
 
     def session(self) -> UpstreamSession:
         return UpstreamSession(self)
@@ -170,23 +200,38 @@ class ClusterPool:
     # -- health -----------------------------------------------------------------------
 
     async def check(self) -> None:
-        """Read the layout, then ask every other broker it lists for its API versions;
-        the outcome sets :attr:`health`. Raises UpstreamError when nothing answered."""
-        if self._credentials_refused:
-            self._credentials_refused = False
-            self._control.reset()
-        await self.refresh()
-        unreachable: dict[int, str] = {}
-        others = [n for n in self.view.brokers if n != self._last_answered]
-        results = await asyncio.gather(
-            *(self._ping(node) for node in others), return_exceptions=True
-        )
-        for node, result in zip(others, results, strict=True):
-            if isinstance(result, UpstreamError):
-                unreachable[node] = str(result)
-            elif isinstance(result, BaseException):
-                raise result
-        self.health.checked(unreachable)
+        """Read the layout, ask every other broker it lists for its API versions, then
+        send the canary round trip; the outcome sets :attr:`health`. Raises
+        UpstreamError when nothing answered."""
+        started = time.monotonic()
+        canary_seconds: float | None = None
+        try:
+            if self._credentials_refused:
+                self._credentials_refused = False
+                self._control.reset()
+            await self.refresh()
+            unreachable: dict[int, str] = {}
+            others = [n for n in self.view.brokers if n != self._last_answered]
+            results = await asyncio.gather(
+                *(self._ping(node) for node in others), return_exceptions=True
+            )
+            for node, result in zip(others, results, strict=True):
+                if isinstance(result, UpstreamError):
+                    unreachable[node] = str(result)
+                elif isinstance(result, BaseException):
+                    raise result
+            canary_failure: str | None = None
+            if self.canary is not None:
+                try:
+                    # Its first round trip also creates the topic and logs in twice.
+                    canary_seconds = await self.canary.round_trip(
+                        len(self.view.brokers), 2 * self.check_timeout
+                    )
+                except UpstreamUnavailable as exc:
+                    canary_failure = str(exc)
+            self.health.checked(unreachable, canary_failure)
+        finally:
+            self.health.timed(time.monotonic() - started, canary_seconds)
 
     async def _ping(self, node: int) -> None:
         conn = await self._control.connection(node, self.check_timeout)
@@ -209,6 +254,9 @@ class ClusterPool:
             except Exception:
                 log.exception("cluster %s: health check failed unexpectedly", self.name)
                 delay = backoff.next()
+            if self.health.settling:
+                # Counting towards a threshold: the next check decides sooner.
+                delay = min(delay, backoff.maximum)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
@@ -344,18 +392,11 @@ class ClusterPool:
         return min(self.view.brokers)
 
 
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 4)
+
+
 def _retrieve(task: asyncio.Future[Any]) -> None:
     """Mark a background failure as seen: the health state already reports it."""
     if not task.cancelled():
         task.exception()
-
-
-def cluster_ssl_context(config: ClusterConfig) -> ssl.SSLContext:
-    """The TLS context of connections to ``config``'s brokers (also the audit sink's)."""
-    tls = config.tls
-    context = ssl.create_default_context(cafile=str(tls.ca_file) if tls and tls.ca_file else None)
-    if tls is not None:
-        context.check_hostname = tls.check_hostname
-        if tls.cert_file is not None:
-            context.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
-    return context

@@ -329,7 +329,14 @@ def harness_config(overrides: dict[str, Any] | None = None, **limits: Any) -> Co
         {
             "gateway": {"node_id": GATEWAY_NODE, "cluster_id": "harness-cluster"},
             "listeners": [listener],
-            "clusters": {"primary": {"bootstrap_servers": ["bootstrap.test:9092"]}},
+            # No canary: it round-trips with aiokafka clients of its own, not through
+            # the scripted brokers (the integration tests run it against real ones).
+            "clusters": {
+                "primary": {
+                    "bootstrap_servers": ["bootstrap.test:9092"],
+                    "health": {"canary_topic": None},
+                }
+            },
             "limits": {"shutdown_grace_seconds": 5.0, **limits},
             **overrides,
         }

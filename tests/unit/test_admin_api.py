@@ -161,6 +161,24 @@ async def test_token_with_the_role_gets_200(make_client: Any) -> None:
     assert _count("/sessions", "ok") == before + 1
 
 
+async def test_clusters_shows_the_active_clusters_health_to_operators(make_client: Any) -> None:
+    client, services = await make_client()
+    services.pool.health.checked({2: "timed out"})
+
+    response = await client.get("/clusters", headers=_bearer(OPERATOR_TOKEN))
+    refused = await client.get("/clusters", headers=_bearer(VIEWER_TOKEN))
+
+    assert response.status == 200
+    body = await response.json()
+    assert body["active"] == "harness"
+    (shown,) = body["clusters"]
+    assert (shown["name"], shown["role"], shown["state"]) == ("harness", "active", "degraded")
+    assert shown["reason"] == "broker 2: timed out"
+    assert (shown["down_after_failures"], shown["up_after_successes"]) == (3, 2)
+    assert shown["canary_topic"] is None
+    assert refused.status == 403
+
+
 async def test_whoami_names_the_static_token_caller_and_its_roles(make_client: Any) -> None:
     client, _ = await make_client()
 

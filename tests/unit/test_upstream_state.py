@@ -117,6 +117,55 @@ def test_health_logs_a_state_once_however_often_it_is_confirmed(
     assert len([r for r in caplog.records if "unit-log" in r.getMessage()]) == 1
 
 
+def test_thresholds_need_failures_in_a_row_for_down_and_successes_in_a_row_for_up() -> None:
+    health = ClusterHealth("unit-thresholds", down_after=3, up_after=2)
+    health.checked({})  # the first contact needs one check
+    assert health.state is ClusterState.UP and not health.settling
+    health.failed("timed out")
+    health.failed("timed out")
+    assert health.state is ClusterState.UP and health.ready and health.settling
+    health.checked({})  # a pass in between starts the count again
+    assert health.failures == 0 and not health.settling
+    for _ in range(2):
+        health.failed("timed out")
+    assert health.state is ClusterState.UP
+    health.failed("no broker answered")
+    assert health.state is ClusterState.DOWN and not health.ready
+    assert health.reason == "no broker answered"
+    health.checked({})
+    assert health.state is ClusterState.DOWN and health.settling
+    assert health.reason == "answering again (1 of 2 checks)"
+    health.failed("timed out")  # a failure in between starts the count again
+    health.checked({})
+    assert health.state is ClusterState.DOWN
+    health.checked({})
+    assert health.state is ClusterState.UP and health.recoveries == 1
+    assert not health.settling
+
+
+def test_a_failed_canary_with_metadata_read_degrades_and_never_downs() -> None:
+    health = ClusterHealth("unit-canary", down_after=1, up_after=1)
+    for _ in range(3):
+        health.checked({}, "canary __gateway-canary: NotEnoughReplicasError")
+    assert health.state is ClusterState.DEGRADED and health.ready
+    assert health.reason == "canary: canary __gateway-canary: NotEnoughReplicasError"
+    health.checked({2: "timed out"}, "timed out")
+    assert health.reason == "broker 2: timed out, canary: timed out"
+    health.checked({})
+    assert health.state is ClusterState.UP
+
+
+def test_check_durations_are_kept_and_exported() -> None:
+    health = ClusterHealth("unit-durations")
+    before = sample("gateway_upstream_canary_seconds_count", cluster="unit-durations")
+    health.timed(0.25, 0.125)
+    health.timed(0.5, None)  # a check that did not get as far as its canary
+    assert (health.check_seconds, health.canary_seconds) == (0.5, None)
+    assert health.checked_at is not None
+    assert sample("gateway_upstream_check_seconds_count", cluster="unit-durations") == 2
+    assert sample("gateway_upstream_canary_seconds_count", cluster="unit-durations") == before + 1
+
+
 def test_backoff_doubles_to_its_cap_with_bounded_jitter() -> None:
     backoff = Backoff(initial=0.1, maximum=1.0)
     delays = [backoff.next() for _ in range(8)]
