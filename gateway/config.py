@@ -222,10 +222,16 @@ class HealthCheckConfig(_Model):
         5.0, gt=0, description="How long one check waits for a broker to connect and answer."
     )
     down_after_failures: int = Field(
-        3, ge=1, le=100, description="Failed checks in a row that mark an up cluster down."
+        1,
+        ge=1,
+        le=100,
+        description="Failed checks in a row that mark an up cluster down. One failed "
+        "check already means no broker answered within timeout_seconds; more keep a "
+        "lost check from flapping /readyz, at the cost of clients' retriable errors "
+        "meanwhile.",
     )
     up_after_successes: int = Field(
-        2,
+        1,
         ge=1,
         le=100,
         description="Passed checks in a row that mark a down cluster up again (the first "
