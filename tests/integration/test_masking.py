@@ -109,6 +109,20 @@ masking:
         - {{path: card_number, method: partial, keep_last: 4}}
         - {{path: address.street, method: redact, replacement: "(street)"}}
         - {{path: "phones[]", method: redact, replacement: "(phone)"}}
+  - id: it-keyed-pii
+    topics: [{{prefix: it-mask-keyed-}}]
+    subjects: {{principals: [{analyst}]}}
+    exempt: {{principals: [{exempt}]}}
+    key:
+      format: avro
+      fields: [{{path: email, method: hash}}]
+    value:
+      format: avro
+      fields:
+        - {{path: email, method: hash}}
+        - {{path: card_number, method: partial, keep_last: 4}}
+        - {{path: address.street, method: redact, replacement: "(street)"}}
+        - {{path: "phones[]", method: redact, replacement: "(phone)"}}
   - id: it-events-json
     topics: [{{prefix: it-mask-json-}}]
     subjects: {{principals: [{analyst}]}}
@@ -328,6 +342,91 @@ async def test_an_analyst_decodes_every_record_masked_and_an_exempt_identity_rea
     fields = {f for m in evidence for r in m["rules"] for f in r["fields"]}
     assert fields == {"email", "card_number", "address.street", "phones[]"}
     assert len({i for m in evidence for i in m["schema_ids"]}) == 1
+
+
+KEY_SCHEMA = {
+    "type": "record",
+    "name": "CustomerKey",
+    "namespace": "it.masking",
+    "fields": [{"name": "tenant", "type": "string"}, {"name": "email", "type": "string"}],
+}
+
+
+def _keyed(endpoint: Endpoint, registry_url: str, topic: str, sent: list[dict[str, Any]]) -> None:
+    """Customers with Avro keys (subject <topic>-key) and Avro values."""
+    with SchemaRegistryClient({"url": registry_url}) as registry:
+        serialize_key = AvroSerializer(registry, json.dumps(KEY_SCHEMA))
+        serialize = AvroSerializer(registry, json.dumps(SCHEMA))
+        producer = Producer(librdkafka_config(endpoint) | {"acks": "all"})
+        try:
+            for n, value in enumerate(sent):
+                key = {"tenant": "acme", "email": f"owner{value['id']}@example.com"}
+                producer.produce(
+                    topic,
+                    key=serialize_key(key, SerializationContext(topic, MessageField.KEY)),
+                    value=serialize(value, SerializationContext(topic, MessageField.VALUE)),
+                    partition=n % PARTITIONS,
+                )
+            assert producer.flush(60) == 0
+        finally:
+            producer.close()
+
+
+def _keyed_read(
+    endpoint: Endpoint, registry_url: str, topic: str, count: int
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(key, value) of every record, both decoded with Confluent's AvroDeserializer."""
+    with SchemaRegistryClient({"url": registry_url}) as registry:
+        deserialize = AvroDeserializer(registry)
+        consumer = Consumer(
+            librdkafka_config(endpoint)
+            | {"group.id": unique_topic("it-mask-g"), "enable.auto.commit": False}
+        )
+        got: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        deadline = time.monotonic() + 60
+        try:
+            consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
+            while len(got) < count:
+                assert time.monotonic() < deadline, f"read {len(got)} of {count} records"
+                msg = consumer.poll(0.2)
+                if msg is None:
+                    continue
+                assert msg.error() is None, msg.error()
+                key = deserialize(msg.key(), SerializationContext(topic, MessageField.KEY))
+                value = deserialize(msg.value(), SerializationContext(topic, MessageField.VALUE))
+                got.append((key, value))
+        finally:
+            consumer.close()
+    return got
+
+
+async def test_avro_keys_are_masked_like_values_and_still_decode(
+    primary: dev.ClusterInfo, tmp_path: Path, schema_registry: str
+) -> None:
+    topic = unique_topic("it-mask-keyed-")
+    sent = [customer(n) for n in range(RECORDS)]
+    async with masking_gateway(primary, tmp_path, schema_registry) as (endpoint, _):
+        await asyncio.to_thread(create_topic, endpoint, topic)
+        await asyncio.to_thread(_keyed, endpoint, schema_registry, topic, sent)
+        analyst = await asyncio.to_thread(
+            _keyed_read, as_user(endpoint, ANALYST), schema_registry, topic, RECORDS
+        )
+        exempt = await asyncio.to_thread(
+            _keyed_read, as_user(endpoint, EXEMPT), schema_registry, topic, RECORDS
+        )
+    by_id = {c["id"]: c for c in sent}
+    clear_keys = {f"owner{c['id']}@example.com" for c in sent}
+    assert {k["email"] for k, _ in exempt} == clear_keys
+    assert all(v == by_id[v["id"]] for _, v in exempt)
+    for key, value in analyst:
+        check_masked(value, by_id[value["id"]])
+        clear = f"owner{value['id']}@example.com"
+        # The key decodes with its own schema: the tenant as written, the e-mail
+        # hashed in the same shape.
+        assert key["tenant"] == "acme"
+        assert key["email"] != clear and len(key["email"]) == len(clear)
+        assert [c for c in key["email"] if not c.isalnum()] == ["@", "."]
+    assert not {k["email"] for k, _ in analyst} & clear_keys
 
 
 def create_topic(
