@@ -75,7 +75,6 @@ import datetime
 import hashlib
 import struct
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -83,6 +82,7 @@ from aiokafka.record.memory_records import MemoryRecords
 from kio.schema.errors import ErrorCode
 
 from gateway.errors import UnsupportedApi
+from gateway.pipeline import topic_name
 from gateway.protocol import items
 from gateway.protocol.codec import Request
 from gateway.protocol.items.model import Items
@@ -436,13 +436,13 @@ def produce_partitions(
     id in the request and the answer: the name the layout knows, else the id)."""
     offsets: dict[tuple[str, int], int | None] = {}
     for topic in getattr(answer, "responses", None) or ():
-        name = _topic_name(topic, call)
+        name = topic_name(call, topic)
         for part in topic.partition_responses:
             ok = part.error_code == ErrorCode.none
             offsets[(name, part.index)] = part.base_offset if ok else None
     found = []
     for topic in body.topic_data:
-        name = _topic_name(topic, call)
+        name = topic_name(call, topic)
         for part in topic.partition_data:
             counted = list(batches(part.records))
             found.append(
@@ -472,7 +472,7 @@ def _fetch_offsets(body: Any, call: Call) -> dict[tuple[str, int], int]:
     """(topic, partition) -> the offset the client asked to read from."""
     found: dict[tuple[str, int], int] = {}
     for topic in getattr(body, "topics", None) or ():
-        name = _topic_name(topic, call)
+        name = topic_name(call, topic)
         for part in topic.partitions:
             found[(name, part.partition)] = part.fetch_offset
     return found
@@ -486,7 +486,7 @@ def fetch_partitions(
 ) -> list[dict[str, Any]]:
     found = []
     for topic in getattr(answer, "responses", None) or ():
-        name = _topic_name(topic, call)
+        name = topic_name(call, topic)
         for part in topic.partitions:
             counted = list(batches(part.records))
             found.append(
@@ -504,20 +504,6 @@ def fetch_partitions(
                 found[-1]["capture"] = capture
                 found[-1].update(captured(part.records, capture, from_offset=asked))
     return found
-
-
-def _topic_name(topic: Any, call: Call) -> str:
-    """A topic entry's name (``name`` in Produce, ``topic`` in Fetch); Fetch v13+ and
-    Produce v13+ name topics by id instead: the name the layout knows, else the id."""
-    for field in ("name", "topic"):
-        name = getattr(topic, field, None)
-        if name:
-            return str(name)
-    topic_id = getattr(topic, "topic_id", None)
-    if isinstance(topic_id, uuid.UUID):
-        known = call.session.upstream.view.names_by_id.get(topic_id)
-        return known if known is not None else str(topic_id)
-    return "?"
 
 
 def json_ready(values: Iterable[Any]) -> bool:

@@ -144,6 +144,21 @@ class Call:
         self.answered = True
 
 
+def topic_name(call: Call, entry: Any) -> str:
+    """The topic a Produce or Fetch topic entry names (``name`` in Produce, ``topic`` in
+    Fetch). From v13 on both name topics by id instead: the name the layout knows, else
+    the id's text (which no rule names, as :meth:`Call.key` sees it too)."""
+    for attribute in ("name", "topic"):
+        name = getattr(entry, attribute, None)
+        if name:
+            return str(name)
+    topic_id = getattr(entry, "topic_id", None)
+    if isinstance(topic_id, uuid.UUID):
+        known = call.session.upstream.view.names_by_id.get(topic_id)
+        return known if known is not None else str(topic_id)
+    return "?"
+
+
 class Stage(Protocol):
     """One control on the request path."""
 

@@ -38,6 +38,7 @@ from kio.schema.errors import ErrorCode
 
 from gateway import metrics
 from gateway.masking.engine import MaskingEngine, MaskingFailed, PartitionResult
+from gateway.pipeline import topic_name
 from gateway.pipeline.policies import PolicyStore
 from gateway.policy.masking import masking_for
 from gateway.protocol import items
@@ -77,7 +78,7 @@ class MaskingStage:
         refused: list[tuple[Any, Any, str]] = []  # (topic entry, partition, why)
         changed = False
         for topic in body.topic_data:
-            name = _topic_name(call, topic)
+            name = topic_name(call, topic)
             rules = masking_for(policy.masking, call.identity, name, "produce")
             guarded = any(r.guards(call.identity, name) for r in policy.masking)
             if not rules and not guarded:
@@ -154,15 +155,19 @@ class MaskingStage:
         # The gateway's Fetch is sessionless (handlers/fetch.py): the answer holds only
         # topics the request names, so an answer none of whose topics a rule names for
         # this identity passes as it came, without being decoded.
-        asked = {_topic_name(call, topic) for topic in call.request.body.topics}
-        if not any(masking_for(policy.masking, identity, name, "fetch") for name in asked):
+        asked = {topic_name(call, topic) for topic in call.request.body.topics}
+        rules_of = {name: masking_for(policy.masking, identity, name, "fetch") for name in asked}
+        if not any(rules_of.values()):
             return answer
         entity: Any = answer.decoded() if isinstance(answer, EncodedBody) else answer
         topics = []
         touched = False
         for topic in entity.responses:
-            name = _topic_name(call, topic)
-            rules = masking_for(policy.masking, identity, name, "fetch")
+            name = topic_name(call, topic)
+            if name in rules_of:
+                rules = rules_of[name]
+            else:  # not asked for: decided here all the same
+                rules = masking_for(policy.masking, identity, name, "fetch")
             if not rules or not any(part.records for part in topic.partitions):
                 topics.append(topic)
                 continue
@@ -212,17 +217,6 @@ class MaskingStage:
 
     def rejected(self, session: ClientSession, detail: str) -> None:
         return None
-
-
-def _topic_name(call: Call, topic: Any) -> str:
-    """A Produce or Fetch topic entry's name; v13+ name topics by id: the name the
-    layout knows, else the id's text (which no rule names, as the policy stage saw)."""
-    for attribute in ("name", "topic"):
-        name = getattr(topic, attribute, None)
-        if name:
-            return str(name)
-    known = call.session.upstream.view.names_by_id.get(topic.topic_id)
-    return known if known is not None else str(topic.topic_id)
 
 
 def _merged(answer: Any, refusals: list[Any]) -> Any:
