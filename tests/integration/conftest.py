@@ -181,29 +181,28 @@ def primary(clusters: dict[str, dev.ClusterInfo]) -> dev.ClusterInfo:
     return clusters["primary"]
 
 
+def cluster_endpoint(info: dev.ClusterInfo, bootstrap: str | None = None) -> Endpoint:
+    """A dev cluster itself (at ``bootstrap``, else its first node), with the gateway's
+    own SCRAM credentials."""
+    return Endpoint(
+        bootstrap or info.bootstrap,
+        security_protocol=info.security_protocol,
+        sasl_mechanism=info.sasl_mechanism,
+        username=info.username,
+        password=dev.read_password(info),
+    )
+
+
 @pytest.fixture(scope="session")
 def secondary_direct(clusters: dict[str, dev.ClusterInfo]) -> Endpoint:
     """The secondary cluster itself, with the gateway's own SCRAM credentials."""
-    secondary = clusters["secondary"]
-    return Endpoint(
-        secondary.bootstrap,
-        security_protocol=secondary.security_protocol,
-        sasl_mechanism=secondary.sasl_mechanism,
-        username=secondary.username,
-        password=dev.read_password(secondary),
-    )
+    return cluster_endpoint(clusters["secondary"])
 
 
 @pytest.fixture(scope="session")
 def direct(primary: dev.ClusterInfo) -> Endpoint:
     """The primary cluster itself, with the gateway's own SCRAM credentials."""
-    return Endpoint(
-        primary.bootstrap,
-        security_protocol=primary.security_protocol,
-        sasl_mechanism=primary.sasl_mechanism,
-        username=primary.username,
-        password=dev.read_password(primary),
-    )
+    return cluster_endpoint(primary)
 
 
 def gateway_config(

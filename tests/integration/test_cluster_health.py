@@ -20,9 +20,14 @@ from confluent_kafka import Consumer, TopicPartition
 from gateway import dev
 from gateway.config import parse_config
 from gateway.server.app import Gateway
-from tests.integration.clients.common import Endpoint
 from tests.integration.clients.confluent import librdkafka_config
-from tests.integration.conftest import ADMIN_TOKEN, NO_ROLE_TOKEN, admin_get, gateway_config_data
+from tests.integration.conftest import (
+    ADMIN_TOKEN,
+    NO_ROLE_TOKEN,
+    admin_get,
+    cluster_endpoint,
+    gateway_config_data,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -87,13 +92,7 @@ async def checked(clusters: dict[str, dev.ClusterInfo]) -> AsyncIterator[Checked
 
 
 def _canary_records(info: dev.ClusterInfo, topic: str) -> int:
-    ep = Endpoint(
-        info.bootstrap,
-        security_protocol=info.security_protocol,
-        sasl_mechanism=info.sasl_mechanism,
-        username=info.username,
-        password=dev.read_password(info),
-    )
+    ep = cluster_endpoint(info)
     consumer = Consumer({**librdkafka_config(ep), "group.id": f"it-canary-{uuid.uuid4()}"})
     try:
         low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)

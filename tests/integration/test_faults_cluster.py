@@ -44,7 +44,12 @@ from tests.integration.clients import (
     partition_leaders,
     unique_topic,
 )
-from tests.integration.conftest import GatewayUnderTest, SessionLog, running_gateway
+from tests.integration.conftest import (
+    GatewayUnderTest,
+    SessionLog,
+    cluster_endpoint,
+    running_gateway,
+)
 from tests.integration.faults import (
     Deliveries,
     PacedProducer,
@@ -76,13 +81,7 @@ def cluster(primary: dev.ClusterInfo) -> Iterator[Endpoint]:
     if len(primary.nodes) < REPLICAS:
         pytest.skip("needs the three-node primary (GATEWAY_DEV_PRIMARY_BROKERS=3)")
     try:
-        yield Endpoint(
-            primary.bootstrap_servers,
-            security_protocol=primary.security_protocol,
-            sasl_mechanism=primary.sasl_mechanism,
-            username=primary.username,
-            password=dev.read_password(primary),
-        )
+        yield cluster_endpoint(primary, primary.bootstrap_servers)
     finally:
         restore_primary()
 

@@ -101,8 +101,8 @@ masking:
   - id: it-customers-pii
     topics: [{{prefix: it-mask-customers-}}]
     subjects: {{principals: [{analyst}]}}
-    exempt: {{principals: [{exempt}]}}
-    value:
+    exempt: &it-exempt {{principals: [{exempt}]}}
+    value: &it-customer-fields
       format: avro
       fields:
         - {{path: email, method: hash}}
@@ -112,17 +112,11 @@ masking:
   - id: it-keyed-pii
     topics: [{{prefix: it-mask-keyed-}}]
     subjects: {{principals: [{analyst}]}}
-    exempt: {{principals: [{exempt}]}}
+    exempt: *it-exempt
     key:
       format: avro
       fields: [{{path: email, method: hash}}]
-    value:
-      format: avro
-      fields:
-        - {{path: email, method: hash}}
-        - {{path: card_number, method: partial, keep_last: 4}}
-        - {{path: address.street, method: redact, replacement: "(street)"}}
-        - {{path: "phones[]", method: redact, replacement: "(phone)"}}
+    value: *it-customer-fields
   - id: it-events-json
     topics: [{{prefix: it-mask-json-}}]
     subjects: {{principals: [{analyst}]}}
@@ -270,12 +264,28 @@ def _consume(
     extra: dict[str, Any] | None,
 ) -> list[tuple[int, int, bytes, dict[str, Any]]]:
     deserialize = AvroDeserializer(registry)
+    got = [
+        (
+            msg.partition(),
+            msg.offset(),
+            msg.key(),
+            deserialize(msg.value(), SerializationContext(topic, MessageField.VALUE)),
+        )
+        for msg in read_all(endpoint, topic, count, extra)
+    ]
+    return sorted(got, key=lambda r: (r[0], r[1]))
+
+
+def read_all(
+    endpoint: Endpoint, topic: str, count: int, extra: dict[str, Any] | None = None
+) -> list[Any]:
+    """The first ``count`` records of ``topic``'s partitions, read from the start."""
     consumer = Consumer(
         librdkafka_config(endpoint)
         | {"group.id": unique_topic("it-mask-g"), "enable.auto.commit": False}
         | (extra or {})
     )
-    got: list[tuple[int, int, bytes, dict[str, Any]]] = []
+    got: list[Any] = []
     deadline = time.monotonic() + 60
     try:
         consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
@@ -285,11 +295,10 @@ def _consume(
             if msg is None:
                 continue
             assert msg.error() is None, msg.error()
-            value = deserialize(msg.value(), SerializationContext(topic, MessageField.VALUE))
-            got.append((msg.partition(), msg.offset(), msg.key(), value))
+            got.append(msg)
     finally:
         consumer.close()
-    return sorted(got, key=lambda r: (r[0], r[1]))
+    return got
 
 
 def fetch_events(audit_dir: Path, principal: str, topic: str) -> list[dict[str, Any]]:
@@ -378,26 +387,13 @@ def _keyed_read(
     """(key, value) of every record, both decoded with Confluent's AvroDeserializer."""
     with SchemaRegistryClient({"url": registry_url}) as registry:
         deserialize = AvroDeserializer(registry)
-        consumer = Consumer(
-            librdkafka_config(endpoint)
-            | {"group.id": unique_topic("it-mask-g"), "enable.auto.commit": False}
-        )
-        got: list[tuple[dict[str, Any], dict[str, Any]]] = []
-        deadline = time.monotonic() + 60
-        try:
-            consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
-            while len(got) < count:
-                assert time.monotonic() < deadline, f"read {len(got)} of {count} records"
-                msg = consumer.poll(0.2)
-                if msg is None:
-                    continue
-                assert msg.error() is None, msg.error()
-                key = deserialize(msg.key(), SerializationContext(topic, MessageField.KEY))
-                value = deserialize(msg.value(), SerializationContext(topic, MessageField.VALUE))
-                got.append((key, value))
-        finally:
-            consumer.close()
-    return got
+        return [
+            (
+                deserialize(msg.key(), SerializationContext(topic, MessageField.KEY)),
+                deserialize(msg.value(), SerializationContext(topic, MessageField.VALUE)),
+            )
+            for msg in read_all(endpoint, topic, count)
+        ]
 
 
 async def test_avro_keys_are_masked_like_values_and_still_decode(
