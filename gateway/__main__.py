@@ -1,4 +1,5 @@
-"""Command line: ``python -m gateway run|dev|policy|audit|hash-password|check-config``.
+"""Command line: ``python -m gateway run|dev|policy|audit|masking|failover|hash-password``
+and ``check-config``.
 
 A running gateway stops on SIGINT or SIGTERM and reloads its policy on SIGHUP.
 """
@@ -15,7 +16,7 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-from gateway import audit_cli, dev, masking_cli, policy_cli
+from gateway import audit_cli, dev, failover_cli, masking_cli, policy_cli
 from gateway.audit import keys
 from gateway.config import Config, config_reference, load_config
 from gateway.errors import ConfigError, GatewayError
@@ -260,12 +261,14 @@ def main(argv: list[str] | None = None) -> int:
     if args[:1] == ["dev"]:
         _setup_logging("info")
         return _cmd_dev(args[1:])
-    if args[:1] == ["policy"]:
-        return policy_cli.main(args[1:])
-    if args[:1] == ["audit"]:
-        return audit_cli.main(args[1:])
-    if args[:1] == ["masking"]:
-        return masking_cli.main(args[1:])
+    tools = {
+        "policy": policy_cli.main,
+        "audit": audit_cli.main,
+        "masking": masking_cli.main,
+        "failover": failover_cli.main,
+    }
+    if args[:1] and args[0] in tools:
+        return tools[args[0]](args[1:])
     parser = argparse.ArgumentParser(prog="python -m gateway", description=__doc__)
     parser.add_argument("--log-level", default="info")
     sub = parser.add_subparsers(dest="command", required=True)

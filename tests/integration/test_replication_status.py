@@ -1,0 +1,168 @@
+"""``gateway failover status`` against the real dev clusters and the real MirrorMaker 2:
+caught up once MirrorMaker has copied every committed record and synced the group's
+offsets; with MirrorMaker stopped, the records written since are counted exactly as
+pending (aborted ones and transaction markers are not), until it runs again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import re
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from confluent_kafka import Consumer, Producer
+
+from gateway import dev, failover_cli
+from gateway.config import parse_config
+from gateway.failover.replication import ReplicationStatus, replication_status
+from tests.integration.clients.common import Endpoint
+from tests.integration.clients.confluent import librdkafka_config
+from tests.integration.clients.dispatch import acreate_topic
+from tests.integration.conftest import gateway_config_data
+
+pytestmark = pytest.mark.integration
+
+WAIT_S = 120.0
+
+
+def _cluster(info: dev.ClusterInfo) -> dict[str, Any]:
+    return {
+        "bootstrap_servers": info.bootstrap_servers.split(","),
+        "security_protocol": info.security_protocol,
+        "sasl": {
+            "mechanism": info.sasl_mechanism,
+            "username": info.username,
+            "password": {"file": info.password_file},
+        },
+    }
+
+
+def _produce(ep: Endpoint, topic: str, values: list[bytes], partition: int) -> None:
+    producer = Producer({**librdkafka_config(ep), "enable.idempotence": True})
+    for value in values:
+        producer.produce(topic, value=value, partition=partition)
+    assert producer.flush(30) == 0
+
+
+def _transactions(ep: Endpoint, topic: str) -> None:
+    """A committed transaction of 4 records and an aborted one of 3, on partition 0."""
+    txn = Producer({**librdkafka_config(ep), "transactional.id": f"{topic}-txn"})
+    txn.init_transactions(30)
+    for commit, count in ((True, 4), (False, 3)):
+        txn.begin_transaction()
+        for i in range(count):
+            txn.produce(topic, value=b"txn-%d" % i, partition=0)
+        assert txn.flush(30) == 0
+        (txn.commit_transaction if commit else txn.abort_transaction)(30)
+
+
+def _read_as_group(ep: Endpoint, topic: str, group: str, count: int) -> None:
+    consumer = Consumer(
+        {
+            **librdkafka_config(ep),
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+        }
+    )
+    consumer.subscribe([topic])
+    seen, deadline = 0, time.monotonic() + 60
+    try:
+        while seen < count and time.monotonic() < deadline:
+            msg = consumer.poll(1.0)
+            if msg is not None and msg.error() is None:
+                seen += 1
+        assert seen == count
+        consumer.commit(asynchronous=False)
+    finally:
+        consumer.close()
+
+
+async def _wait(read: Any, done: Any) -> ReplicationStatus:
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        status: ReplicationStatus = await read()
+        if done(status):
+            return status
+        assert time.monotonic() < deadline, status.as_json()
+        await asyncio.sleep(1)
+
+
+async def test_status_counts_exactly_what_the_secondary_still_lacks(
+    mirror: dev.MirrorInfo,
+    clusters: dict[str, dev.ClusterInfo],
+    direct: Endpoint,
+    tmp_path: Path,
+) -> None:
+    tag = uuid.uuid4().hex[:10]
+    topic, group = f"mirror-status-{tag}", f"mirror-status-group-{tag}"
+    data, _ = gateway_config_data(clusters["primary"])
+    data["clusters"] = {name: _cluster(info) for name, info in clusters.items()}
+    config_file = tmp_path / "gateway.yaml"
+    config_file.write_text(yaml.safe_dump(data), encoding="utf-8")
+    config = parse_config(data, "integration-test", environ={})
+    assert config.clusters.secondary is not None
+    only, only_group = re.compile(re.escape(topic)), re.compile(re.escape(group))
+
+    async def read() -> ReplicationStatus:
+        return await replication_status(
+            config.clusters.primary, config.clusters.secondary, topics=only, groups=only_group
+        )
+
+    await acreate_topic(direct, topic, 2, 3)
+    await asyncio.to_thread(_transactions, direct, topic)
+    await asyncio.to_thread(_produce, direct, topic, [b"p0-%d" % i for i in range(10)], 0)
+    await asyncio.to_thread(_produce, direct, topic, [b"p1-%d" % i for i in range(6)], 1)
+    await asyncio.to_thread(_read_as_group, direct, topic, group, 4 + 10 + 6)
+
+    caught_up = await _wait(
+        read, lambda s: s.caught_up and len(s.groups) == 2 and all(g.synced for g in s.groups)
+    )
+    first, second = caught_up.partitions
+    # Partition 0 on the source: 4 committed, a marker, 3 aborted, a marker, 10 more.
+    assert (first.source_end, first.target_end, first.pending) == (20, 14, 0)
+    assert first.synced is not None and first.synced.upstream == 19
+    assert first.synced.downstream == 13
+    assert (second.source_end, second.target_end, second.pending) == (6, 6, 0)
+    # The group's commits (20 and 6) translate into the mirrored data, never past it.
+    points = {g.partition: (g.source_committed, g.checkpoint) for g in caught_up.groups}
+    assert {p: committed for p, (committed, _) in points.items()} == {0: 20, 1: 6}
+    assert all(c is not None and 0 < c.downstream <= (14, 6)[p] for p, (_, c) in points.items())
+
+    run = dev.default_run_dir()
+    dev.stop_mirror(run)
+    try:
+        await asyncio.to_thread(_produce, direct, topic, [b"late-%d" % i for i in range(7)], 0)
+        await asyncio.to_thread(_transactions, direct, topic)
+        behind = await read()
+        first, second = behind.partitions
+        # 7 plain and 4 committed records wait on partition 0; nothing on partition 1.
+        assert (first.pending, first.exact, first.caught_up) == (11, True, False)
+        assert (second.pending, second.caught_up) == (0, True)
+        assert not behind.caught_up and behind.pending == 11
+    finally:
+        dev.start_mirror(run, clusters["primary"], clusters["secondary"])
+    back = await _wait(read, lambda s: s.caught_up)
+    assert back.partitions[0].target_end == 14 + 11
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = await asyncio.to_thread(
+            failover_cli.main,
+            ["status", "--config", str(config_file), "--json", "--topics", re.escape(topic)],
+        )
+    assert code == 0
+    shown = json.loads(out.getvalue())
+    assert shown["caught_up"] is True and shown["pending"] == 0
+    assert [p["partition"] for p in shown["partitions"]] == [0, 1]
+    for info in clusters.values():
+        assert dev.read_password(info) not in out.getvalue()
