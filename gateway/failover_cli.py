@@ -45,6 +45,8 @@ def _table(rows: Sequence[tuple[str, ...]]) -> list[str]:
 def status_text(status: ReplicationStatus) -> str:
     when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(status.read_at))
     state = "caught up" if status.caught_up else f"{status.pending} record(s) pending"
+    if not status.partitions:
+        state = "no mirrored topic (on both clusters, matching --topics)"
     lines = [f"replication {status.source} -> {status.target} at {when}: {state}"]
     if status.partitions:
         rows: list[tuple[str, ...]] = [

@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from gateway.config import ClusterConfig
 from gateway.failover.mirror_records import (
@@ -45,6 +46,7 @@ from gateway.failover.mirror_records import (
 from gateway.upstream.clients import client_settings
 
 PENDING_READ_LIMIT = 10_000
+UNKNOWN_TOPIC_OR_PARTITION = 3
 _CLIENT_ID = "soc2-gateway-replication"
 # MirrorMaker's default topics.exclude, and its heartbeats: never mirrored data.
 _NOT_MIRRORED = re.compile(r".*[-.]internal|.*\.replica|__.*|(.*\.)?heartbeats|mm2-.*")
@@ -207,8 +209,7 @@ async def replication_status(
 async def _topic_lag(
     src: _Side, tgt: _Side, topic: str, syncs: dict[Any, OffsetSync], limit: int
 ) -> list[PartitionLag]:
-    ids = sorted(src.consumer.partitions_for_topic(topic) or ())
-    tps = [TopicPartition(topic, p) for p in ids]
+    tps = [TopicPartition(topic, p) for p in await src.partitions(topic)]
     source_ends = await src.consumer.end_offsets(tps)
     source_starts = await src.consumer.beginning_offsets(tps)
     target_ends = await tgt.consumer.end_offsets(tps) if tps else {}
@@ -257,12 +258,20 @@ class _Side:
         await self.consumer.stop()
         await self.admin.close()
 
+    async def partitions(self, topic: str) -> list[int]:
+        """The partition ids of ``topic`` (none when it does not exist)."""
+        (described,) = await self.admin.describe_topics([topic])
+        if described["error_code"] == UNKNOWN_TOPIC_OR_PARTITION:
+            return []
+        if described["error_code"] != 0:
+            raise KafkaError(f"{topic}: Kafka error {described['error_code']}")
+        return sorted(int(p["partition"]) for p in described["partitions"])
+
     async def read_topic(self, topic: str) -> list[Any]:
         """Every record of ``topic`` now (none when it does not exist)."""
-        ids = self.consumer.partitions_for_topic(topic)
-        if not ids:
+        tps = [TopicPartition(topic, p) for p in await self.partitions(topic)]
+        if not tps:
             return []
-        tps = [TopicPartition(topic, p) for p in sorted(ids)]
         ends = await self.consumer.end_offsets(tps)
         self.consumer.assign(tps)
         await self.consumer.seek_to_beginning(*tps)

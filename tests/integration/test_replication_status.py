@@ -128,14 +128,15 @@ async def test_status_counts_exactly_what_the_secondary_still_lacks(
         read, lambda s: s.caught_up and len(s.groups) == 2 and all(g.synced for g in s.groups)
     )
     first, second = caught_up.partitions
-    # Partition 0 on the source: 4 committed, a marker, 3 aborted, a marker, 10 more.
-    assert (first.source_end, first.target_end, first.pending) == (20, 14, 0)
-    assert first.synced is not None and first.synced.upstream == 19
+    # Partition 0 on the source: 4 committed, a marker, 3 aborted, a marker, 10 more
+    # (offsets 0-18); on the secondary the 14 committed ones (0-13).
+    assert (first.source_end, first.target_end, first.pending) == (19, 14, 0)
+    assert first.synced is not None and first.synced.upstream == 18
     assert first.synced.downstream == 13
     assert (second.source_end, second.target_end, second.pending) == (6, 6, 0)
-    # The group's commits (20 and 6) translate into the mirrored data, never past it.
+    # The group's commits (19 and 6) translate into the mirrored data, never past it.
     points = {g.partition: (g.source_committed, g.checkpoint) for g in caught_up.groups}
-    assert {p: committed for p, (committed, _) in points.items()} == {0: 20, 1: 6}
+    assert {p: committed for p, (committed, _) in points.items()} == {0: 19, 1: 6}
     assert all(c is not None and 0 < c.downstream <= (14, 6)[p] for p, (_, c) in points.items())
 
     run = dev.default_run_dir()
