@@ -717,6 +717,13 @@ class MaskingConfig(_Model):
         description="Serve the embedded registry (Confluent REST API, read-only) here, "
         "so producers use the same schema ids.",
     )
+    max_batch_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="The most one record batch may take decompressed while it is masked; "
+        "a larger one (a few kilobytes of zstd can claim gigabytes) is refused like any "
+        "batch that cannot be masked: its partition on fetch, INVALID_RECORD on produce.",
+    )
     inline_max_bytes: int = Field(
         64 * 1024,
         ge=0,

@@ -27,7 +27,11 @@ The codecs and CRC are aiokafka's; the layout is Kafka's (``DefaultRecordBatch``
 
 Anything that does not parse (an older magic, a bad length, a codec that will not
 decode, records that overrun their batch) raises `BatchError`: a caller that masks
-must not pass such data on.
+must not pass such data on. Decompression is bounded: a batch whose records would
+take more than ``max_batch_bytes`` once decompressed (a few kilobytes of zstd can
+claim gigabytes) raises `BatchTooLarge` before that memory is taken. The output
+buffer starts at a few times the compressed size and grows by four up to the bound,
+so an ordinary batch is decompressed once.
 
 No I/O and no asyncio here.
 """
@@ -38,6 +42,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import cramjam
 from aiokafka import codec
 from aiokafka.record.util import calc_crc32c, decode_varint, encode_varint
 
@@ -52,6 +57,16 @@ CODEC_MASK = 0x07
 TRANSACTIONAL_MASK = 0x10
 CONTROL_MASK = 0x20
 
+# The most a batch's records may take decompressed (masking.max_batch_bytes).
+MAX_BATCH_BYTES = 64 * 1024 * 1024
+# The first output buffer: this many times the compressed size, at least 64 KiB.
+_FIRST_GUESS_RATIO = 8
+_FIRST_GUESS_MIN = 64 * 1024
+_XERIAL_MAGIC = b"\x82SNAPPY\x00"
+_XERIAL_HEADER = 16
+# What cramjam says when the output buffer is too small (as opposed to corrupt input).
+_TOO_SMALL = "failed to write whole buffer"
+
 NONE, GZIP, SNAPPY, LZ4, ZSTD = 0, 1, 2, 3, 4
 CODEC_NAMES = {NONE: "none", GZIP: "gzip", SNAPPY: "snappy", LZ4: "lz4", ZSTD: "zstd"}
 
@@ -60,6 +75,11 @@ _DECODE: dict[int, Callable[[bytes], bytes]] = {
     SNAPPY: codec.snappy_decode,
     LZ4: codec.lz4_decode,
     ZSTD: codec.zstd_decode,
+}
+_DECODE_INTO: dict[int, Callable[[bytes, bytearray], int]] = {
+    GZIP: cramjam.gzip.decompress_into,
+    LZ4: cramjam.lz4.decompress_into,
+    ZSTD: cramjam.zstd.decompress_into,
 }
 _ENCODE: dict[int, Callable[[bytes], bytes]] = {
     GZIP: codec.gzip_encode,
@@ -71,6 +91,10 @@ _ENCODE: dict[int, Callable[[bytes], bytes]] = {
 
 class BatchError(Exception):
     """Records that cannot be read or written back as they came."""
+
+
+class BatchTooLarge(BatchError):
+    """Records that would take more than the bound once decompressed."""
 
 
 @dataclass(slots=True)
@@ -149,8 +173,11 @@ class Run:
     dropped_partial: int = 0
 
 
-def decode(records: bytes | bytearray | memoryview | None) -> Run:
-    """Every complete batch of ``records`` with its records decoded (and decompressed)."""
+def decode(
+    records: bytes | bytearray | memoryview | None, max_batch_bytes: int = MAX_BATCH_BYTES
+) -> Run:
+    """Every complete batch of ``records`` with its records decoded (and decompressed,
+    each batch to at most ``max_batch_bytes``)."""
     data = memoryview(records or b"")
     run = Run([])
     pos = 0
@@ -172,7 +199,7 @@ def decode(records: bytes | bytearray | memoryview | None) -> Run:
         batch = read_batch(whole)
         found: list[Record] | None = None
         if not batch.is_control and batch.count:
-            body = _decompress(batch.codec, whole[HEADER_SIZE:])
+            body = _decompress(batch.codec, whole[HEADER_SIZE:], max_batch_bytes)
             found = decode_records(body, batch.count)
         run.batches.append(Decoded(whole, batch, found))
         pos += size
@@ -276,17 +303,75 @@ def crc_ok(whole: bytes | memoryview) -> bool:
     return bool(stored == calc_crc32c(bytes(view[ATTRIBUTES_OFFSET:])))
 
 
-def _decompress(codec_id: int, data: memoryview) -> bytes:
+def _decompress(codec_id: int, data: memoryview, limit: int) -> bytes:
     if codec_id == NONE:
         return bytes(data)
     decode = _DECODE.get(codec_id)
     if decode is None:
         raise BatchError(f"unknown compression codec {codec_id}")
+    name = CODEC_NAMES[codec_id]
     try:
-        return decode(bytes(data))
+        if codec_id == SNAPPY:
+            # Snappy states each block's decompressed size up front.
+            claimed = _snappy_size(data)
+            if claimed > limit:
+                raise BatchTooLarge(f"{name} records claim {claimed} bytes, over {limit}")
+            return decode(bytes(data))
+        return _decompress_into(_DECODE_INTO[codec_id], bytes(data), limit, name)
+    except BatchError:
+        raise
     except Exception as exc:  # noqa: BLE001 - every codec library raises its own types
-        name = CODEC_NAMES[codec_id]
         raise BatchError(f"{name} records do not decompress: {type(exc).__name__}") from exc
+
+
+def _decompress_into(
+    into: Callable[[bytes, bytearray], int], data: bytes, limit: int, name: str
+) -> bytes:
+    """Decompress into a buffer that grows by four up to ``limit`` bytes."""
+    size = min(limit, max(_FIRST_GUESS_MIN, _FIRST_GUESS_RATIO * len(data)))
+    while True:
+        out = bytearray(size)
+        try:
+            written = into(data, out)
+        except cramjam.DecompressionError as exc:
+            if _TOO_SMALL not in str(exc):
+                raise BatchError(f"{name} records do not decompress: {exc}") from None
+            if size >= limit:
+                raise BatchTooLarge(
+                    f"{name} records take more than {limit} bytes decompressed"
+                ) from None
+            size = min(limit, size * 4)
+            continue
+        return bytes(memoryview(out)[:written])
+
+
+def _snappy_size(data: memoryview) -> int:
+    """The decompressed size snappy data declares: raw snappy starts with it as a
+    varint; the xerial framing Kafka clients use is a header, then blocks of a 4-byte
+    length and raw snappy each."""
+    raw = bytes(data)
+    if not raw.startswith(_XERIAL_MAGIC):
+        return _uvarint(raw, 0)
+    total, pos = 0, _XERIAL_HEADER
+    while pos + 4 <= len(raw):
+        (block,) = struct.unpack_from(">i", raw, pos)
+        if block <= 0 or pos + 4 + block > len(raw):
+            raise BatchError("snappy records have a bad block length")
+        total += _uvarint(raw, pos + 4)
+        pos += 4 + block
+    return total
+
+
+def _uvarint(data: bytes, pos: int) -> int:
+    """An unsigned little-endian base-128 varint (snappy's length; not zigzag)."""
+    value = shift = 0
+    while pos < len(data) and shift <= 35:
+        byte = data[pos]
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value
+        pos, shift = pos + 1, shift + 7
+    raise BatchError("snappy records have a bad length")
 
 
 def _compress(codec_id: int, data: bytes) -> bytes:

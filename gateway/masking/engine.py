@@ -24,7 +24,15 @@ from gateway import metrics
 from gateway.errors import GatewayError
 from gateway.masking import MaskingError, NotWireFormat
 from gateway.masking.avro import AvroMasker, compile_masker, join_wire, split_wire
-from gateway.masking.batches import BatchError, Record, Rewritten, Run, decode, reassemble
+from gateway.masking.batches import (
+    MAX_BATCH_BYTES,
+    BatchError,
+    Record,
+    Rewritten,
+    Run,
+    decode,
+    reassemble,
+)
 from gateway.masking.detectors import Detector, TextMasker, builtin
 from gateway.masking.jsonmask import JsonMasker
 from gateway.masking.methods import MaskKey, Method, mask_string
@@ -77,17 +85,23 @@ class MaskingEngine:
     """Masks partitions; one per gateway, shared by every connection."""
 
     def __init__(
-        self, schemas: SchemaSource, key: MaskKey, inline_max_bytes: int = 64 * 1024
+        self,
+        schemas: SchemaSource,
+        key: MaskKey,
+        inline_max_bytes: int = 64 * 1024,
+        *,
+        max_batch_bytes: int = MAX_BATCH_BYTES,
     ) -> None:
         self._schemas = schemas
         self._key = key
         self._inline_max = inline_max_bytes
+        self._max_batch = max_batch_bytes
         self._maskers: OrderedDict[tuple[int, int, str], tuple[Any, Any]] = OrderedDict()
 
     async def mask(
         self, topic: str, records: bytes | memoryview, rules: Sequence[CompiledMasking]
     ) -> PartitionResult:
-        run = await self._offload(len(records), lambda: _decoded(records))
+        run = await self._offload(len(records), lambda: _decoded(records, self._max_batch))
         ids = _schema_ids(run, rules)
         schemas: dict[int, str] = {}
         for schema_id in sorted(ids):
@@ -99,7 +113,7 @@ class MaskingEngine:
         (each value in Confluent wire format, its schema one of the ``<topic>-value``
         subject's versions), or None when they may. A registry that cannot be asked
         raises :class:`MaskingFailed` (the request is refused, retriably)."""
-        run = await self._offload(len(records), lambda: _decoded(records))
+        run = await self._offload(len(records), lambda: _decoded(records, self._max_batch))
         subject = f"{topic}-value"
         ids: set[int] = set()
         for item in run.batches:
@@ -276,9 +290,9 @@ class MaskingEngine:
         return made
 
 
-def _decoded(records: bytes | memoryview) -> Run:
+def _decoded(records: bytes | memoryview, max_batch_bytes: int) -> Run:
     try:
-        return decode(records)
+        return decode(records, max_batch_bytes)
     except BatchError as exc:
         raise MaskingFailed("bad_batch", str(exc)) from exc
 

@@ -32,7 +32,9 @@ class MaskingService:
             source: RegistryClient | EmbeddedRegistry = self.client
         else:
             self.embedded = source = EmbeddedRegistry.load(config.schemas_dir)
-        self.engine = MaskingEngine(source, key, config.inline_max_bytes)
+        self.engine = MaskingEngine(
+            source, key, config.inline_max_bytes, max_batch_bytes=config.max_batch_bytes
+        )
         self._runner: web.AppRunner | None = None
         log.info(
             "masking on: key %s, schemas from %s",

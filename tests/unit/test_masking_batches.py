@@ -212,3 +212,25 @@ def test_any_batch_reads_back_equal_apart_from_what_edit_changed(
     assert [r.value for r in after] == [
         None if r.value is None else bytes(r.value)[::-1] for r in before
     ]
+
+
+@pytest.mark.parametrize("codec", [batches.GZIP, batches.SNAPPY, batches.LZ4, batches.ZSTD])
+def test_records_that_decompress_past_the_bound_are_refused_before_taking_it(codec: int) -> None:
+    # 4 MiB of zeros in one record: a few kilobytes compressed (snappy states its size).
+    bomb = build([(0, b"k", b"\0" * (4 << 20), [])], codec=codec)
+    assert len(bomb) < 256 * 1024
+    with pytest.raises(batches.BatchTooLarge, match=f"{batches.CODEC_NAMES[codec]} records"):
+        batches.decode(bomb, max_batch_bytes=1 << 20)
+    # Under a bound it fits, it decodes whole, whatever the first guess of its size.
+    (item,) = batches.decode(bomb, max_batch_bytes=8 << 20).batches
+    assert item.records is not None and item.records[0].value == b"\0" * (4 << 20)
+
+
+def test_the_snappy_size_check_reads_every_xerial_block() -> None:
+    from aiokafka import codec as aiokafka_codec
+
+    framed = aiokafka_codec.snappy_encode(b"a" * 100_000, xerial_compatible=True)
+    assert framed.startswith(b"\x82SNAPPY\x00")
+    assert batches._snappy_size(memoryview(framed)) == 100_000
+    raw = aiokafka_codec.snappy_encode(b"b" * 5000, xerial_compatible=False)
+    assert batches._snappy_size(memoryview(raw)) == 5000
