@@ -20,7 +20,7 @@ from gateway.identity.registry import Authenticator
 from gateway.pipeline.policies import PolicyStore
 from gateway.protocol.connection import ServerProtocol
 from gateway.protocol.sequences import SequenceGuard
-from gateway.protocol.versions import VersionRange, advertised
+from gateway.protocol.versions import VersionRange, advertised, common
 from gateway.upstream.connections import UpstreamSession
 from gateway.upstream.pool import ClusterPool
 
@@ -74,15 +74,24 @@ class Services:
     # The other configured cluster, health-checked beside the active one (``pool``);
     # None when only one cluster is configured.
     standby: ClusterPool | None = None
-    _versions: tuple[object, dict[int, VersionRange]] | None = field(init=False, default=None)
+    _versions: tuple[object, object, dict[int, VersionRange]] | None = field(
+        init=False, default=None
+    )
 
     @property
     def versions(self) -> dict[int, VersionRange]:
-        """What ApiVersions advertises; recomputed only when the upstream's table changes."""
+        """What ApiVersions advertises; recomputed only when an upstream's table changes.
+
+        With a standby cluster, only what both clusters speak (once the standby's
+        table is known), so that a switch between them never withdraws a version a
+        client negotiated."""
         upstream = self.pool.api_versions
-        if self._versions is None or self._versions[0] is not upstream:
-            self._versions = (upstream, advertised(upstream))
-        return self._versions[1]
+        other = self.standby.api_versions if self.standby is not None else None
+        cached = self._versions
+        if cached is None or cached[0] is not upstream or cached[1] is not other:
+            both = common(upstream, other) if other else upstream
+            self._versions = cached = (upstream, other, advertised(both))
+        return cached[2]
 
 
 @dataclass

@@ -129,6 +129,19 @@ def kio_range(api_key: int) -> VersionRange | None:
     return VersionRange(versions[0], versions[-1]) if versions else None
 
 
+def common(
+    one: Mapping[int, VersionRange], other: Mapping[int, VersionRange]
+) -> dict[int, VersionRange]:
+    """The APIs and versions two clusters' ApiVersions answers both list."""
+    result: dict[int, VersionRange] = {}
+    for api_key, theirs in one.items():
+        ours = other.get(api_key)
+        both = theirs.intersect(ours) if ours is not None else None
+        if both is not None:
+            result[api_key] = both
+    return result
+
+
 def advertised(upstream: Mapping[int, VersionRange]) -> dict[int, VersionRange]:
     """The versions to advertise given the upstream cluster's ApiVersions answer."""
     result: dict[int, VersionRange] = {}

@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from kio.schema.errors import ErrorCode
 
+from gateway.identity.registry import Authenticator
 from gateway.protocol import codec
 from gateway.protocol.versions import (
     API_VERSIONS,
@@ -20,8 +21,11 @@ from gateway.protocol.versions import (
     VersionRange,
     advertised,
     api_versions_response,
+    common,
     kio_range,
 )
+from gateway.session import Services
+from tests.unit.harness import ScriptedPool, harness_config
 
 FAST = settings(max_examples=100, deadline=None, database=None)
 THOROUGH = settings(FAST, max_examples=200)
@@ -165,3 +169,34 @@ def test_version_range_contains_only_ints_within_bounds() -> None:
     assert 2 not in versions
     assert 6 not in versions
     assert "4" not in versions
+
+
+@FAST
+@given(upstream_tables, upstream_tables)
+def test_two_clusters_share_exactly_what_both_list(
+    one: dict[int, VersionRange], other: dict[int, VersionRange]
+) -> None:
+    both = common(one, other)
+    assert both == common(other, one)
+    for api_key, shared in both.items():
+        assert shared.min in one[api_key] and shared.max in one[api_key]
+        assert shared.min in other[api_key] and shared.max in other[api_key]
+    for api_key in set(one) & set(other) - set(both):
+        assert one[api_key].intersect(other[api_key]) is None
+    assert set(both) <= set(one) & set(other)
+
+
+def test_a_standby_cluster_narrows_what_is_advertised_once_its_table_is_known() -> None:
+    config = harness_config({})
+    active, standby = ScriptedPool(config), ScriptedPool(config)
+    services = Services(config, active, Authenticator(config), standby=standby)
+    standby.api_versions = {}
+    assert services.versions == advertised(active.api_versions)
+    older = dict(active.api_versions)
+    older[FETCH] = VersionRange(older[FETCH].min, 11)
+    older.pop(PRODUCE)
+    standby.api_versions = older
+    assert services.versions[FETCH].max == 11
+    assert PRODUCE not in services.versions
+    # Without a standby the active cluster's table alone decides.
+    assert Services(config, active, Authenticator(config)).versions[FETCH].max > 11
