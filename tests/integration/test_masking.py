@@ -312,12 +312,12 @@ def fetch_events(audit_dir: Path, principal: str, topic: str) -> list[dict[str, 
 
 
 async def test_an_analyst_decodes_every_record_masked_and_an_exempt_identity_reads_clear(
-    primary: dev.ClusterInfo, tmp_path: Path, schema_registry: str
+    primary: dev.ClusterInfo, direct: Endpoint, tmp_path: Path, schema_registry: str
 ) -> None:
     topic = unique_topic("it-mask-customers-")
     sent = [customer(n) for n in range(RECORDS)]
     async with masking_gateway(primary, tmp_path, schema_registry) as (endpoint, audit_dir):
-        await asyncio.to_thread(create_topic, endpoint, topic)
+        await asyncio.to_thread(create_topic, direct, topic)
         delivered = await asyncio.to_thread(
             produce_customers, endpoint, schema_registry, topic, sent
         )
@@ -397,12 +397,12 @@ def _keyed_read(
 
 
 async def test_avro_keys_are_masked_like_values_and_still_decode(
-    primary: dev.ClusterInfo, tmp_path: Path, schema_registry: str
+    primary: dev.ClusterInfo, direct: Endpoint, tmp_path: Path, schema_registry: str
 ) -> None:
     topic = unique_topic("it-mask-keyed-")
     sent = [customer(n) for n in range(RECORDS)]
     async with masking_gateway(primary, tmp_path, schema_registry) as (endpoint, _):
-        await asyncio.to_thread(create_topic, endpoint, topic)
+        await asyncio.to_thread(create_topic, direct, topic)
         await asyncio.to_thread(_keyed, endpoint, schema_registry, topic, sent)
         analyst = await asyncio.to_thread(
             _keyed_read, as_user(endpoint, ANALYST), schema_registry, topic, RECORDS
@@ -531,11 +531,11 @@ async def raw_read(
 
 
 async def test_masked_batches_keep_offsets_keys_codecs_and_transactions_as_direct(
-    primary: dev.ClusterInfo, tmp_path: Path, schema_registry: str
+    primary: dev.ClusterInfo, direct: Endpoint, tmp_path: Path, schema_registry: str
 ) -> None:
     topic = unique_topic("it-mask-customers-wire-")
     async with masking_gateway(primary, tmp_path, schema_registry) as (endpoint, _):
-        await asyncio.to_thread(create_topic, endpoint, topic)
+        await asyncio.to_thread(create_topic, direct, topic)
         visible = await asyncio.to_thread(produce_mixed, endpoint, schema_registry, topic)
         password = Path(primary.password_file).read_text(encoding="utf-8").strip()
         direct = await raw_read(
@@ -647,7 +647,7 @@ def failures(cause: str, topic: str) -> float:
 
 
 async def test_no_clear_value_leaves_while_the_registry_is_down_and_every_record_arrives_once_after(
-    primary: dev.ClusterInfo, tmp_path: Path, schema_registry: str
+    primary: dev.ClusterInfo, direct: Endpoint, tmp_path: Path, schema_registry: str
 ) -> None:
     own = OwnRegistry(primary, unique_topic("_schemas_it_mask_"))
     await asyncio.to_thread(own.start)
@@ -655,7 +655,7 @@ async def test_no_clear_value_leaves_while_the_registry_is_down_and_every_record
     sent = [customer(n) for n in range(RECORDS)]
     try:
         async with masking_gateway(primary, tmp_path, own.url) as (endpoint, audit_dir):
-            await asyncio.to_thread(create_topic, endpoint, topic)
+            await asyncio.to_thread(create_topic, direct, topic)
             await asyncio.to_thread(produce_customers, endpoint, own.url, topic, sent)
             # The gateway has not read a schema yet (a cold cache); the registry goes.
             await asyncio.to_thread(own.stop)
@@ -708,11 +708,11 @@ def _produce_bad(endpoint: Endpoint, registry_url: str, topic: str) -> None:
 
 
 async def test_an_unknown_schema_id_or_a_corrupt_body_blocks_only_its_partition(
-    primary: dev.ClusterInfo, tmp_path: Path, schema_registry: str
+    primary: dev.ClusterInfo, direct: Endpoint, tmp_path: Path, schema_registry: str
 ) -> None:
     topic = unique_topic("it-mask-customers-bad-")
     async with masking_gateway(primary, tmp_path, schema_registry) as (endpoint, _):
-        await asyncio.to_thread(create_topic, endpoint, topic, None, 3)
+        await asyncio.to_thread(create_topic, direct, topic, None, 3)
         await asyncio.to_thread(_produce_bad, endpoint, schema_registry, topic)
         reader = await asyncio.to_thread(RawReader, as_user(endpoint, ANALYST), topic, 3)
         try:
@@ -741,13 +741,13 @@ NOTES = [
 
 @pytest.mark.parametrize("client", ["kcat", "kafka-python"])
 async def test_json_fields_and_text_detectors_are_masked_for_kcat_and_kafka_python(
-    primary: dev.ClusterInfo, tmp_path: Path, schema_registry: str, client: str
+    primary: dev.ClusterInfo, direct: Endpoint, tmp_path: Path, schema_registry: str, client: str
 ) -> None:
     json_topic = unique_topic("it-mask-json-")
     notes_topic = unique_topic("it-mask-notes-")
     async with masking_gateway(primary, tmp_path, schema_registry) as (endpoint, audit_dir):
         for topic in (json_topic, notes_topic):
-            await asyncio.to_thread(create_topic, endpoint, topic)
+            await asyncio.to_thread(create_topic, direct, topic)
         await aproduce(
             client,
             endpoint,
@@ -805,13 +805,13 @@ def _produce_notes(endpoint: Endpoint, topic: str, values: list[bytes]) -> list[
 
 
 async def test_produce_side_rules_mask_what_is_stored_and_refuse_records_without_schemas(
-    primary: dev.ClusterInfo, tmp_path: Path, schema_registry: str
+    primary: dev.ClusterInfo, direct: Endpoint, tmp_path: Path, schema_registry: str
 ) -> None:
     stored = unique_topic("it-mask-stored-")
     ledger = unique_topic("it-mask-ledger-")
     async with masking_gateway(primary, tmp_path, schema_registry) as (endpoint, _):
         for topic in (stored, ledger):
-            await asyncio.to_thread(create_topic, endpoint, topic)
+            await asyncio.to_thread(create_topic, direct, topic)
         assert await asyncio.to_thread(_produce_notes, endpoint, stored, [NOTES[0]]) == [""]
         with SchemaRegistryClient({"url": schema_registry}) as registry:
             wire = AvroSerializer(registry, json.dumps(SCHEMA))(
@@ -848,7 +848,7 @@ def _compacted(read: dict[int, list[tuple[Any, ...]]]) -> bool:
 
 
 async def test_a_compacted_topics_offset_gaps_and_keys_are_as_direct(
-    primary: dev.ClusterInfo, tmp_path: Path, schema_registry: str
+    primary: dev.ClusterInfo, direct: Endpoint, tmp_path: Path, schema_registry: str
 ) -> None:
     topic = unique_topic("it-mask-customers-compact-")
     compact = {
@@ -871,7 +871,7 @@ async def test_a_compacted_topics_offset_gaps_and_keys_are_as_direct(
         0,
     )
     async with masking_gateway(primary, tmp_path, schema_registry) as (endpoint, _):
-        await asyncio.to_thread(create_topic, endpoint, topic, compact)
+        await asyncio.to_thread(create_topic, direct, topic, compact)
         for values in rounds:
             await asyncio.to_thread(produce_customers, endpoint, schema_registry, topic, values)
             await asyncio.sleep(0.5)  # each round in a segment of its own
