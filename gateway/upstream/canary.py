@@ -73,15 +73,20 @@ class Canary:
         started = time.monotonic()
         written = await producer.send_and_wait(self.topic, value, partition=0)
         consumer.seek(partition, written.offset)
-        while True:
-            batches = await consumer.getmany(partition, timeout_ms=1000)
-            for record in batches.get(partition, []):
-                if record.offset == written.offset:
-                    if record.value != value:
-                        raise UpstreamUnavailable(
-                            f"offset {written.offset} holds another record than written"
-                        )
-                    return time.monotonic() - started
+        consumer.resume(partition)
+        try:
+            while True:
+                batches = await consumer.getmany(partition, timeout_ms=1000)
+                for record in batches.get(partition, []):
+                    if record.offset == written.offset:
+                        if record.value != value:
+                            raise UpstreamUnavailable(
+                                f"offset {written.offset} holds another record than written"
+                            )
+                        return time.monotonic() - started
+        finally:
+            # No fetching in the background between checks.
+            consumer.pause(partition)
 
     async def _clients(self) -> tuple[Any, Any]:
         if self._producer is None:
@@ -96,10 +101,12 @@ class Canary:
                 client_id=_CLIENT_ID,
                 enable_auto_commit=False,
                 group_id=None,
-                fetch_max_wait_ms=100,
+                fetch_max_wait_ms=100,  # the record is there once written
             )
             await consumer.start()
-            consumer.assign([TopicPartition(self.topic, 0)])
+            partition = TopicPartition(self.topic, 0)
+            consumer.assign([partition])
+            consumer.pause(partition)
             self._consumer = consumer
         return self._producer, self._consumer
 
