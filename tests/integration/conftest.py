@@ -235,6 +235,20 @@ def gateway_config(
     return parse_config(data, "integration-test", environ={}), ports
 
 
+def cluster_section(info: dev.ClusterInfo) -> dict[str, Any]:
+    """A dev cluster as the gateway config's ``clusters.<name>`` names it: its brokers
+    and the admin's SCRAM login (the password by file)."""
+    return {
+        "bootstrap_servers": info.bootstrap_servers.split(","),
+        "security_protocol": info.security_protocol,
+        "sasl": {
+            "mechanism": info.sasl_mechanism,
+            "username": info.username,
+            "password": {"file": info.password_file},
+        },
+    }
+
+
 def gateway_config_data(
     primary: dev.ClusterInfo,
     *,
@@ -267,18 +281,9 @@ def gateway_config_data(
             *listeners,
         ],
         "clusters": {
-            "primary": {
-                "bootstrap_servers": primary.bootstrap_servers.split(","),
-                "security_protocol": primary.security_protocol,
-                "sasl": {
-                    "mechanism": primary.sasl_mechanism,
-                    "username": primary.username,
-                    "password": {"file": primary.password_file},
-                },
-                # The canary's own clients would add three logins per gateway to every
-                # test; test_cluster_health.py runs it.
-                "health": {"canary_topic": None},
-            }
+            # The canary's own clients would add three logins per gateway to every
+            # test; test_cluster_health.py runs it.
+            "primary": {**cluster_section(primary), "health": {"canary_topic": None}}
         },
         "users": [
             {"name": CLIENT_USER, "password_hash": hash_password(CLIENT_PASSWORD, 20_000)},

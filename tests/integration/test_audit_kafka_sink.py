@@ -22,7 +22,7 @@ from gateway.server.app import Gateway
 from tests.integration.clients import Endpoint
 from tests.integration.clients.common import Record
 from tests.integration.clients.confluent import consume, produce
-from tests.integration.conftest import client_endpoint, gateway_config_data
+from tests.integration.conftest import client_endpoint, cluster_section, gateway_config_data
 
 pytestmark = pytest.mark.integration
 
@@ -32,16 +32,7 @@ async def _gateway(
     clusters: dict[str, dev.ClusterInfo], audit_dir: Path, key_file: Path, instance: str, topic: str
 ) -> AsyncIterator[tuple[Gateway, Endpoint]]:
     data, ports = gateway_config_data(clusters["primary"])
-    secondary = clusters["secondary"]
-    data["clusters"]["secondary"] = {
-        "bootstrap_servers": secondary.bootstrap_servers.split(","),
-        "security_protocol": secondary.security_protocol,
-        "sasl": {
-            "mechanism": secondary.sasl_mechanism,
-            "username": secondary.username,
-            "password": {"file": secondary.password_file},
-        },
-    }
+    data["clusters"]["secondary"] = cluster_section(clusters["secondary"])
     data["audit"] = {
         "dir": str(audit_dir),
         "key_file": str(key_file),

@@ -26,6 +26,7 @@ from tests.integration.conftest import (
     NO_ROLE_TOKEN,
     admin_get,
     cluster_endpoint,
+    cluster_section,
     gateway_config_data,
 )
 
@@ -35,22 +36,9 @@ CHECK_LIMIT_S = 120.0
 
 
 def _cluster(info: dev.ClusterInfo, canary: str) -> dict[str, Any]:
-    return {
-        "bootstrap_servers": info.bootstrap_servers.split(","),
-        "security_protocol": info.security_protocol,
-        "sasl": {
-            "mechanism": info.sasl_mechanism,
-            "username": info.username,
-            "password": {"file": info.password_file},
-        },
-        "health": {
-            "interval_seconds": 1,
-            "timeout_seconds": 3,
-            "down_after_failures": 3,
-            "up_after_successes": 2,
-            "canary_topic": canary,
-        },
-    }
+    health = {"interval_seconds": 1, "timeout_seconds": 3, "canary_topic": canary}
+    thresholds = {"down_after_failures": 3, "up_after_successes": 2}
+    return {**cluster_section(info), "health": {**health, **thresholds}}
 
 
 class Checked:

@@ -26,23 +26,11 @@ from gateway.failover.replication import ReplicationStatus, replication_status
 from tests.integration.clients.common import Endpoint
 from tests.integration.clients.confluent import librdkafka_config
 from tests.integration.clients.dispatch import acreate_topic
-from tests.integration.conftest import gateway_config_data
+from tests.integration.conftest import cluster_section, gateway_config_data
 
 pytestmark = pytest.mark.integration
 
 WAIT_S = 120.0
-
-
-def _cluster(info: dev.ClusterInfo) -> dict[str, Any]:
-    return {
-        "bootstrap_servers": info.bootstrap_servers.split(","),
-        "security_protocol": info.security_protocol,
-        "sasl": {
-            "mechanism": info.sasl_mechanism,
-            "username": info.username,
-            "password": {"file": info.password_file},
-        },
-    }
 
 
 def _produce(ep: Endpoint, topic: str, values: list[bytes], partition: int) -> None:
@@ -106,7 +94,7 @@ async def test_status_counts_exactly_what_the_secondary_still_lacks(
     tag = uuid.uuid4().hex[:10]
     topic, group = f"mirror-status-{tag}", f"mirror-status-group-{tag}"
     data, _ = gateway_config_data(clusters["primary"])
-    data["clusters"] = {name: _cluster(info) for name, info in clusters.items()}
+    data["clusters"] = {name: cluster_section(info) for name, info in clusters.items()}
     config_file = tmp_path / "gateway.yaml"
     config_file.write_text(yaml.safe_dump(data), encoding="utf-8")
     config = parse_config(data, "integration-test", environ={})
