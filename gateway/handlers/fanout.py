@@ -43,6 +43,7 @@ async def fan_out(
     budget: float,
     enough: Enough | None = None,
     patience: float | None = None,
+    sender: Sender | None = None,
 ) -> FanOutResult:
     """Route, send, merge; partitions answered with a stale-route error are retried
     after a metadata refresh, at most :data:`MAX_ROUTE_ATTEMPTS` times in all.
@@ -50,28 +51,31 @@ async def fan_out(
     With ``enough``, the answer goes back as soon as the leaders that answered satisfy
     it (Fetch's min_bytes), as a broker answers once min_bytes are there; the requests
     to the leaders still waiting are abandoned (a fetch changes nothing, and the client
-    asks for the same offsets again) and their partitions are answered without records
+    asks for the same offsets again; Fetch's ``sender`` lets them finish and keeps
+    their answers for that next request) and their partitions are answered without records
     or watermarks. They must be in the answer: a sessionless fetch is a full one, and
     the Java consumer drops a full answer that leaves out a partition it asked for.
     With ``patience`` too, leaders that have not answered after that many seconds are
     abandoned the same way (Fetch's max_wait: a paused leader must not hold the data
-    of the others).
+    of the others). ``sender`` sends one leader's part (by default :func:`send`).
     """
     upstream = session.upstream
     response_cls = codec.response_schema(request.api_key, request.api_version)
     wanted = list(getattr(request.body, api.request_topics))
     answered: list[Any] = []
     responses: list[Any] = []
+
+    def each(leader: int, topics: list[Any]) -> Coroutine[Any, Any, Sent]:
+        return send(session, request, api, leader, topics, response_cls, budget)
+
+    send_part = sender or each
     for attempt in range(MAX_ROUTE_ATTEMPTS):
         plan = routing.split(api, upstream.view, wanted)
         if plan.unroutable and attempt == 0:
             await refresh_quietly(session)
             plan = routing.split(api, upstream.view, wanted)
         results, abandoned = await _gather(
-            [
-                (_send(session, request, api, leader, topics, response_cls, budget), topics)
-                for leader, topics in plan.by_leader.items()
-            ],
+            [(send_part(leader, topics), topics) for leader, topics in plan.by_leader.items()],
             enough,
             patience,
         )
@@ -101,6 +105,7 @@ async def fan_out(
 
 Sent = tuple[Any | None, list[Any]]
 Enough = Callable[[list[Any]], bool]
+Sender = Callable[[int, list[Any]], Coroutine[Any, Any, Sent]]
 
 
 async def _gather(
@@ -140,7 +145,7 @@ async def refresh_quietly(session: ClientSession) -> None:
         await session.upstream.refresh()
 
 
-async def _send(
+async def send(
     session: ClientSession,
     request: Request,
     api: PartitionedApi,
@@ -148,7 +153,9 @@ async def _send(
     topics: list[Any],
     response_cls: type[Any],
     budget: float,
-) -> tuple[Any | None, list[Any]]:
+) -> Sent:
+    """``topics`` sent to ``leader``: its answer and answered topics, or no answer and
+    the topics with a retriable error when the leader cannot be reached."""
     sub = codec.replace(request.body, **{api.request_topics: tuple(topics)})
     try:
         response = await session.upstream.request(leader, sub, request.client_id, budget)

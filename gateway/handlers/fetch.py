@@ -4,17 +4,28 @@ The gateway answers every fetch with session id 0 (KIP-227's "no session"), so e
 client fetch is complete in itself and can be split across leaders and replayed
 after a failover. Rack-aware follower fetching is switched off upstream: the gateway
 is the only replica a client knows.
+
+A client fetch that spans several leaders is answered once enough has arrived, as a
+broker answers once min_bytes are there. The leaders still working on it are not
+told: a broker serves one request at a time per connection, so the gateway's next
+fetch to such a leader would queue behind the held one, and a client polling a busy
+partition would pile fetches up behind an idle one without bound. So each leader's
+part goes after the previous unfinished one (one outstanding fetch per leader and
+client), and when that one comes back with records for exactly the partitions and
+offsets asked again, those records are the answer (otherwise a leader that answers a
+little later than another, every time, would never deliver its partitions).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
 from kio.schema.errors import ErrorCode
 
-from gateway.handlers import routing
-from gateway.handlers.fanout import fan_out, max_throttle
+from gateway.handlers import fanout, routing
+from gateway.handlers.fanout import Sender, Sent, fan_out, max_throttle
 from gateway.handlers.routing import PartitionedApi
 from gateway.protocol import codec
 from gateway.protocol.codec import EncodedBody, Request
@@ -65,7 +76,8 @@ async def handle(session: ClientSession, request: Request) -> Any:
         return record_bytes(topics) >= min_bytes
 
     patience = body.max_wait.total_seconds() + LEADER_GRACE_S
-    result = await fan_out(session, request, API, "fetch", budget, enough, patience)
+    sender = _after_unfinished(session, request, budget)
+    result = await fan_out(session, request, API, "fetch", budget, enough, patience, sender)
     me = session.node_id
     topics = tuple(
         codec.replace(t, partitions=tuple(routing.hide_upstream(p, me) for p in t.partitions))
@@ -94,6 +106,8 @@ async def _from_one_leader(
     if len(plan.by_leader) != 1 or plan.unroutable:
         return None
     leader = next(iter(plan.by_leader))
+    if leader in session.upstream.unfinished:
+        return None  # the general path waits for it, or takes its answer
     if as_sent:
         upstream = EncodedRequest(
             request.api_key, request.api_version, request.body_bytes, request.client_id
@@ -138,3 +152,50 @@ def _as_is(response: Any) -> bool:
     if response.error_code != ErrorCode.none or getattr(response, "node_endpoints", ()):
         return False
     return not any(routing.reveals_upstream(p) for t in response.responses for p in t.partitions)
+
+
+def _after_unfinished(session: ClientSession, request: Request, budget: float) -> Sender:
+    """The fan-out's sender for Fetch: each leader's part waits for the unfinished
+    fetch to that leader, if any, and takes its answer when it asked the same."""
+    unfinished = session.upstream.unfinished
+    response_cls = codec.response_schema(request.api_key, request.api_version)
+
+    def send(leader: int, topics: list[Any]) -> Coroutine[Any, Any, Sent]:
+        asked = (request.api_version, codec.replace(request.body, topics=tuple(topics)))
+
+        def fresh() -> Awaitable[Sent]:
+            return fanout.send(session, request, API, leader, topics, response_cls, budget)
+
+        entry = (asked, asyncio.ensure_future(_resumed(unfinished.pop(leader, None), asked, fresh)))
+        unfinished[leader] = entry
+        return _taken(unfinished, leader, entry)
+
+    return send
+
+
+async def _taken(
+    unfinished: dict[int, tuple[object, asyncio.Task[Any]]],
+    leader: int,
+    entry: tuple[object, asyncio.Task[Any]],
+) -> Sent:
+    """The leader's answer for this client fetch. Abandoned (cancelled), the fetch goes
+    on and stays the leader's unfinished one; answered, it is no longer unfinished."""
+    result: Sent = await asyncio.shield(entry[1])
+    if unfinished.get(leader) is entry:
+        del unfinished[leader]
+    return result
+
+
+async def _resumed(
+    earlier: tuple[object, asyncio.Task[Any]] | None,
+    asked: object,
+    fresh: Callable[[], Awaitable[Sent]],
+) -> Sent:
+    if earlier is not None:
+        earlier_asked, task = earlier
+        await asyncio.wait([task])
+        if not task.cancelled() and task.exception() is None and earlier_asked == asked:
+            response, topics = task.result()
+            if response is not None and record_bytes(topics) > 0:
+                return response, topics
+    return await fresh()

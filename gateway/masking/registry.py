@@ -3,7 +3,9 @@ Karapace, ...) over its REST API, with the caches masking needs.
 
 - ``GET /schemas/ids/{id}``: a schema by id. Ids never change meaning, so a schema is
   kept until the LRU of ``cache_size`` entries evicts it; a registry outage with a warm
-  cache changes nothing. Concurrent lookups of one id share one request.
+  cache changes nothing. Concurrent lookups of one id share one request. An id the
+  registry does not know is asked again only after :data:`NOT_FOUND_RETRY_S` (a
+  consumer retrying a partition that holds it must not turn into a request per fetch).
 - ``POST /subjects/{subject}`` (with the schema's text): whether a schema is one of a
   subject's versions, trusted for ``subject_ttl_seconds``.
 
@@ -31,6 +33,9 @@ from gateway.masking.schemas import (
 )
 
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
+
+# How long an id the registry answered "not found" for is answered so without asking.
+NOT_FOUND_RETRY_S = 2.0
 
 
 class RegistryClient:
@@ -60,6 +65,8 @@ class RegistryClient:
         self._ttl = subject_ttl_seconds
         self._schemas: OrderedDict[int, RegisteredSchema] = OrderedDict()
         self._pending: dict[int, asyncio.Future[RegisteredSchema]] = {}
+        # Ids the registry did not know: the answer and when to ask again.
+        self._missing: OrderedDict[int, tuple[SchemaNotFound, float]] = OrderedDict()
         self._registered: dict[tuple[str, int], tuple[bool, float]] = {}
         self._session: aiohttp.ClientSession | None = None
 
@@ -87,6 +94,12 @@ class RegistryClient:
             self._schemas.move_to_end(schema_id)
             metrics.REGISTRY_CACHE.labels("hit").inc()
             return found
+        missing = self._missing.get(schema_id)
+        if missing is not None:
+            if missing[1] > time.monotonic():
+                metrics.REGISTRY_CACHE.labels("hit").inc()
+                raise SchemaNotFound(str(missing[0]))
+            del self._missing[schema_id]
         metrics.REGISTRY_CACHE.labels("miss").inc()
         pending = self._pending.get(schema_id)
         if pending is not None:
@@ -102,6 +115,10 @@ class RegistryClient:
                 references=tuple(body.get("references") or ()),
             )
         except BaseException as exc:
+            if isinstance(exc, SchemaNotFound):
+                self._missing[schema_id] = (exc, time.monotonic() + NOT_FOUND_RETRY_S)
+                while len(self._missing) > self._cache_size:
+                    self._missing.popitem(last=False)
             future.set_exception(exc)
             future.exception()  # retrieved: waiters get it through shield
             raise

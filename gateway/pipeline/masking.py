@@ -11,9 +11,12 @@ Fail closed: when a partition cannot be masked (its schema cannot be fetched, a 
 does not decode or is not in the format the rule expects, a batch does not parse) no
 byte of it reaches the client: the partition answers the Fetch's retriable error with
 no records, so the client fetches the same offset again and consumption resumes by
-itself once the cause is fixed; a metric counts the cause and the audit event of the
-Fetch names it (``masking_failed``). What was masked goes to the audit event too
-(``masking``: per partition the rule ids, field paths, record counts and schema ids).
+itself once the cause is fixed. An answer left with no records at all is held for the
+Fetch's max_wait (at most :data:`REFUSED_HOLD_S`), as a broker holds a fetch with
+nothing to deliver, so a client that asks again at once does not spin. A metric
+counts the cause and the audit event of the Fetch names it (``masking_failed``). What
+was masked goes to the audit event too (``masking``: per partition the rule ids, field
+paths, record counts and schema ids).
 
 On the way in, a Produce to a topic whose rules apply on ``produce`` is masked before
 it is written (the request goes on with the rewritten batches), and a topic whose rule
@@ -29,6 +32,7 @@ thread, so one large fetch does not stall the other connections.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections import Counter
@@ -56,6 +60,8 @@ NOTE = "masking"
 FAILED_NOTE = "masking_failed"
 # The answers of Produce partitions refused on the way in, added on the way back.
 REFUSED_NOTE = "masking.refused"
+# The longest a Fetch answer whose records were all refused is held.
+REFUSED_HOLD_S = 0.5
 
 
 class MaskingStage:
@@ -176,12 +182,15 @@ class MaskingStage:
             topics.append(dataclasses.replace(topic, partitions=tuple(parts)))
         if not touched:
             return answer
+        if FAILED_NOTE in call.notes and not any(p.records for t in topics for p in t.partitions):
+            wait = call.request.body.max_wait.total_seconds()
+            await asyncio.sleep(max(0.0, min(wait, REFUSED_HOLD_S)))
         masked: Answer = dataclasses.replace(entity, responses=tuple(topics))
         return masked
 
     async def _fetched(self, call: Call, topic: str, part: Any, rules: Any) -> Any:
         """A fetched partition masked, or answering the retriable error with no records
-        when it cannot be."""
+        when it cannot be (noted in ``call.notes[FAILED_NOTE]``)."""
         if not part.records:
             return part
         records = await self._mask(call, topic, part.partition_index, part.records, rules)

@@ -47,6 +47,9 @@ class UpstreamSession:
         self._conns: dict[int, AIOKafkaConnection] = {}
         self._locks: dict[int, asyncio.Lock] = {}
         self._closed = False
+        # Per broker, a request this client stopped waiting for that is still on the
+        # wire, with what it asked (see gateway.handlers.fetch); cancelled at close.
+        self.unfinished: dict[int, tuple[object, asyncio.Task[Any]]] = {}
 
     # What handlers need of the cluster they serve, so that they reach it through this
     # one object (and a later switch of clusters happens behind it).
@@ -174,4 +177,7 @@ class UpstreamSession:
 
     async def close(self) -> None:
         self._closed = True
+        for _, task in self.unfinished.values():
+            task.cancel()
+        self.unfinished.clear()
         self.reset()

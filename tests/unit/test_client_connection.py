@@ -299,6 +299,63 @@ async def test_answers_are_written_in_request_order_when_upstream_completes_them
         assert ids(await h.answers(2)) == [first, second]
 
 
+def fetch_both() -> Any:
+    """One Fetch of orders/0 (led by broker 1) and orders/1 (broker 2) from offset 0."""
+    one = fetch("orders", 0)
+    both = fetch_request.FetchTopic(
+        topic="orders",
+        partitions=tuple(
+            fetch_request.FetchPartition(partition=p, fetch_offset=0, partition_max_bytes=1 << 20)
+            for p in (0, 1)
+        ),
+    )
+    return dataclasses.replace(one, topics=(both,))
+
+
+def records_of(answer: Answer) -> dict[int, bytes]:
+    return {
+        p.partition_index: p.records or b"" for t in answer.body.responses for p in t.partitions
+    }
+
+
+async def test_a_leader_that_answers_after_the_other_still_delivers_on_the_next_fetch() -> None:
+    async with Harness() as h:
+        with_layout(h.pool)
+        h.client.send(fetch_both())
+        sent = {s.node: s for s in await h.sends(2)}
+        sent[2].reply(fetched(sent[2].body, b"from-2"))
+        (first,) = await h.answers(1)
+        # Enough arrived from broker 2: answered without waiting for broker 1 ...
+        assert records_of(first) == {0: b"", 1: b"from-2"}
+        # ... whose fetch goes on and comes back with records a moment later.
+        sent[1].reply(fetched(sent[1].body, b"from-1"))
+        h.client.send(fetch_both())
+        _, second = await h.answers(2)
+        # The same offsets asked again: broker 1's answer is the answer, not asked again.
+        assert records_of(second)[0] == b"from-1"
+        assert len(h.pool.sent_to(1)) == 1
+
+
+async def test_the_next_fetch_to_a_leader_waits_for_the_one_still_held_there() -> None:
+    async with Harness() as h:
+        with_layout(h.pool)
+        h.client.send(fetch_both())
+        sent = {s.node: s for s in await h.sends(2)}
+        sent[2].reply(fetched(sent[2].body, b"from-2"))
+        await h.answers(1)
+        h.client.send(fetch_both())
+        again = await h.sends(3)
+        assert again[2].node == 2
+        again[2].reply(fetched(again[2].body, b"more-from-2"))
+        await h.answers(2)
+        await settle()
+        # Broker 1 still holds the first fetch: nothing queues behind it.
+        assert len(h.pool.sent_to(1)) == 1
+        # It expires with nothing: an empty answer is not reused, broker 1 is asked anew.
+        sent[1].reply(fetched(sent[1].body, b""))
+        await eventually(lambda: len(h.pool.sent_to(1)) == 2, "a new fetch to broker 1")
+
+
 async def test_answers_that_are_ready_together_go_out_in_one_writelines_call() -> None:
     async with Harness() as h:
         h.pool.set_layout((1, 2, 3), {"orders": {0: 1, 1: 2, 2: 3}})

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from gateway import metrics
 from gateway.errors import ConfigError
+from gateway.masking import registry as registry_module
 from gateway.masking.embedded import EmbeddedRegistry, app, canonical_form, schema_id
 from gateway.masking.registry import RegistryClient
 from gateway.masking.schemas import RegistryUnavailable, SchemaNotFound
@@ -127,6 +128,24 @@ async def test_the_client_reads_schemas_and_caches_them_by_id(
         assert [r[1] for r in served.requests] == [f"/schemas/ids/{wanted}"]
         with pytest.raises(SchemaNotFound, match="schema 12345 not found"):
             await client.schema_by_id(12345)
+    finally:
+        await client.close()
+
+
+async def test_an_unknown_id_is_asked_again_only_after_a_pause(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(registry_module, "NOT_FOUND_RETRY_S", 0.2)
+    client = RegistryClient(served.url)
+    try:
+        for _ in range(5):
+            with pytest.raises(SchemaNotFound, match="schema 12345 not found"):
+                await client.schema_by_id(12345)
+        assert [r[1] for r in served.requests] == ["/schemas/ids/12345"]
+        await asyncio.sleep(0.3)
+        with pytest.raises(SchemaNotFound):
+            await client.schema_by_id(12345)
+        assert [r[1] for r in served.requests] == ["/schemas/ids/12345"] * 2
     finally:
         await client.close()
 

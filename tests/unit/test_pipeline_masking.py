@@ -5,6 +5,7 @@ error with no records (fail closed) while the audit event says what happened."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from gateway.audit.recorder import Recorder, StageSettings
 from gateway.masking.engine import MaskingEngine
 from gateway.masking.methods import MaskKey
 from gateway.masking.schemas import RegisteredSchema, RegistryUnavailable
-from tests.unit.harness import Harness
+from tests.unit.harness import Harness, settle
 from tests.unit.test_audit_stage import LEADERS, MemorySink
 from tests.unit.test_client_connection import (
     BROKERS,
@@ -91,10 +92,18 @@ def engine(source: Any = None) -> MaskingEngine:
     return MaskingEngine(source or DownRegistry(), MaskKey(b"m" * 32))
 
 
-async def fetch_one(h: Harness, topic: str, data: bytes) -> Any:
+async def fetch_one(h: Harness, topic: str, data: bytes, held: bool = False) -> Any:
+    """The one partition of a Fetch answered with ``data``; ``held`` says the answer
+    has nothing to deliver, so it is held (for the fetch's max_wait) before it goes."""
     h.client.send(fetch(topic, 0))
     (sent,) = await h.sends(1)
     sent.reply(fetched(sent.body, records=data))
+    if held:
+        await settle()
+        assert h.client.answers() == [], "an answer with nothing to deliver went at once"
+        async with asyncio.timeout(10):
+            while not h.client.answers():
+                await asyncio.sleep(0.02)
     (answer,) = await h.answers(1)
     ((part,),) = [t.partitions for t in answer.body.responses]
     return part
@@ -134,7 +143,7 @@ async def test_a_partition_that_cannot_be_masked_gets_a_retriable_error_and_no_r
     before = failures._value.get()
     wire = b"\x00\x00\x00\x00\x07" + b"\x02n"
     async with harness(tmp_path, engine(), sink) as h:
-        part = await fetch_one(h, "secret-x", records(wire))
+        part = await fetch_one(h, "secret-x", records(wire), held=True)
     assert part.error_code == ErrorCode.not_leader_or_follower
     assert not part.records
     assert failures._value.get() == before + 1
@@ -147,7 +156,7 @@ async def test_a_partition_that_cannot_be_masked_gets_a_retriable_error_and_no_r
 
 async def test_without_a_masking_engine_rules_refuse_what_they_name(tmp_path: Path) -> None:
     async with harness(tmp_path, None) as h:
-        part = await fetch_one(h, "orders", records(CARD))
+        part = await fetch_one(h, "orders", records(CARD), held=True)
     assert part.error_code == ErrorCode.not_leader_or_follower
     assert not part.records
 
