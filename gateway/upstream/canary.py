@@ -36,6 +36,15 @@ MAX_REPLICATION = 3
 _CLIENT_ID = "soc2-gateway-canary"
 
 
+class CanaryFailed(UpstreamUnavailable):
+    """The round trip failed: ``reason`` names the topic and the cause (for the
+    cluster's health), the message names the cluster too (for logs)."""
+
+    def __init__(self, cluster: str, topic: str, cause: str) -> None:
+        self.reason = f"{topic}: {cause}"
+        super().__init__(f"cluster {cluster}: canary {self.reason}")
+
+
 class Canary:
     """Round trips of one record on ``topic`` of one cluster."""
 
@@ -51,16 +60,13 @@ class Canary:
 
     async def round_trip(self, brokers: int, budget: float) -> float:
         """Write one record and read it back; its duration in seconds. Raises
-        UpstreamUnavailable (with the reason, never a secret) when either fails."""
+        CanaryFailed (with the reason, never a secret) when either fails."""
         try:
             async with asyncio.timeout(budget):
                 return await self._round_trip(brokers)
         except (KafkaError, OSError, TimeoutError, UpstreamUnavailable) as exc:
             await self.close()
-            reason = str(exc) or type(exc).__name__
-            raise UpstreamUnavailable(
-                f"cluster {self.cluster}: canary {self.topic}: {reason}"
-            ) from exc
+            raise CanaryFailed(self.cluster, self.topic, str(exc) or type(exc).__name__) from exc
 
     async def _round_trip(self, brokers: int) -> float:
         if not self._created:

@@ -31,7 +31,7 @@ from gateway.errors import ConfigError, UpstreamError, UpstreamUnavailable
 from gateway.protocol import codec
 from gateway.protocol.versions import API_VERSIONS, METADATA, VersionRange
 from gateway.upstream.boundary import map_errors
-from gateway.upstream.canary import Canary
+from gateway.upstream.canary import Canary, CanaryFailed
 from gateway.upstream.clients import cluster_ssl_context
 from gateway.upstream.connections import UpstreamSession
 from gateway.upstream.coordinators import Coordinators
@@ -227,8 +227,8 @@ class ClusterPool:
                     canary_seconds = await self.canary.round_trip(
                         len(self.view.brokers), 2 * self.check_timeout
                     )
-                except UpstreamUnavailable as exc:
-                    canary_failure = str(exc)
+                except CanaryFailed as exc:
+                    canary_failure = exc.reason
             self.health.checked(unreachable, canary_failure)
         finally:
             self.health.timed(time.monotonic() - started, canary_seconds)

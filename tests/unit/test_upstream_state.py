@@ -146,9 +146,9 @@ def test_thresholds_need_failures_in_a_row_for_down_and_successes_in_a_row_for_u
 def test_a_failed_canary_with_metadata_read_degrades_and_never_downs() -> None:
     health = ClusterHealth("unit-canary", down_after=1, up_after=1)
     for _ in range(3):
-        health.checked({}, "canary __gateway-canary: NotEnoughReplicasError")
+        health.checked({}, "__gateway-canary: NotEnoughReplicasError")
     assert health.state is ClusterState.DEGRADED and health.ready
-    assert health.reason == "canary: canary __gateway-canary: NotEnoughReplicasError"
+    assert health.reason == "canary: __gateway-canary: NotEnoughReplicasError"
     health.checked({2: "timed out"}, "timed out")
     assert health.reason == "broker 2: timed out, canary: timed out"
     health.checked({})
