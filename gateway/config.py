@@ -281,9 +281,59 @@ class ClusterConfig(_Model):
         return [_split_host_port(s) for s in self.bootstrap_servers]
 
 
+class ReplicationConfig(_Model):
+    """How MirrorMaker 2 replicates the primary to the secondary, and how the gateway
+    watches it (with a secondary configured): the records of each mirrored topic the
+    secondary still lacks, counted as ``gateway failover status`` counts them, as
+    metrics and in ``GET /clusters``."""
+
+    source_alias: str = Field(
+        "primary", min_length=1, description="MirrorMaker's alias of the primary cluster."
+    )
+    target_alias: str = Field(
+        "secondary", min_length=1, description="MirrorMaker's alias of the secondary cluster."
+    )
+    watch_interval_seconds: float | None = Field(
+        30.0, gt=0, description="Time between measurements of the lag; null: not watched."
+    )
+    round_timeout_seconds: float = Field(
+        30.0, gt=0, description="How long one measurement may take before it counts as failed."
+    )
+    topics: str | None = Field(
+        None, description="Only topics matching this regex are watched (default: all mirrored)."
+    )
+    pending_read_limit: int = Field(
+        1000,
+        ge=0,
+        le=1_000_000,
+        description="Records read per partition to count pending ones exactly (transaction "
+        "markers and aborted records are not copied); beyond it the offset distance is "
+        "reported, as an upper bound.",
+    )
+
+    @field_validator("topics")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a regular expression: {exc}") from None
+        return value
+
+    @property
+    def topic_pattern(self) -> re.Pattern[str] | None:
+        return re.compile(self.topics) if self.topics is not None else None
+
+
 class ClustersConfig(_Model):
     primary: ClusterConfig = Field(description="The cluster served normally.")
     secondary: ClusterConfig | None = Field(None, description="The failover cluster.")
+    replication: ReplicationConfig = Field(
+        default_factory=ReplicationConfig,
+        description="MirrorMaker 2's replication of primary to secondary, as the gateway "
+        "watches it (see clusters.replication).",
+    )
 
 
 _PBKDF2 = r"^pbkdf2_sha256\$[1-9]\d{0,8}\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+$"
@@ -805,6 +855,7 @@ _SECTIONS: tuple[tuple[str, type[BaseModel]], ...] = (
     ("clusters.*.sasl", SaslConfig),
     ("clusters.*.tls", TlsConfig),
     ("clusters.*.health", HealthCheckConfig),
+    ("clusters.replication", ReplicationConfig),
     ("secret reference (e.g. clusters.*.sasl.password)", SecretRef),
     ("users[] (and service accounts)", UserConfig),
     ("identity", IdentityConfig),

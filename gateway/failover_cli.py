@@ -82,11 +82,14 @@ async def _status(ns: argparse.Namespace) -> ReplicationStatus:
     config = load_config(ns.config)
     if config.clusters.secondary is None:
         raise ConfigError(f"{ns.config}: clusters.secondary is not configured")
+    replication = config.clusters.replication
     async with asyncio.timeout(ns.timeout):
         return await replication_status(
             config.clusters.primary,
             config.clusters.secondary,
-            topics=ns.topics,
+            source_alias=replication.source_alias,
+            target_alias=replication.target_alias,
+            topics=ns.topics or replication.topic_pattern,
             groups=ns.groups,
         )
 

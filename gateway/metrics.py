@@ -143,6 +143,31 @@ UPSTREAM_RECOVERIES = Counter(
     "Times the cluster came back after its health checks found it down.",
     ["cluster"],
 )
+REPLICATION_PENDING = Gauge(
+    "gateway_replication_pending_records",
+    "Committed records of a mirrored topic on the primary that the secondary still lacks "
+    "(exact up to clusters.replication.pending_read_limit per partition, above it the "
+    "offset distance), as of gateway_replication_read_timestamp_seconds.",
+    ["topic"],
+)
+REPLICATION_CAUGHT_UP = Gauge(
+    "gateway_replication_caught_up",
+    "1 when the last measurement found every watched mirrored partition caught up, else 0.",
+)
+REPLICATION_READ_AT = Gauge(
+    "gateway_replication_read_timestamp_seconds",
+    "Unix time of the last successful replication lag measurement (0: none yet).",
+)
+REPLICATION_ROUNDS = Counter(
+    "gateway_replication_rounds_total",
+    "Replication lag measurements, by result (ok, error).",
+    ["result"],
+)
+REPLICATION_ROUND_SECONDS = Histogram(
+    "gateway_replication_round_seconds",
+    "Duration of one replication lag measurement.",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
 ADMIN_REQUESTS = Counter(
     "gateway_admin_requests_total",
     "Admin API requests, by route template (unmatched for no route) and result (ok, "

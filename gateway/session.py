@@ -27,6 +27,7 @@ from gateway.upstream.pool import ClusterPool
 if TYPE_CHECKING:
     # Stages see sessions: the pipeline module imports this one.
     from gateway.audit.recorder import Recorder
+    from gateway.failover.watch import ReplicationWatch
     from gateway.masking.engine import MaskingEngine
     from gateway.pipeline import Pipeline
 
@@ -74,6 +75,9 @@ class Services:
     # The other configured cluster, health-checked beside the active one (``pool``);
     # None when only one cluster is configured.
     standby: ClusterPool | None = None
+    # MirrorMaker's lag from the active cluster to the standby one, measured in the
+    # background; None without a standby cluster.
+    replication: ReplicationWatch | None = None
     _versions: tuple[object, object, dict[int, VersionRange]] | None = field(
         init=False, default=None
     )

@@ -15,17 +15,18 @@ the cluster itself, so it answers at once in every state
 and callers cannot make the gateway load the cluster. With audit on and not
 ``fail_open``, it is also unavailable while the audit log cannot write (``audit``
 says why). ``/metrics``: Prometheus text
-format. ``GET /clusters``: each configured cluster's health (active or standby,
-state and why, broker count, the last check's and canary's durations, the thresholds
-and how far along them it is). ``/whoami``: the caller as the API sees it. ``/sessions``: the client
-connections open now. ``GET /policy``: the policy in force (version, files, rule
-count) and the last reload's outcome. ``POST /policy/reload``: reload the policy
-directory now; 422 with the problems when the new set is invalid (the policy in force
-stays). ``GET /audit/events``, ``/audit/sessions``, ``/audit/sessions/{id}``: the
-audit log read back (auditor, admin). With audit on, every call but the open
-endpoints is recorded as an ``admin_action`` event before its answer goes out. No
-endpoint returns configuration, credentials or tokens (policy files hold neither: they
-are rules, and only their names are shown).
+format. ``GET /clusters``: each configured cluster's health (active or standby, state
+and why, broker count, the last check's and canary's durations, the thresholds and how
+far along them it is) and, with a standby, MirrorMaker's replication lag as the gateway
+last measured it (``replication``). ``/whoami``: the caller as the API sees it.
+``/sessions``: the client connections open now. ``GET /policy``: the policy in force
+(version, files, rule count) and the last reload's outcome. ``POST /policy/reload``:
+reload the policy directory now; 422 with the problems when the new set is invalid (the
+policy in force stays). ``GET /audit/events``, ``/audit/sessions``,
+``/audit/sessions/{id}``: the audit log read back (auditor, admin). With audit on,
+every call but the open endpoints is recorded as an ``admin_action`` event before its
+answer goes out. No endpoint returns configuration, credentials or tokens (policy files
+hold neither: they are rules, and only their names are shown).
 """
 
 from __future__ import annotations
@@ -112,7 +113,10 @@ async def clusters(request: web.Request) -> web.Response:
     shown = [services.pool.describe("active")]
     if services.standby is not None:
         shown.append(services.standby.describe("standby"))
-    return web.json_response({"active": services.pool.name, "clusters": shown})
+    body: dict[str, object] = {"active": services.pool.name, "clusters": shown}
+    if services.replication is not None:
+        body["replication"] = services.replication.describe()
+    return web.json_response(body)
 
 
 async def metrics_endpoint(_: web.Request) -> web.Response:

@@ -167,7 +167,7 @@ async def replication_status(
     pending_read_limit: int = PENDING_READ_LIMIT,
 ) -> ReplicationStatus:
     """Read the replication state now (see the module's docstring)."""
-    async with _Side(source) as src, _Side(target) as tgt:
+    async with Side(source) as src, Side(target) as tgt:
         names = mirrored(await src.consumer.topics(), await tgt.consumer.topics())
         names = [t for t in names if topics is None or topics.fullmatch(t)]
         syncs = last_by_key(
@@ -180,7 +180,7 @@ async def replication_status(
         partitions = [
             lag
             for name in names
-            for lag in await _topic_lag(src, tgt, name, syncs, pending_read_limit)
+            for lag in await topic_lag(src, tgt, name, syncs, pending_read_limit)
         ]
         checkpoints = last_by_key(
             (
@@ -206,8 +206,8 @@ async def replication_status(
     )
 
 
-async def _topic_lag(
-    src: _Side, tgt: _Side, topic: str, syncs: dict[Any, OffsetSync], limit: int
+async def topic_lag(
+    src: Side, tgt: Side, topic: str, syncs: dict[Any, OffsetSync], limit: int
 ) -> list[PartitionLag]:
     tps = [TopicPartition(topic, p) for p in await src.partitions(topic)]
     source_ends = await src.consumer.end_offsets(tps)
@@ -230,22 +230,22 @@ async def _topic_lag(
     return found
 
 
-class _Side:
+class Side:
     """One cluster: a read_committed consumer without a group, and an admin client."""
 
-    def __init__(self, config: ClusterConfig) -> None:
+    def __init__(self, config: ClusterConfig, client_id: str = _CLIENT_ID) -> None:
         settings = client_settings(config)
         self.consumer: Any = AIOKafkaConsumer(
             **settings,
-            client_id=_CLIENT_ID,
+            client_id=client_id,
             group_id=None,
             enable_auto_commit=False,
             isolation_level="read_committed",
         )
-        self.admin: Any = AIOKafkaAdminClient(**settings, client_id=_CLIENT_ID)
+        self.admin: Any = AIOKafkaAdminClient(**settings, client_id=client_id)
         self._committed: dict[str, dict[tuple[str, int], int]] = {}
 
-    async def __aenter__(self) -> _Side:
+    async def __aenter__(self) -> Side:
         await self.consumer.start()
         try:
             await self.admin.start()
@@ -309,6 +309,8 @@ __all__ = [
     "MirrorRecordError",
     "PartitionLag",
     "ReplicationStatus",
+    "Side",
     "mirrored",
     "replication_status",
+    "topic_lag",
 ]

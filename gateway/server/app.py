@@ -17,6 +17,7 @@ from gateway.audit.log import AuditLog
 from gateway.audit.recorder import Recorder, StageSettings
 from gateway.config import Config, ListenerConfig
 from gateway.errors import AuditUnavailable, AuthenticationFailed, ConfigError, GatewayError
+from gateway.failover.watch import ReplicationWatch
 from gateway.handlers import sasl
 from gateway.identity import ANONYMOUS, TlsDetails
 from gateway.identity.registry import Authenticator
@@ -72,6 +73,10 @@ class Gateway:
             audit=recorder,
             standby=standby,
         )
+        if secondary is not None:
+            self.services.replication = ReplicationWatch(
+                config.clusters.primary, secondary, config.clusters.replication
+            )
         self.policy_watcher = PolicyWatcher(
             self.services.policies, config.policy.reload_interval_seconds
         )
@@ -114,6 +119,8 @@ class Gateway:
             await self.services.pool.start()
             if self.services.standby is not None:
                 await self.services.standby.start(first_check=False)
+            if self.services.replication is not None:
+                self.services.replication.start()
             if not self.services.pool.health.ready:
                 log.warning(
                     "cluster %s not reachable yet; serving once it answers",
@@ -319,6 +326,8 @@ class Gateway:
         await self._admin.stop()
         await self.services.authenticator.watcher.stop()
         await self.policy_watcher.stop()
+        if self.services.replication is not None:
+            await self.services.replication.close()
         for pool in (self.services.pool, self.services.standby):
             if pool is not None:
                 await pool.close()

@@ -1,7 +1,8 @@
 """``gateway failover status`` against the real dev clusters and the real MirrorMaker 2:
 caught up once MirrorMaker has copied every committed record and synced the group's
 offsets; with MirrorMaker stopped, the records written since are counted exactly as
-pending (aborted ones and transaction markers are not), until it runs again.
+pending (aborted ones and transaction markers are not), until it runs again. And the
+gateway's own watch of the same lag: metrics and ``GET /clusters``.
 """
 
 from __future__ import annotations
@@ -19,14 +20,22 @@ from typing import Any
 import pytest
 import yaml
 from confluent_kafka import Consumer, Producer
+from prometheus_client import REGISTRY
 
 from gateway import dev, failover_cli
 from gateway.config import parse_config
 from gateway.failover.replication import ReplicationStatus, replication_status
+from gateway.server.app import Gateway
 from tests.integration.clients.common import Endpoint
 from tests.integration.clients.confluent import librdkafka_config
 from tests.integration.clients.dispatch import acreate_topic
-from tests.integration.conftest import cluster_section, gateway_config_data
+from tests.integration.conftest import (
+    ADMIN_TOKEN,
+    admin_get,
+    cluster_endpoint,
+    cluster_section,
+    gateway_config_data,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -155,3 +164,51 @@ async def test_status_counts_exactly_what_the_secondary_still_lacks(
     assert [p["partition"] for p in shown["partitions"]] == [0, 1]
     for info in clusters.values():
         assert dev.read_password(info) not in out.getvalue()
+
+
+async def test_the_gateway_watches_the_lag_and_exports_it(
+    mirror: dev.MirrorInfo,
+    clusters: dict[str, dev.ClusterInfo],
+    direct: Endpoint,
+) -> None:
+    tag = uuid.uuid4().hex[:10]
+    # One topic MirrorMaker copies (it matches the dev mirror's topics), one it does
+    # not: created on both clusters by hand, written on the primary only.
+    copied, missing = f"mirror-watch-{tag}", f"unmirrored-watch-{tag}"
+    await acreate_topic(direct, copied, 1, 3)
+    await acreate_topic(direct, missing, 1, 3)
+    await acreate_topic(cluster_endpoint(clusters["secondary"]), missing, 1, 1)
+    for topic in (copied, missing):
+        await asyncio.to_thread(_produce, direct, topic, [b"r-%d" % i for i in range(5)], 0)
+    data, ports = gateway_config_data(clusters["primary"])
+    data["clusters"] = {name: cluster_section(info) for name, info in clusters.items()}
+    data["clusters"]["replication"] = {
+        "watch_interval_seconds": 1,
+        "topics": f"(mirror|unmirrored)-watch-{tag}",
+    }
+    gateway = Gateway(parse_config(data, "integration-test", environ={}))
+    await gateway.start()
+    try:
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            status, _, body = await asyncio.to_thread(
+                admin_get, f"http://127.0.0.1:{ports['admin']}/clusters", ADMIN_TOKEN
+            )
+            assert status == 200, body
+            shown = json.loads(body)["replication"]
+            if shown["topics"] == {copied: 0, missing: 5}:
+                break
+            assert time.monotonic() < deadline, shown
+            await asyncio.sleep(0.5)
+    finally:
+        await gateway.stop()
+    assert (shown["source"], shown["target"]) == ("primary", "secondary")
+    assert shown["error"] is None and shown["read_at"] is not None
+    assert (shown["caught_up"], shown["pending"], shown["pending_exact"]) == (False, 5, True)
+    pending = "gateway_replication_pending_records"
+    assert REGISTRY.get_sample_value(pending, {"topic": missing}) == 5
+    assert REGISTRY.get_sample_value(pending, {"topic": copied}) == 0
+    assert REGISTRY.get_sample_value("gateway_replication_caught_up") == 0
+    assert (
+        REGISTRY.get_sample_value("gateway_replication_rounds_total", {"result": "ok"}) or 0
+    ) > 0

@@ -54,6 +54,20 @@ def test_minimal_config_parses_with_defaults() -> None:
     assert config.users == []
 
 
+def test_the_replication_watch_has_defaults_and_refuses_a_bad_topics_regex() -> None:
+    replication = parse(minimal()).clusters.replication
+    assert (replication.source_alias, replication.target_alias) == ("primary", "secondary")
+    assert replication.watch_interval_seconds == 30.0 and replication.topic_pattern is None
+    data = minimal()
+    data["clusters"]["replication"] = {"topics": "orders-(", "watch_interval_seconds": None}
+    message = config_error(data)
+    assert "test.yaml" in message and "clusters.replication.topics" in message
+    assert "not a regular expression" in message
+    data["clusters"]["replication"]["topics"] = "orders-.*"
+    pattern = parse(data).clusters.replication.topic_pattern
+    assert pattern is not None and pattern.fullmatch("orders-eu")
+
+
 def test_ipv6_listener_address_is_split_without_brackets() -> None:
     data = minimal()
     data["listeners"][0]["bind"] = "[::1]:9092"
