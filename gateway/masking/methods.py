@@ -58,6 +58,23 @@ _UPPER = string.ascii_uppercase
 _PARTIAL_MASK = "*"
 
 
+def _row(byte: int) -> str:
+    """What an ASCII character becomes for each noise byte 0-255 (as :func:`hash_text`
+    maps it): digits and letters by the byte, anything else stays."""
+    ch = chr(byte)
+    for alphabet in (_DIGITS, _LOWER, _UPPER):
+        if ch in alphabet:
+            return "".join(alphabet[n % len(alphabet)] for n in range(256))
+    return ch * 256
+
+
+# Per ASCII code, the 256 characters it can become: hashing ASCII text is then two
+# lookups per character in C. Non-ASCII text takes the character loop.
+_HASH_ROWS = tuple(_row(b) for b in range(128))
+# ASCII letters and digits to ``*`` (what str.isalnum() is true for in ASCII).
+_PARTIAL_ASCII = str.maketrans({c: _PARTIAL_MASK for c in _DIGITS + _LOWER + _UPPER})
+
+
 @dataclass(frozen=True, slots=True)
 class MaskKey:
     """The gateway-held HMAC key. Its repr shows a fingerprint, never the key."""
@@ -130,6 +147,8 @@ def _refuse(method: Method, kind: str) -> MaskingError:
 def hash_text(text: str, key: MaskKey) -> str:
     """Format-preserving keyed hash: same length, digits stay digits, letters keep case."""
     noise = key.stream(b"string", text.encode("utf-8", "surrogatepass"), len(text))
+    if text.isascii():
+        return "".join(map(str.__getitem__, map(_HASH_ROWS.__getitem__, text.encode()), noise))
     out = []
     for ch, n in zip(text, noise, strict=True):
         if ch in _DIGITS:
@@ -150,8 +169,10 @@ def partial_text(text: str, keep_last: int) -> str:
     ``**** **** **** 1111`` and the shape stays recognisable to a reader.
     """
     cut = max(len(text) - keep_last, 0)
-    head = "".join(_PARTIAL_MASK if ch.isalnum() else ch for ch in text[:cut])
-    return head + text[cut:]
+    head = text[:cut]
+    if head.isascii():
+        return head.translate(_PARTIAL_ASCII) + text[cut:]
+    return "".join(_PARTIAL_MASK if ch.isalnum() else ch for ch in head) + text[cut:]
 
 
 def mask_string(value: str, method: Method, key: MaskKey | None) -> str | None:
