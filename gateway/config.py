@@ -302,6 +302,11 @@ class ReplicationConfig(_Model):
     topics: str | None = Field(
         None, description="Only topics matching this regex are watched (default: all mirrored)."
     )
+    groups: str | None = Field(
+        None,
+        description="Only consumer groups matching this regex are watched (default: every "
+        "group MirrorMaker checkpoints).",
+    )
     pending_read_limit: int = Field(
         1000,
         ge=0,
@@ -311,7 +316,7 @@ class ReplicationConfig(_Model):
         "reported, as an upper bound.",
     )
 
-    @field_validator("topics")
+    @field_validator("topics", "groups")
     @classmethod
     def _regex(cls, value: str | None) -> str | None:
         if value is not None:
@@ -324,6 +329,10 @@ class ReplicationConfig(_Model):
     @property
     def topic_pattern(self) -> re.Pattern[str] | None:
         return re.compile(self.topics) if self.topics is not None else None
+
+    @property
+    def group_pattern(self) -> re.Pattern[str] | None:
+        return re.compile(self.groups) if self.groups is not None else None
 
 
 class ClustersConfig(_Model):

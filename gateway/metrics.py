@@ -150,6 +150,13 @@ REPLICATION_PENDING = Gauge(
     "offset distance), as of gateway_replication_read_timestamp_seconds.",
     ["topic"],
 )
+REPLICATION_GROUP_UNSYNCED = Gauge(
+    "gateway_replication_group_unsynced_partitions",
+    "Partitions of a consumer group whose commit on the primary MirrorMaker has not "
+    "checkpointed to the secondary yet (0: the group resumes on the secondary where it "
+    "left off on the primary, as far as the data allows).",
+    ["group"],
+)
 REPLICATION_CAUGHT_UP = Gauge(
     "gateway_replication_caught_up",
     "1 when the last measurement found every watched mirrored partition caught up, else 0.",

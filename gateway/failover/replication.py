@@ -292,6 +292,10 @@ class Side:
             count += sum(1 for r in batches.get(tp, []) if r.offset < end)
         return count
 
+    def forget_committed(self) -> None:
+        """Read groups' offsets afresh from now on (they are kept once read)."""
+        self._committed.clear()
+
     async def committed(self, group: str) -> dict[tuple[str, int], int]:
         """The group's committed offsets, by (topic, partition)."""
         if group not in self._committed:

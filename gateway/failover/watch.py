@@ -1,12 +1,14 @@
 """The replication lag, watched from inside the gateway: every
 ``clusters.replication.watch_interval_seconds`` the records of each mirrored topic
-that the secondary still lacks (as ``gateway failover status`` counts them, see
+that the secondary still lacks, and per consumer group the partitions whose offsets
+are not synced yet (as ``gateway failover status`` counts them, see
 :mod:`gateway.failover.replication`), exported as metrics and shown by ``GET /clusters``.
 
-MirrorMaker's offset syncs are read as a tail: the first round reads the topic from its
-beginning, later rounds only what was appended since, so a round costs the end offsets
-of the mirrored partitions and the reading of records not yet synced (up to
-``pending_read_limit`` per partition), however long MirrorMaker has been running.
+MirrorMaker's offset syncs and checkpoints are read as tails: the first round reads
+each topic from its beginning, later rounds only what was appended since, so a round
+costs the end offsets of the mirrored partitions, the reading of records not yet
+synced (up to ``pending_read_limit`` per partition) and one offset listing per group
+on each cluster, however long MirrorMaker has been running.
 
 A round that cannot read a cluster counts an error and keeps the last figures (with
 their time, so a stale figure shows as one); the clients are opened again next round.
@@ -18,19 +20,24 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from gateway import metrics
 from gateway.config import ClusterConfig, ReplicationConfig
 from gateway.failover.mirror_records import (
+    Checkpoint,
     MirrorRecordError,
     OffsetSync,
+    checkpoints_topic,
+    decode_checkpoint,
     decode_offset_sync,
     offset_syncs_topic,
 )
 from gateway.failover.replication import (
+    GroupSync,
     PartitionLag,
     Side,
     mirrored,
@@ -41,15 +48,20 @@ from gateway.upstream.clients import client_settings
 log = logging.getLogger(__name__)
 
 _CLIENT_ID = "soc2-gateway-replication-watch"
+K = TypeVar("K")
+V = TypeVar("V")
 
 
-class SyncTail:
-    """MirrorMaker's offset syncs (on the source cluster), the last per partition,
-    read incrementally by a consumer of their own that stays assigned."""
+class Tail(Generic[K, V]):
+    """The last record per key of one of MirrorMaker's compacted topics, decoded, read
+    incrementally by a consumer of its own that stays assigned."""
 
-    def __init__(self, config: ClusterConfig, topic: str) -> None:
+    def __init__(
+        self, config: ClusterConfig, topic: str, decode: Callable[[Any, Any], tuple[K, V]]
+    ) -> None:
         self.topic = topic
-        self.latest: dict[tuple[str, int], OffsetSync] = {}
+        self.latest: dict[K, V] = {}
+        self._decode = decode
         self._consumer: Any = AIOKafkaConsumer(
             **client_settings(config),
             client_id=_CLIENT_ID,
@@ -65,7 +77,7 @@ class SyncTail:
     async def stop(self) -> None:
         await self._consumer.stop()
 
-    async def read(self, partitions: list[int]) -> dict[tuple[str, int], OffsetSync]:
+    async def read(self, partitions: list[int]) -> dict[K, V]:
         """Everything appended up to now (``partitions``: the topic's, none when it does
         not exist yet)."""
         tps = [TopicPartition(self.topic, p) for p in partitions]
@@ -82,9 +94,19 @@ class SyncTail:
             for tp, records in batches.items():
                 for record in records:
                     if record.offset < ends[tp]:
-                        sync = decode_offset_sync(record.key, record.value)
-                        self.latest[(sync.topic, sync.partition)] = sync
+                        key, value = self._decode(record.key, record.value)
+                        self.latest[key] = value
         return self.latest
+
+
+def _sync(key: bytes, value: bytes) -> tuple[tuple[str, int], OffsetSync]:
+    sync = decode_offset_sync(key, value)
+    return (sync.topic, sync.partition), sync
+
+
+def _checkpoint(key: bytes, value: bytes) -> tuple[tuple[str, str, int], Checkpoint]:
+    point = decode_checkpoint(key, value)
+    return (point.group, point.topic, point.partition), point
 
 
 class ReplicationWatch:
@@ -97,10 +119,12 @@ class ReplicationWatch:
         self.target = target
         self.config = config
         self.partitions: tuple[PartitionLag, ...] = ()
+        self.groups: tuple[GroupSync, ...] = ()
         self.read_at: float | None = None
         self.error: str | None = None
         self._task: asyncio.Task[None] | None = None
-        self._exported: set[str] = set()
+        self._exported_topics: set[str] = set()
+        self._exported_groups: set[str] = set()
 
     def start(self) -> None:
         if self.config.watch_interval_seconds is not None:
@@ -122,13 +146,26 @@ class ReplicationWatch:
             "caught_up": self.read_at is not None and all(p.caught_up for p in self.partitions),
             "pending": sum(p.pending for p in self.partitions),
             "pending_exact": all(p.exact for p in self.partitions),
-            "topics": self._by_topic(),
+            "topics": self._pending_by_topic(),
+            "groups": {
+                group: {"partitions": total, "unsynced": unsynced}
+                for group, (total, unsynced) in self._groups().items()
+            },
         }
 
-    def _by_topic(self) -> dict[str, int]:
+    def _pending_by_topic(self) -> dict[str, int]:
         found: dict[str, int] = {}
         for p in self.partitions:
             found[p.topic] = found.get(p.topic, 0) + p.pending
+        return found
+
+    def _groups(self) -> dict[str, tuple[int, int]]:
+        """Per group: its partitions with a checkpoint, and how many of those are not
+        synced (the checkpoint is not for the group's current commit on the source)."""
+        found: dict[str, tuple[int, int]] = {}
+        for g in self.groups:
+            total, unsynced = found.get(g.group, (0, 0))
+            found[g.group] = (total + 1, unsynced + (0 if g.synced else 1))
         return found
 
     async def _run(self, interval: float) -> None:
@@ -142,41 +179,82 @@ class ReplicationWatch:
             await asyncio.sleep(interval)
 
     async def _open_and_watch(self, interval: float) -> None:
-        tail = SyncTail(self.source, offset_syncs_topic(self.config.target_alias))
-        await tail.start()
+        syncs = Tail(self.source, offset_syncs_topic(self.config.target_alias), _sync)
+        checkpoints = Tail(self.target, checkpoints_topic(self.config.source_alias), _checkpoint)
+        await syncs.start()
         try:
-            async with Side(self.source, _CLIENT_ID) as src, Side(self.target, _CLIENT_ID) as tgt:
-                while True:
-                    await self.round(src, tgt, tail)
-                    await asyncio.sleep(interval)
+            await checkpoints.start()
+            try:
+                async with (
+                    Side(self.source, _CLIENT_ID) as src,
+                    Side(self.target, _CLIENT_ID) as tgt,
+                ):
+                    while True:
+                        await self.round(src, tgt, syncs, checkpoints)
+                        await asyncio.sleep(interval)
+            finally:
+                await checkpoints.stop()
         finally:
-            await tail.stop()
+            await syncs.stop()
 
-    async def round(self, src: Side, tgt: Side, tail: SyncTail) -> None:
+    async def round(
+        self,
+        src: Side,
+        tgt: Side,
+        syncs: Tail[tuple[str, int], OffsetSync],
+        checkpoints: Tail[tuple[str, str, int], Checkpoint],
+    ) -> None:
         """One measurement; raises when a cluster cannot be read."""
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self.config.round_timeout_seconds):
-                syncs = await tail.read(await src.partitions(tail.topic))
-                names = mirrored(await src.consumer.topics(), await tgt.consumer.topics())
-                chosen = self.config.topic_pattern
-                names = [t for t in names if chosen is None or chosen.fullmatch(t)]
-                partitions = [
-                    lag
-                    for name in names
-                    for lag in await topic_lag(
-                        src, tgt, name, syncs, self.config.pending_read_limit
-                    )
-                ]
+                partitions = await self._partitions(src, tgt, syncs)
+                groups = await self._group_syncs(src, tgt, checkpoints)
         finally:
             metrics.REPLICATION_ROUND_SECONDS.observe(time.perf_counter() - started)
-        self.partitions = tuple(partitions)
+        self.partitions, self.groups = partitions, groups
         self.read_at = time.time()
         if self.error is not None:
             log.info("replication watch: reading both clusters again")
         self.error = None
         self._export()
         metrics.REPLICATION_ROUNDS.labels("ok").inc()
+
+    async def _partitions(
+        self, src: Side, tgt: Side, syncs: Tail[tuple[str, int], OffsetSync]
+    ) -> tuple[PartitionLag, ...]:
+        latest = await syncs.read(await src.partitions(syncs.topic))
+        names = mirrored(await src.consumer.topics(), await tgt.consumer.topics())
+        chosen = self.config.topic_pattern
+        names = [t for t in names if chosen is None or chosen.fullmatch(t)]
+        limit = self.config.pending_read_limit
+        found = [lag for name in names for lag in await topic_lag(src, tgt, name, latest, limit)]
+        return tuple(found)
+
+    async def _group_syncs(
+        self, src: Side, tgt: Side, checkpoints: Tail[tuple[str, str, int], Checkpoint]
+    ) -> tuple[GroupSync, ...]:
+        latest = await checkpoints.read(await tgt.partitions(checkpoints.topic))
+        groups, topics = self.config.group_pattern, self.config.topic_pattern
+        chosen = sorted(
+            (c for c in latest.values() if groups is None or groups.fullmatch(c.group)),
+            key=lambda c: (c.group, c.topic, c.partition),
+        )
+        chosen = [c for c in chosen if topics is None or topics.fullmatch(c.topic)]
+        src.forget_committed()  # this round's commits, not the last round's
+        tgt.forget_committed()
+        found = [
+            GroupSync(
+                c.group,
+                c.topic,
+                c.partition,
+                (await src.committed(c.group)).get((c.topic, c.partition)),
+                c,
+                (await tgt.committed(c.group)).get((c.topic, c.partition)),
+            )
+            for c in chosen
+        ]
+        return tuple(found)
 
     def _failed(self, exc: BaseException) -> None:
         if isinstance(exc, TimeoutError):
@@ -191,13 +269,22 @@ class ReplicationWatch:
         metrics.REPLICATION_ROUNDS.labels("error").inc()
 
     def _export(self) -> None:
-        by_topic = self._by_topic()
+        by_topic = self._pending_by_topic()
         for topic, pending in by_topic.items():
             metrics.REPLICATION_PENDING.labels(topic).set(pending)
-        for gone in self._exported - by_topic.keys():
-            with contextlib.suppress(KeyError):
-                metrics.REPLICATION_PENDING.remove(gone)
-        self._exported = set(by_topic)
+        _forget(metrics.REPLICATION_PENDING, self._exported_topics - by_topic.keys())
+        self._exported_topics = set(by_topic)
+        by_group = self._groups()
+        for group, (_, unsynced) in by_group.items():
+            metrics.REPLICATION_GROUP_UNSYNCED.labels(group).set(unsynced)
+        _forget(metrics.REPLICATION_GROUP_UNSYNCED, self._exported_groups - by_group.keys())
+        self._exported_groups = set(by_group)
         caught_up = all(p.caught_up for p in self.partitions)
         metrics.REPLICATION_CAUGHT_UP.set(1 if caught_up else 0)
         metrics.REPLICATION_READ_AT.set(self.read_at or 0)
+
+
+def _forget(gauge: Any, labels: set[str]) -> None:
+    for label in labels:
+        with contextlib.suppress(KeyError):
+            gauge.remove(label)

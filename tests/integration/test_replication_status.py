@@ -2,7 +2,7 @@
 caught up once MirrorMaker has copied every committed record and synced the group's
 offsets; with MirrorMaker stopped, the records written since are counted exactly as
 pending (aborted ones and transaction markers are not), until it runs again. And the
-gateway's own watch of the same lag: metrics and ``GET /clusters``.
+gateway's own watch of the same lag and group sync: metrics and ``GET /clusters``.
 """
 
 from __future__ import annotations
@@ -180,11 +180,15 @@ async def test_the_gateway_watches_the_lag_and_exports_it(
     await acreate_topic(cluster_endpoint(clusters["secondary"]), missing, 1, 1)
     for topic in (copied, missing):
         await asyncio.to_thread(_produce, direct, topic, [b"r-%d" % i for i in range(5)], 0)
+    # A group that read the copied topic on the primary (MirrorMaker syncs its offsets).
+    group = f"mirror-watch-group-{tag}"
+    await asyncio.to_thread(_read_as_group, direct, copied, group, 5)
     data, ports = gateway_config_data(clusters["primary"])
     data["clusters"] = {name: cluster_section(info) for name, info in clusters.items()}
     data["clusters"]["replication"] = {
         "watch_interval_seconds": 1,
         "topics": f"(mirror|unmirrored)-watch-{tag}",
+        "groups": re.escape(group),
     }
     gateway = Gateway(parse_config(data, "integration-test", environ={}))
     await gateway.start()
@@ -196,7 +200,8 @@ async def test_the_gateway_watches_the_lag_and_exports_it(
             )
             assert status == 200, body
             shown = json.loads(body)["replication"]
-            if shown["topics"] == {copied: 0, missing: 5}:
+            synced = {group: {"partitions": 1, "unsynced": 0}}
+            if shown["topics"] == {copied: 0, missing: 5} and shown["groups"] == synced:
                 break
             assert time.monotonic() < deadline, shown
             await asyncio.sleep(0.5)
@@ -209,6 +214,8 @@ async def test_the_gateway_watches_the_lag_and_exports_it(
     assert REGISTRY.get_sample_value(pending, {"topic": missing}) == 5
     assert REGISTRY.get_sample_value(pending, {"topic": copied}) == 0
     assert REGISTRY.get_sample_value("gateway_replication_caught_up") == 0
+    unsynced = "gateway_replication_group_unsynced_partitions"
+    assert REGISTRY.get_sample_value(unsynced, {"group": group}) == 0
     assert (
         REGISTRY.get_sample_value("gateway_replication_rounds_total", {"result": "ok"}) or 0
     ) > 0

@@ -63,9 +63,13 @@ def test_the_replication_watch_has_defaults_and_refuses_a_bad_topics_regex() -> 
     message = config_error(data)
     assert "test.yaml" in message and "clusters.replication.topics" in message
     assert "not a regular expression" in message
-    data["clusters"]["replication"]["topics"] = "orders-.*"
-    pattern = parse(data).clusters.replication.topic_pattern
-    assert pattern is not None and pattern.fullmatch("orders-eu")
+    data["clusters"]["replication"] = {"topics": "orders-.*", "groups": "[billing"}
+    assert "clusters.replication.groups" in config_error(data)
+    data["clusters"]["replication"]["groups"] = "billing-.*"
+    replication = parse(data).clusters.replication
+    assert replication.topic_pattern is not None and replication.group_pattern is not None
+    assert replication.topic_pattern.fullmatch("orders-eu")
+    assert replication.group_pattern.fullmatch("billing-eu")
 
 
 def test_ipv6_listener_address_is_split_without_brackets() -> None:
