@@ -15,6 +15,9 @@ This relies on MirrorMaker emitting an offset sync for every record
 larger lag its last sync may trail records it has already copied, which then count as
 pending.
 
+Partitions without a leader on the source cannot be read and are left out; on the
+target they count as holding nothing.
+
 Per consumer group and partition with a checkpoint: the group's committed offset on the
 source, MirrorMaker's last checkpoint (source offset → target offset) and the group's
 committed offset on the target: synced when the checkpoint is for the source's
@@ -177,11 +180,7 @@ async def replication_status(
             ),
             lambda s: (s.topic, s.partition),
         )
-        partitions = [
-            lag
-            for name in names
-            for lag in await topic_lag(src, tgt, name, syncs, pending_read_limit)
-        ]
+        partitions = await partition_lags(src, tgt, names, syncs, pending_read_limit)
         checkpoints = last_by_key(
             (
                 decode_checkpoint(r.key, r.value)
@@ -206,26 +205,42 @@ async def replication_status(
     )
 
 
-async def topic_lag(
-    src: Side, tgt: Side, topic: str, syncs: dict[Any, OffsetSync], limit: int
+async def partition_lags(
+    src: Side, tgt: Side, topics: list[str], syncs: dict[Any, OffsetSync], limit: int
 ) -> list[PartitionLag]:
-    tps = [TopicPartition(topic, p) for p in await src.partitions(topic)]
-    source_ends = await src.consumer.end_offsets(tps)
-    source_starts = await src.consumer.beginning_offsets(tps)
-    target_ends = await tgt.consumer.end_offsets(tps) if tps else {}
+    """Per partition of ``topics``, what the target still lacks: the offsets of all of
+    them are listed together on each cluster, and the committed records past the last
+    sync are counted by reading all the partitions that have some at once."""
+    layout = await src.partitions_of(topics)
+    tps = [TopicPartition(t, p) for t in topics for p in layout.get(t, ())]
+    if not tps:
+        return []
+    source_starts, source_ends = await src.offsets(tps)
+    on_target = await tgt.partitions_of(topics)
+    target_tps = [tp for tp in tps if tp.partition in on_target.get(tp.topic, ())]
+    _, target_ends = await tgt.offsets(target_tps)
+    spans: dict[TopicPartition, tuple[int, int]] = {}
+    for tp in tps:
+        synced = syncs.get((tp.topic, tp.partition))
+        start = max(source_starts[tp], synced.upstream + 1 if synced is not None else 0)
+        spans[tp] = (start, source_ends[tp])
+    counted = await src.count_committed(
+        {tp: span for tp, span in spans.items() if 0 < span[1] - span[0] <= limit}
+    )
     found = []
     for tp in tps:
-        synced = syncs.get((topic, tp.partition))
-        start = max(source_starts[tp], synced.upstream + 1 if synced is not None else 0)
-        end = source_ends[tp]
+        start, end = spans[tp]
         if end <= start:
             pending, exact = 0, True
-        elif end - start <= limit:
-            pending, exact = await src.count_committed(tp, start, end), True
+        elif tp in counted:
+            pending, exact = counted[tp], True
         else:
             pending, exact = end - start, False
+        synced = syncs.get((tp.topic, tp.partition))
         found.append(
-            PartitionLag(topic, tp.partition, end, target_ends.get(tp, 0), synced, pending, exact)
+            PartitionLag(
+                tp.topic, tp.partition, end, target_ends.get(tp, 0), synced, pending, exact
+            )
         )
     return found
 
@@ -282,15 +297,65 @@ class Side:
                 records += [r for r in got if r.offset < ends[tp]]
         return records
 
-    async def count_committed(self, tp: TopicPartition, start: int, end: int) -> int:
-        """Committed records at offsets [start, end) of ``tp``."""
-        self.consumer.assign([tp])
-        self.consumer.seek(tp, start)
-        count = 0
-        while await self.consumer.position(tp) < end:
-            batches = await self.consumer.getmany(tp, timeout_ms=500)
-            count += sum(1 for r in batches.get(tp, []) if r.offset < end)
-        return count
+    async def partitions_of(self, topics: list[str]) -> dict[str, list[int]]:
+        """The partition ids of each of ``topics`` that exists, in one request; only
+        partitions with a leader (the others cannot be read: asking their offsets
+        would wait for a leader until the caller's timeout)."""
+        if not topics:
+            return {}
+        found: dict[str, list[int]] = {}
+        for described in await self.admin.describe_topics(topics):
+            if described["error_code"] == UNKNOWN_TOPIC_OR_PARTITION:
+                continue
+            if described["error_code"] != 0:
+                raise KafkaError(f"{described['topic']}: Kafka error {described['error_code']}")
+            found[described["topic"]] = sorted(
+                int(p["partition"]) for p in described["partitions"] if p["leader"] >= 0
+            )
+        return found
+
+    async def offsets(
+        self, tps: list[TopicPartition]
+    ) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
+        """The first and the end offset of each of ``tps``, in one request per broker.
+
+        They are assigned (and paused) first: that puts all their topics in the
+        consumer's metadata at once, where asking their offsets alone adds the topics
+        one by one, a metadata refresh and a back-off each (18 s for 320 partitions).
+        """
+        if not tps:
+            return {}, {}
+        self.consumer.assign(tps)
+        self.consumer.pause(*tps)
+        starts = await self.consumer.beginning_offsets(tps)
+        ends = await self.consumer.end_offsets(tps)
+        return starts, ends
+
+    async def count_committed(
+        self, spans: dict[TopicPartition, tuple[int, int]]
+    ) -> dict[TopicPartition, int]:
+        """Per partition, the committed records at offsets [start, end), all partitions
+        read together (each stops being fetched once it reached its end)."""
+        if not spans:
+            return {}
+        self.consumer.assign(list(spans))
+        for tp, (start, _) in spans.items():
+            self.consumer.seek(tp, start)
+        counts = dict.fromkeys(spans, 0)
+        reading = set(spans)
+        while reading:
+            for tp in list(reading):
+                if await self.consumer.position(tp) >= spans[tp][1]:
+                    self.consumer.pause(tp)
+                    reading.discard(tp)
+            if not reading:
+                break
+            batches = await self.consumer.getmany(*reading, timeout_ms=500)
+            for tp, records in batches.items():
+                end = spans[tp][1]
+                counts[tp] += sum(1 for r in records if r.offset < end)
+        self.consumer.resume(*spans)
+        return counts
 
     def forget_committed(self) -> None:
         """Read groups' offsets afresh from now on (they are kept once read)."""
@@ -315,6 +380,6 @@ __all__ = [
     "ReplicationStatus",
     "Side",
     "mirrored",
+    "partition_lags",
     "replication_status",
-    "topic_lag",
 ]

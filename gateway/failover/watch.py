@@ -41,7 +41,7 @@ from gateway.failover.replication import (
     PartitionLag,
     Side,
     mirrored,
-    topic_lag,
+    partition_lags,
 )
 from gateway.upstream.clients import client_settings
 
@@ -228,8 +228,7 @@ class ReplicationWatch:
         chosen = self.config.topic_pattern
         names = [t for t in names if chosen is None or chosen.fullmatch(t)]
         limit = self.config.pending_read_limit
-        found = [lag for name in names for lag in await topic_lag(src, tgt, name, latest, limit)]
-        return tuple(found)
+        return tuple(await partition_lags(src, tgt, names, latest, limit))
 
     async def _group_syncs(
         self, src: Side, tgt: Side, checkpoints: Tail[tuple[str, str, int], Checkpoint]
