@@ -8,6 +8,7 @@ import functools
 import logging
 import socket
 import ssl
+import time
 
 from gateway import __version__, metrics
 from gateway.admin.http import AdminServer
@@ -36,6 +37,9 @@ from gateway.session import ClientSession, Services
 from gateway.upstream.pool import ClusterPool
 
 log = logging.getLogger(__name__)
+
+# At most one log line this often about connections closed before the cluster answered.
+REFUSAL_LOG_INTERVAL_S = 10.0
 
 
 class Gateway:
@@ -83,6 +87,10 @@ class Gateway:
         self._servers: list[asyncio.Server | TlsServer] = []
         self._connections: dict[asyncio.Task[None], ClientConnection] = {}
         self.request_budget = RequestBudget(config.limits.queued_max_request_bytes)
+        # Connections closed because the cluster never answered yet, since the last
+        # log line about them (one line per REFUSAL_LOG_INTERVAL_S at most).
+        self._refused_before_upstream = 0
+        self._refusals_logged_at = float("-inf")
         self.address_limit = AddressLimit(config.limits.max_connections_per_address)
         self._admin = AdminServer(self.services, *config.admin.bind_address)
         self.bound: dict[str, tuple[str, int]] = {}
@@ -228,6 +236,18 @@ class Gateway:
             # Nothing to advertise before the cluster has answered once: refuse, as a
             # broker that is still starting does, and let the client retry.
             metrics.CONNECTIONS_CLOSED.labels(listener.name, "upstream unavailable").inc()
+            self._refused_before_upstream += 1
+            now = time.monotonic()
+            if now - self._refusals_logged_at >= REFUSAL_LOG_INTERVAL_S:
+                log.warning(
+                    "closed %d client connection(s) on %s: cluster %s has not answered "
+                    "yet (the latest from %s)",
+                    self._refused_before_upstream,
+                    listener.name,
+                    self.services.pool.name,
+                    peer,
+                )
+                self._refusals_logged_at, self._refused_before_upstream = now, 0
             writer.close()
             return
         session = ClientSession(

@@ -149,7 +149,9 @@ async def test_idempotent_producer_rides_through_a_broker_killed_and_restarted(
 
 
 async def test_gateway_started_without_its_cluster_serves_once_the_cluster_is_up(
-    clusters: dict[str, dev.ClusterInfo], session_log: SessionLog
+    clusters: dict[str, dev.ClusterInfo],
+    session_log: SessionLog,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     secondary = clusters["secondary"]
     for node in node_ids("secondary"):
@@ -158,6 +160,16 @@ async def test_gateway_started_without_its_cluster_serves_once_the_cluster_is_up
         async with running_gateway(secondary) as gw:
             status, took = await asyncio.to_thread(readyz, gw.admin_url)
             assert status == 503
+            # A client now is closed at once (nothing to advertise yet), and the log
+            # says why.
+            host, _, port = gw.plain.bootstrap.rpartition(":")
+            reader, writer = await asyncio.open_connection(host, int(port))
+            assert await asyncio.wait_for(reader.read(), 10) == b""
+            writer.close()
+            refusals = [
+                r.getMessage() for r in caplog.records if "not answered yet" in r.getMessage()
+            ]
+            assert refusals and "closed 1 client connection(s)" in refusals[0]
             started = time.monotonic()
             await asyncio.to_thread(dev.up, only=["secondary"])
             up_after = time.monotonic() - started
