@@ -163,10 +163,19 @@ def _after_unfinished(session: ClientSession, request: Request, budget: float) -
     def send(leader: int, topics: list[Any]) -> Coroutine[Any, Any, Sent]:
         asked = (request.api_version, codec.replace(request.body, topics=tuple(topics)))
 
-        def fresh() -> Awaitable[Sent]:
-            return fanout.send(session, request, API, leader, topics, response_cls, budget)
+        def fresh(within: float) -> Awaitable[Sent]:
+            return fanout.send(session, request, API, leader, topics, response_cls, within)
 
-        entry = (asked, asyncio.ensure_future(_resumed(unfinished.pop(leader, None), asked, fresh)))
+        def nothing_yet() -> Sent:
+            # As for a leader abandoned past its patience: no records, no error (a
+            # stale-route error would be retried at once, behind the same held fetch).
+            return None, routing.error_topics(
+                API, response_cls, routing.whole(API, topics), ErrorCode.none
+            )
+
+        earlier = unfinished.pop(leader, None)
+        resumed = _resumed(earlier, asked, budget, fresh, nothing_yet)
+        entry = (asked, asyncio.ensure_future(resumed))
         unfinished[leader] = entry
         return _taken(unfinished, leader, entry)
 
@@ -189,13 +198,22 @@ async def _taken(
 async def _resumed(
     earlier: tuple[object, asyncio.Task[Any]] | None,
     asked: object,
-    fresh: Callable[[], Awaitable[Sent]],
+    budget: float,
+    fresh: Callable[[float], Awaitable[Sent]],
+    nothing_yet: Callable[[], Sent],
 ) -> Sent:
+    """After the earlier fetch, its answer when it asked the same and got records,
+    else a fresh fetch; all within ``budget`` (while the leader still holds the
+    earlier one, its partitions answer with nothing yet)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + budget
     if earlier is not None:
         earlier_asked, task = earlier
-        await asyncio.wait([task])
+        await asyncio.wait([task], timeout=budget)
+        if not task.done():
+            return nothing_yet()
         if not task.cancelled() and task.exception() is None and earlier_asked == asked:
             response, topics = task.result()
             if response is not None and record_bytes(topics) > 0:
                 return response, topics
-    return await fresh()
+    return await fresh(max(0.0, deadline - loop.time()))

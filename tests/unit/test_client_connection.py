@@ -356,6 +356,32 @@ async def test_the_next_fetch_to_a_leader_waits_for_the_one_still_held_there() -
         await eventually(lambda: len(h.pool.sent_to(1)) == 2, "a new fetch to broker 1")
 
 
+async def test_a_fetch_waits_for_the_one_held_before_it_no_longer_than_its_own_budget() -> None:
+    async with Harness(limits={"upstream_timeout_seconds": 0.2}) as h:
+        with_layout(h.pool)
+        patient = dataclasses.replace(fetch_both(), max_wait=datetime.timedelta(seconds=10))
+        h.client.send(patient)
+        sent = {s.node: s for s in await h.sends(2)}
+        sent[2].reply(fetched(sent[2].body, b"from-2"))
+        await h.answers(1)
+        # Broker 1 holds the first fetch (10 s). The next one may wait 0.1 + 0.2 s.
+        h.client.send(dataclasses.replace(fetch_both(), max_wait=datetime.timedelta(seconds=0.1)))
+        again = await h.sends(3)
+        again[2].reply(fetched(again[2].body, b""))
+        async with asyncio.timeout(10):
+            while len(h.client.answers()) < 2:
+                await asyncio.sleep(0.02)
+        second = h.client.answers()[1]
+        parts = [p for t in second.body.responses for p in t.partitions]
+        # Broker 1's partition: nothing yet (no error: one would be retried at once).
+        assert {(p.partition_index, p.error_code) for p in parts} == {
+            (0, ErrorCode.none),
+            (1, ErrorCode.none),
+        }
+        assert all(not p.records for p in parts)
+        assert len(h.pool.sent_to(1)) == 1  # nothing queued behind the held fetch
+
+
 async def test_answers_that_are_ready_together_go_out_in_one_writelines_call() -> None:
     async with Harness() as h:
         h.pool.set_layout((1, 2, 3), {"orders": {0: 1, 1: 2, 2: 3}})
