@@ -189,20 +189,26 @@ async def replication_status(
             lambda c: (c.group, c.topic, c.partition),
         )
         chosen = [c for c in checkpoints.values() if groups is None or groups.fullmatch(c.group)]
-        group_syncs = [
-            GroupSync(
-                c.group,
-                c.topic,
-                c.partition,
-                (await src.committed(c.group)).get((c.topic, c.partition)),
-                c,
-                (await tgt.committed(c.group)).get((c.topic, c.partition)),
-            )
-            for c in sorted(chosen, key=lambda c: (c.group, c.topic, c.partition))
-        ]
+        synced = await group_syncs(src, tgt, chosen)
     return ReplicationStatus(
-        source_alias, target_alias, time.time(), tuple(partitions), tuple(group_syncs)
+        source_alias, target_alias, time.time(), tuple(partitions), tuple(synced)
     )
+
+
+async def group_syncs(src: Side, tgt: Side, checkpoints: Iterable[Checkpoint]) -> list[GroupSync]:
+    """Each checkpoint beside the group's commit on both clusters, in (group, topic,
+    partition) order (each group's offsets are listed once per :class:`Side`)."""
+    return [
+        GroupSync(
+            c.group,
+            c.topic,
+            c.partition,
+            (await src.committed(c.group)).get((c.topic, c.partition)),
+            c,
+            (await tgt.committed(c.group)).get((c.topic, c.partition)),
+        )
+        for c in sorted(checkpoints, key=lambda c: (c.group, c.topic, c.partition))
+    ]
 
 
 async def partition_lags(
@@ -379,6 +385,7 @@ __all__ = [
     "PartitionLag",
     "ReplicationStatus",
     "Side",
+    "group_syncs",
     "mirrored",
     "partition_lags",
     "replication_status",

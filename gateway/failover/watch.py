@@ -40,6 +40,7 @@ from gateway.failover.replication import (
     GroupSync,
     PartitionLag,
     Side,
+    group_syncs,
     mirrored,
     partition_lags,
 )
@@ -235,25 +236,15 @@ class ReplicationWatch:
     ) -> tuple[GroupSync, ...]:
         latest = await checkpoints.read(await tgt.partitions(checkpoints.topic))
         groups, topics = self.config.group_pattern, self.config.topic_pattern
-        chosen = sorted(
-            (c for c in latest.values() if groups is None or groups.fullmatch(c.group)),
-            key=lambda c: (c.group, c.topic, c.partition),
-        )
-        chosen = [c for c in chosen if topics is None or topics.fullmatch(c.topic)]
+        chosen = [
+            c
+            for c in latest.values()
+            if (groups is None or groups.fullmatch(c.group))
+            and (topics is None or topics.fullmatch(c.topic))
+        ]
         src.forget_committed()  # this round's commits, not the last round's
         tgt.forget_committed()
-        found = [
-            GroupSync(
-                c.group,
-                c.topic,
-                c.partition,
-                (await src.committed(c.group)).get((c.topic, c.partition)),
-                c,
-                (await tgt.committed(c.group)).get((c.topic, c.partition)),
-            )
-            for c in chosen
-        ]
-        return tuple(found)
+        return tuple(await group_syncs(src, tgt, chosen))
 
     def _failed(self, exc: BaseException) -> None:
         if isinstance(exc, TimeoutError):
