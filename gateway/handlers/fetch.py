@@ -13,7 +13,8 @@ partition would pile fetches up behind an idle one without bound. So each leader
 part goes after the previous unfinished one (one outstanding fetch per leader and
 client), and when that one comes back with records for exactly the partitions and
 offsets asked again, those records are the answer (otherwise a leader that answers a
-little later than another, every time, would never deliver its partitions).
+little later than another, every time, would never deliver its partitions). Such an
+answer is kept for :data:`KEEP_UNTAKEN_S` at most.
 """
 
 from __future__ import annotations
@@ -55,6 +56,10 @@ API = PartitionedApi(
 # A leader that is up answers a fetch by its max_wait; one that has not answered this
 # much later (paused, overloaded) no longer holds the other leaders' data back.
 LEADER_GRACE_S = 1.0
+
+# How long a leader's answer that arrived after the client was answered is kept for
+# the client's next fetch (a consumer fetches again within milliseconds while it reads).
+KEEP_UNTAKEN_S = 5.0
 
 SESSIONLESS = {"session_id": 0, "session_epoch": -1, "forgotten_topics_data": (), "rack_id": ""}
 
@@ -174,12 +179,28 @@ def _after_unfinished(session: ClientSession, request: Request, budget: float) -
             )
 
         earlier = unfinished.pop(leader, None)
-        resumed = _resumed(earlier, asked, budget, fresh, nothing_yet)
-        entry = (asked, asyncio.ensure_future(resumed))
+        task = asyncio.ensure_future(_resumed(earlier, asked, budget, fresh, nothing_yet))
+        entry: tuple[object, asyncio.Task[Any]] = (asked, task)
         unfinished[leader] = entry
+        task.add_done_callback(lambda _: _forget_later(unfinished, leader, entry))
         return _taken(unfinished, leader, entry)
 
     return send
+
+
+def _forget_later(
+    unfinished: dict[int, tuple[object, asyncio.Task[Any]]],
+    leader: int,
+    entry: tuple[object, asyncio.Task[Any]],
+) -> None:
+    """An answer the client has not taken within :data:`KEEP_UNTAKEN_S` of its arrival
+    is dropped (its records with it): the client has moved on from that leader."""
+
+    def forget() -> None:
+        if unfinished.get(leader) is entry:
+            del unfinished[leader]
+
+    asyncio.get_running_loop().call_later(KEEP_UNTAKEN_S, forget)
 
 
 async def _taken(

@@ -30,6 +30,7 @@ from kio.schema.produce.v9 import request as produce_request
 from kio.schema.produce.v9 import response as produce_response
 from prometheus_client import REGISTRY
 
+from gateway.handlers import fetch as fetch_handler
 from gateway.protocol.versions import FIND_COORDINATOR
 from gateway.upstream.coordinators import GROUP
 from tests.unit.harness import (
@@ -334,6 +335,25 @@ async def test_a_leader_that_answers_after_the_other_still_delivers_on_the_next_
         # The same offsets asked again: broker 1's answer is the answer, not asked again.
         assert records_of(second)[0] == b"from-1"
         assert len(h.pool.sent_to(1)) == 1
+
+
+async def test_a_late_answer_nobody_takes_is_dropped_after_a_while(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(fetch_handler, "KEEP_UNTAKEN_S", 0.05)
+    async with Harness() as h:
+        with_layout(h.pool)
+        h.client.send(fetch_both())
+        sent = {s.node: s for s in await h.sends(2)}
+        sent[2].reply(fetched(sent[2].body, b"from-2"))
+        await h.answers(1)
+        sent[1].reply(fetched(sent[1].body, b"from-1"))
+        async with asyncio.timeout(5):  # KEEP_UNTAKEN_S of real time
+            while h.connection.session.upstream.unfinished:
+                await asyncio.sleep(0.01)
+        # The next fetch asks broker 1 afresh: the late records went with the answer.
+        h.client.send(fetch_both())
+        await eventually(lambda: len(h.pool.sent_to(1)) == 2, "a new fetch to broker 1")
 
 
 async def test_the_next_fetch_to_a_leader_waits_for_the_one_still_held_there() -> None:
