@@ -697,14 +697,22 @@ def _produce_bad(endpoint: Endpoint, registry_url: str, topic: str) -> None:
         )
     unknown = b"\x00" + (2**31 - 7).to_bytes(4, "big") + real[5:]
     raw = Producer(librdkafka_config(endpoint))
+    failed: list[str] = []
+
+    def done(err: Any, msg: Any) -> None:
+        if err is not None:
+            failed.append(f"{msg.partition()}: {err}")
+
     try:
         for value, partition in [
             (real, 0), (real, 0), (real, 1), (unknown, 1), (real, 2), (real[:9], 2)
         ]:  # fmt: skip
-            raw.produce(topic, value=value, partition=partition)
+            raw.produce(topic, value=value, partition=partition, on_delivery=done)
             assert raw.flush(30) == 0
     finally:
         raw.close()
+    # Every record is written: what the test then misses, the gateway withheld.
+    assert failed == []
 
 
 async def test_an_unknown_schema_id_or_a_corrupt_body_blocks_only_its_partition(
