@@ -30,7 +30,7 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -54,7 +54,8 @@ _CLIENT_ID = "soc2-gateway-replication"
 # MirrorMaker's default topics.exclude, and its heartbeats: never mirrored data.
 _NOT_MIRRORED = re.compile(r".*[-.]internal|.*\.replica|__.*|(.*\.)?heartbeats|mm2-.*")
 
-T = TypeVar("T")
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,11 +155,6 @@ def mirrored(source_topics: Iterable[str], target_topics: Iterable[str]) -> list
     return sorted(t for t in both if not _NOT_MIRRORED.fullmatch(t))
 
 
-def last_by_key(records: Iterable[T], key: Callable[[T], Any]) -> dict[Any, T]:
-    """The last record per key, as a compacted topic keeps it."""
-    return {key(record): record for record in records}
-
-
 async def replication_status(
     source: ClusterConfig,
     target: ClusterConfig,
@@ -170,24 +166,17 @@ async def replication_status(
     pending_read_limit: int = PENDING_READ_LIMIT,
 ) -> ReplicationStatus:
     """Read the replication state now (see the module's docstring)."""
-    async with Side(source) as src, Side(target) as tgt:
+    async with (
+        Side(source) as src,
+        Side(target) as tgt,
+        sync_tail(source, target_alias) as sync_reader,
+        checkpoint_tail(target, source_alias) as checkpoint_reader,
+    ):
         names = mirrored(await src.consumer.topics(), await tgt.consumer.topics())
         names = [t for t in names if topics is None or topics.fullmatch(t)]
-        syncs = last_by_key(
-            (
-                decode_offset_sync(r.key, r.value)
-                for r in await src.read_topic(offset_syncs_topic(target_alias))
-            ),
-            lambda s: (s.topic, s.partition),
-        )
+        syncs = await sync_reader.read(src)
         partitions = await partition_lags(src, tgt, names, syncs, pending_read_limit)
-        checkpoints = last_by_key(
-            (
-                decode_checkpoint(r.key, r.value)
-                for r in await tgt.read_topic(checkpoints_topic(source_alias))
-            ),
-            lambda c: (c.group, c.topic, c.partition),
-        )
+        checkpoints = await checkpoint_reader.read(tgt)
         chosen = [c for c in checkpoints.values() if groups is None or groups.fullmatch(c.group)]
         synced = await group_syncs(src, tgt, chosen)
     return ReplicationStatus(
@@ -224,10 +213,10 @@ async def partition_lags(
     source_starts, source_ends = await src.offsets(tps)
     on_target = await tgt.partitions_of(topics)
     target_tps = [tp for tp in tps if tp.partition in on_target.get(tp.topic, ())]
-    _, target_ends = await tgt.offsets(target_tps)
+    _, target_ends = await tgt.offsets(target_tps, starts=False)
+    synced_of = {tp: syncs.get((tp.topic, tp.partition)) for tp in tps}
     spans: dict[TopicPartition, tuple[int, int]] = {}
-    for tp in tps:
-        synced = syncs.get((tp.topic, tp.partition))
+    for tp, synced in synced_of.items():
         start = max(source_starts[tp], synced.upstream + 1 if synced is not None else 0)
         spans[tp] = (start, source_ends[tp])
     counted = await src.count_committed(
@@ -242,10 +231,9 @@ async def partition_lags(
             pending, exact = counted[tp], True
         else:
             pending, exact = end - start, False
-        synced = syncs.get((tp.topic, tp.partition))
         found.append(
             PartitionLag(
-                tp.topic, tp.partition, end, target_ends.get(tp, 0), synced, pending, exact
+                tp.topic, tp.partition, end, target_ends.get(tp, 0), synced_of[tp], pending, exact
             )
         )
     return found
@@ -281,49 +269,38 @@ class Side:
 
     async def partitions(self, topic: str) -> list[int]:
         """The partition ids of ``topic`` (none when it does not exist)."""
-        (described,) = await self.admin.describe_topics([topic])
-        if described["error_code"] == UNKNOWN_TOPIC_OR_PARTITION:
-            return []
-        if described["error_code"] != 0:
-            raise KafkaError(f"{topic}: Kafka error {described['error_code']}")
-        return sorted(int(p["partition"]) for p in described["partitions"])
-
-    async def read_topic(self, topic: str) -> list[Any]:
-        """Every record of ``topic`` now (none when it does not exist)."""
-        tps = [TopicPartition(topic, p) for p in await self.partitions(topic)]
-        if not tps:
-            return []
-        ends = await self.consumer.end_offsets(tps)
-        self.consumer.assign(tps)
-        await self.consumer.seek_to_beginning(*tps)
-        records: list[Any] = []
-        while [tp for tp in tps if await self.consumer.position(tp) < ends[tp]]:
-            batches = await self.consumer.getmany(*tps, timeout_ms=500)
-            for tp, got in batches.items():
-                records += [r for r in got if r.offset < ends[tp]]
-        return records
+        return [int(p["partition"]) for p in (await self._described([topic])).get(topic, [])]
 
     async def partitions_of(self, topics: list[str]) -> dict[str, list[int]]:
         """The partition ids of each of ``topics`` that exists, in one request; only
         partitions with a leader (the others cannot be read: asking their offsets
         would wait for a leader until the caller's timeout)."""
+        return {
+            topic: [int(p["partition"]) for p in partitions if p["leader"] >= 0]
+            for topic, partitions in (await self._described(topics)).items()
+        }
+
+    async def _described(self, topics: list[str]) -> dict[str, list[dict[str, Any]]]:
+        """Per topic of ``topics`` that exists, its partitions' metadata in partition order,
+        in one request."""
         if not topics:
             return {}
-        found: dict[str, list[int]] = {}
+        found: dict[str, list[dict[str, Any]]] = {}
         for described in await self.admin.describe_topics(topics):
             if described["error_code"] == UNKNOWN_TOPIC_OR_PARTITION:
                 continue
             if described["error_code"] != 0:
                 raise KafkaError(f"{described['topic']}: Kafka error {described['error_code']}")
             found[described["topic"]] = sorted(
-                int(p["partition"]) for p in described["partitions"] if p["leader"] >= 0
+                described["partitions"], key=lambda p: int(p["partition"])
             )
         return found
 
     async def offsets(
-        self, tps: list[TopicPartition]
+        self, tps: list[TopicPartition], *, starts: bool = True
     ) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
-        """The first and the end offset of each of ``tps``, in one request per broker.
+        """The first offset (unless ``starts`` is False: none are asked) and the end
+        offset of each of ``tps``, in one request per broker for each.
 
         They are assigned (and paused) first: that puts all their topics in the
         consumer's metadata at once, where asking their offsets alone adds the topics
@@ -333,9 +310,8 @@ class Side:
             return {}, {}
         self.consumer.assign(tps)
         self.consumer.pause(*tps)
-        starts = await self.consumer.beginning_offsets(tps)
-        ends = await self.consumer.end_offsets(tps)
-        return starts, ends
+        first = await self.consumer.beginning_offsets(tps) if starts else {}
+        return first, await self.consumer.end_offsets(tps)
 
     async def count_committed(
         self, spans: dict[TopicPartition, tuple[int, int]]
@@ -379,14 +355,103 @@ class Side:
         return self._committed[group]
 
 
+class Tail(Generic[K, V]):
+    """The last record per key of one of MirrorMaker's compacted topics, decoded, read
+    by a consumer of its own that stays assigned: each :meth:`read` reads only what
+    was appended since the last one."""
+
+    def __init__(
+        self,
+        config: ClusterConfig,
+        topic: str,
+        decode: Callable[[Any, Any], tuple[K, V]],
+        client_id: str = _CLIENT_ID,
+    ) -> None:
+        self.topic = topic
+        self.latest: dict[K, V] = {}
+        self._decode = decode
+        self._consumer: Any = AIOKafkaConsumer(
+            **client_settings(config),
+            client_id=client_id,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+        )
+        self._assigned: list[TopicPartition] = []
+
+    async def __aenter__(self) -> Tail[K, V]:
+        await self._consumer.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self._consumer.stop()
+
+    async def read(self, side: Side) -> dict[K, V]:
+        """Everything appended up to now (``side``: the topic's cluster, which lists its
+        partitions; none while the topic does not exist)."""
+        tps = [TopicPartition(self.topic, p) for p in await side.partitions(self.topic)]
+        if not tps:
+            return self.latest
+        if tps != self._assigned:
+            self._consumer.assign(tps)
+            await self._consumer.seek_to_beginning(*tps)
+            self._assigned = tps
+            self.latest.clear()
+        ends = await self._consumer.end_offsets(tps)
+        while [tp for tp in tps if await self._consumer.position(tp) < ends[tp]]:
+            batches = await self._consumer.getmany(*tps, timeout_ms=500)
+            for tp, records in batches.items():
+                keep_last(
+                    self.latest,
+                    (self._decode(r.key, r.value) for r in records if r.offset < ends[tp]),
+                )
+        return self.latest
+
+
+def keep_last(latest: dict[K, V], entries: Iterable[tuple[K, V]]) -> None:
+    """``latest`` with each entry's value as its key's, in order: the last record per
+    key wins, as in a compacted topic."""
+    for key, value in entries:
+        latest[key] = value
+
+
+def sync_tail(
+    source: ClusterConfig, target_alias: str, client_id: str = _CLIENT_ID
+) -> Tail[tuple[str, int], OffsetSync]:
+    """MirrorMaker's last offset sync per (topic, partition), on the source cluster."""
+    return Tail(source, offset_syncs_topic(target_alias), _sync_entry, client_id)
+
+
+def checkpoint_tail(
+    target: ClusterConfig, source_alias: str, client_id: str = _CLIENT_ID
+) -> Tail[tuple[str, str, int], Checkpoint]:
+    """MirrorMaker's last checkpoint per (group, topic, partition), on the target."""
+    return Tail(target, checkpoints_topic(source_alias), _checkpoint_entry, client_id)
+
+
+def _sync_entry(key: bytes, value: bytes) -> tuple[tuple[str, int], OffsetSync]:
+    sync = decode_offset_sync(key, value)
+    return (sync.topic, sync.partition), sync
+
+
+def _checkpoint_entry(key: bytes, value: bytes) -> tuple[tuple[str, str, int], Checkpoint]:
+    point = decode_checkpoint(key, value)
+    return (point.group, point.topic, point.partition), point
+
+
 __all__ = [
     "GroupSync",
     "MirrorRecordError",
     "PartitionLag",
     "ReplicationStatus",
     "Side",
+    "Tail",
+    "checkpoint_tail",
     "group_syncs",
+    "keep_last",
     "mirrored",
     "partition_lags",
     "replication_status",
+    "sync_tail",
 ]

@@ -20,94 +20,26 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
-from typing import Any, Generic, TypeVar
-
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from typing import Any
 
 from gateway import metrics
 from gateway.config import ClusterConfig, ReplicationConfig
-from gateway.failover.mirror_records import (
-    Checkpoint,
-    MirrorRecordError,
-    OffsetSync,
-    checkpoints_topic,
-    decode_checkpoint,
-    decode_offset_sync,
-    offset_syncs_topic,
-)
+from gateway.failover.mirror_records import Checkpoint, MirrorRecordError, OffsetSync
 from gateway.failover.replication import (
     GroupSync,
     PartitionLag,
     Side,
+    Tail,
+    checkpoint_tail,
     group_syncs,
     mirrored,
     partition_lags,
+    sync_tail,
 )
-from gateway.upstream.clients import client_settings
 
 log = logging.getLogger(__name__)
 
 _CLIENT_ID = "soc2-gateway-replication-watch"
-K = TypeVar("K")
-V = TypeVar("V")
-
-
-class Tail(Generic[K, V]):
-    """The last record per key of one of MirrorMaker's compacted topics, decoded, read
-    incrementally by a consumer of its own that stays assigned."""
-
-    def __init__(
-        self, config: ClusterConfig, topic: str, decode: Callable[[Any, Any], tuple[K, V]]
-    ) -> None:
-        self.topic = topic
-        self.latest: dict[K, V] = {}
-        self._decode = decode
-        self._consumer: Any = AIOKafkaConsumer(
-            **client_settings(config),
-            client_id=_CLIENT_ID,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-        )
-        self._assigned: list[TopicPartition] = []
-
-    async def start(self) -> None:
-        await self._consumer.start()
-
-    async def stop(self) -> None:
-        await self._consumer.stop()
-
-    async def read(self, partitions: list[int]) -> dict[K, V]:
-        """Everything appended up to now (``partitions``: the topic's, none when it does
-        not exist yet)."""
-        tps = [TopicPartition(self.topic, p) for p in partitions]
-        if not tps:
-            return self.latest
-        if tps != self._assigned:
-            self._consumer.assign(tps)
-            await self._consumer.seek_to_beginning(*tps)
-            self._assigned = tps
-            self.latest.clear()
-        ends = await self._consumer.end_offsets(tps)
-        while [tp for tp in tps if await self._consumer.position(tp) < ends[tp]]:
-            batches = await self._consumer.getmany(*tps, timeout_ms=500)
-            for tp, records in batches.items():
-                for record in records:
-                    if record.offset < ends[tp]:
-                        key, value = self._decode(record.key, record.value)
-                        self.latest[key] = value
-        return self.latest
-
-
-def _sync(key: bytes, value: bytes) -> tuple[tuple[str, int], OffsetSync]:
-    sync = decode_offset_sync(key, value)
-    return (sync.topic, sync.partition), sync
-
-
-def _checkpoint(key: bytes, value: bytes) -> tuple[tuple[str, str, int], Checkpoint]:
-    point = decode_checkpoint(key, value)
-    return (point.group, point.topic, point.partition), point
 
 
 class ReplicationWatch:
@@ -180,23 +112,15 @@ class ReplicationWatch:
             await asyncio.sleep(interval)
 
     async def _open_and_watch(self, interval: float) -> None:
-        syncs = Tail(self.source, offset_syncs_topic(self.config.target_alias), _sync)
-        checkpoints = Tail(self.target, checkpoints_topic(self.config.source_alias), _checkpoint)
-        await syncs.start()
-        try:
-            await checkpoints.start()
-            try:
-                async with (
-                    Side(self.source, _CLIENT_ID) as src,
-                    Side(self.target, _CLIENT_ID) as tgt,
-                ):
-                    while True:
-                        await self.round(src, tgt, syncs, checkpoints)
-                        await asyncio.sleep(interval)
-            finally:
-                await checkpoints.stop()
-        finally:
-            await syncs.stop()
+        async with (
+            sync_tail(self.source, self.config.target_alias, _CLIENT_ID) as syncs,
+            checkpoint_tail(self.target, self.config.source_alias, _CLIENT_ID) as checkpoints,
+            Side(self.source, _CLIENT_ID) as src,
+            Side(self.target, _CLIENT_ID) as tgt,
+        ):
+            while True:
+                await self.round(src, tgt, syncs, checkpoints)
+                await asyncio.sleep(interval)
 
     async def round(
         self,
@@ -224,7 +148,7 @@ class ReplicationWatch:
     async def _partitions(
         self, src: Side, tgt: Side, syncs: Tail[tuple[str, int], OffsetSync]
     ) -> tuple[PartitionLag, ...]:
-        latest = await syncs.read(await src.partitions(syncs.topic))
+        latest = await syncs.read(src)
         names = mirrored(await src.consumer.topics(), await tgt.consumer.topics())
         chosen = self.config.topic_pattern
         names = [t for t in names if chosen is None or chosen.fullmatch(t)]
@@ -234,7 +158,7 @@ class ReplicationWatch:
     async def _group_syncs(
         self, src: Side, tgt: Side, checkpoints: Tail[tuple[str, str, int], Checkpoint]
     ) -> tuple[GroupSync, ...]:
-        latest = await checkpoints.read(await tgt.partitions(checkpoints.topic))
+        latest = await checkpoints.read(tgt)
         groups, topics = self.config.group_pattern, self.config.topic_pattern
         chosen = [
             c

@@ -21,7 +21,7 @@ from gateway.failover.replication import (
     GroupSync,
     PartitionLag,
     ReplicationStatus,
-    last_by_key,
+    keep_last,
     mirrored,
 )
 from gateway.failover_cli import status_text
@@ -89,7 +89,9 @@ def test_only_data_topics_on_both_clusters_count_as_mirrored() -> None:
 
 def test_the_last_record_per_key_wins_as_in_a_compacted_topic() -> None:
     syncs = [OffsetSync("t", 0, 1, 1), OffsetSync("t", 1, 5, 5), OffsetSync("t", 0, 9, 8)]
-    assert last_by_key(syncs, lambda s: (s.topic, s.partition)) == {
+    latest: dict[tuple[str, int], OffsetSync] = {}
+    keep_last(latest, (((s.topic, s.partition), s) for s in syncs))
+    assert latest == {
         ("t", 0): OffsetSync("t", 0, 9, 8),
         ("t", 1): OffsetSync("t", 1, 5, 5),
     }
