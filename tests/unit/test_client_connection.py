@@ -39,6 +39,7 @@ from tests.unit.harness import (
     Answer,
     Harness,
     ScriptedPool,
+    Sent,
     eventually,
     settle,
     topic_id,
@@ -319,13 +320,22 @@ def records_of(answer: Answer) -> dict[int, bytes]:
     }
 
 
+async def answered_by_broker_2(h: Harness, request: Any = None) -> dict[int, Sent]:
+    """``request`` (:func:`fetch_both` by default) is sent up to both brokers, broker 2
+    answers with records and the client gets its answer while broker 1 still holds its
+    part: the two upstream requests, by broker."""
+    with_layout(h.pool)
+    h.client.send(request if request is not None else fetch_both())
+    sent = {s.node: s for s in await h.sends(2)}
+    sent[2].reply(fetched(sent[2].body, b"from-2"))
+    await h.answers(1)
+    return sent
+
+
 async def test_a_leader_that_answers_after_the_other_still_delivers_on_the_next_fetch() -> None:
     async with Harness() as h:
-        with_layout(h.pool)
-        h.client.send(fetch_both())
-        sent = {s.node: s for s in await h.sends(2)}
-        sent[2].reply(fetched(sent[2].body, b"from-2"))
-        (first,) = await h.answers(1)
+        sent = await answered_by_broker_2(h)
+        (first,) = h.client.answers()
         # Enough arrived from broker 2: answered without waiting for broker 1 ...
         assert records_of(first) == {0: b"", 1: b"from-2"}
         # ... whose fetch goes on and comes back with records a moment later.
@@ -342,11 +352,7 @@ async def test_a_late_answer_nobody_takes_is_dropped_after_a_while(
 ) -> None:
     monkeypatch.setattr(fetch_handler, "KEEP_UNTAKEN_S", 0.05)
     async with Harness() as h:
-        with_layout(h.pool)
-        h.client.send(fetch_both())
-        sent = {s.node: s for s in await h.sends(2)}
-        sent[2].reply(fetched(sent[2].body, b"from-2"))
-        await h.answers(1)
+        sent = await answered_by_broker_2(h)
         sent[1].reply(fetched(sent[1].body, b"from-1"))
         async with asyncio.timeout(5):  # KEEP_UNTAKEN_S of real time
             while h.connection.session.upstream.unfinished:
@@ -358,11 +364,7 @@ async def test_a_late_answer_nobody_takes_is_dropped_after_a_while(
 
 async def test_the_next_fetch_to_a_leader_waits_for_the_one_still_held_there() -> None:
     async with Harness() as h:
-        with_layout(h.pool)
-        h.client.send(fetch_both())
-        sent = {s.node: s for s in await h.sends(2)}
-        sent[2].reply(fetched(sent[2].body, b"from-2"))
-        await h.answers(1)
+        sent = await answered_by_broker_2(h)
         h.client.send(fetch_both())
         again = await h.sends(3)
         assert again[2].node == 2
@@ -378,12 +380,8 @@ async def test_the_next_fetch_to_a_leader_waits_for_the_one_still_held_there() -
 
 async def test_a_fetch_waits_for_the_one_held_before_it_no_longer_than_its_own_budget() -> None:
     async with Harness(limits={"upstream_timeout_seconds": 0.2}) as h:
-        with_layout(h.pool)
         patient = dataclasses.replace(fetch_both(), max_wait=datetime.timedelta(seconds=10))
-        h.client.send(patient)
-        sent = {s.node: s for s in await h.sends(2)}
-        sent[2].reply(fetched(sent[2].body, b"from-2"))
-        await h.answers(1)
+        await answered_by_broker_2(h, patient)
         # Broker 1 holds the first fetch (10 s). The next one may wait 0.1 + 0.2 s.
         h.client.send(dataclasses.replace(fetch_both(), max_wait=datetime.timedelta(seconds=0.1)))
         again = await h.sends(3)
