@@ -61,6 +61,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from gateway import dev
+from gateway.dev import mirror as dev_mirror
 from tests.perf import e2e, javatools
 from tests.perf import masked as masked_data
 from tests.perf.idle import IdleConnections
@@ -548,6 +549,12 @@ def machine_info() -> dict[str, Any]:
 def _primary() -> dev.ClusterInfo:
     progress("starting the dev clusters (no-op if they run)")
     infos = {info.name: info for info in dev.up()}
+    # MirrorMaker 2 would copy every bench record to the secondary, taking a core's
+    # worth of CPU from both paths at random moments.
+    mirroring = dev_mirror.status(dev.default_run_dir())
+    if mirroring is not None and mirroring.running:
+        progress("stopping MirrorMaker 2 for the run (`gateway dev up` starts it again)")
+        dev_mirror.stop(dev.default_run_dir())
     return infos["primary"]
 
 
