@@ -1,9 +1,13 @@
 """Masking Avro bodies in Confluent wire format, field by field, keeping them valid.
 
 :func:`compile_masker` resolves :class:`~gateway.masking.paths.FieldRule` paths
-against one writer schema once; :meth:`AvroMasker.mask` then decodes a body with
-fastavro, masks the named values with :mod:`~gateway.masking.methods` and encodes it
-again with the same schema, so any consumer's deserializer still reads it.
+against one writer schema once; :meth:`AvroMasker.mask` then masks the named values
+with :mod:`~gateway.masking.methods`, so any consumer's deserializer still reads the
+body. It scans the body to those values and splices in their masked encoding
+(:mod:`~gateway.masking.avroscan`), leaving every other byte as written; where a scan
+cannot (a recursive schema, a block that states its byte size around a masked value)
+it decodes the body with fastavro and encodes it again with the same schema. The two
+agree value for value (a property test holds them to it).
 
 Decisions:
 
@@ -18,7 +22,8 @@ Decisions:
   refused: name the leaves (``phones[]``). ``null`` on a nullable record is allowed.
 - Two rules with the same path are refused. A rule that ends above another (``address``
   with ``null`` and ``address.city``) wins; the deeper one is reported unmatched.
-- A union with both ``int`` and ``long`` (or ``float`` and ``double``) may come back in
+- A scanned value keeps the union branch it was read with. Decoded and encoded again,
+  a union with both ``int`` and ``long`` (or ``float`` and ``double``) may come back in
   the other branch of that pair with an equal value; every other value is written with
   the branch it was read with (named types travel as ``(name, value)`` pairs).
 - With no rule matching the schema, :meth:`AvroMasker.mask` returns the body untouched
@@ -40,6 +45,7 @@ from typing import Any
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 from gateway.masking import MaskingError, NotWireFormat
+from gateway.masking.avroscan import Scanner, Unscannable, compile_scanner
 from gateway.masking.methods import (
     MaskKey,
     Method,
@@ -49,7 +55,7 @@ from gateway.masking.methods import (
     mask_fixed,
     mask_float,
     mask_int,
-    mask_string,
+    string_masker,
 )
 from gateway.masking.paths import ITEMS, VALUES, FieldRule, RuleNode, rule_tree
 
@@ -213,12 +219,20 @@ class _Compiler:
             )
         return _counted(rule.rule_id, mask)
 
+    def value_masker(self, schema: Any, rule: FieldRule) -> Callable[[Any], Any]:
+        """The masker of one value of a primitive, enum or fixed ``schema`` (for the
+        scan; :meth:`compile` has refused every rule this has no masker for)."""
+        mask = self._masker(schema, _type_name(schema), rule.method)
+        if mask is None:
+            raise Unscannable(f"no masker for {_type_name(schema)}")
+        return mask
+
     def _masker(self, schema: Any, kind: str, method: Method) -> Callable[[Any], Any] | None:
         key = self._key
         if method.kind == "hash" and key is None and kind != "boolean":
             raise MaskingError("method hash needs a masking key and none is configured")
         simple: dict[str, Callable[[Any], Any]] = {
-            "string": lambda v: mask_string(v, method, key),
+            "string": string_masker(method, key),
             "int": lambda v: mask_int(v, method, key, bits=32),
             "long": lambda v: mask_int(v, method, key, bits=64),
             "float": lambda v: mask_float(v, method, key),
@@ -303,9 +317,21 @@ class AvroMasker:
     schema: Any = field(repr=False)
     walker: Walker | None = field(repr=False)
     unmatched: tuple[FieldRule, ...]
+    scanner: Scanner | None = field(default=None, repr=False)
 
     def mask(self, body: bytes | memoryview) -> tuple[bytes, dict[str, int]]:
         """Return the masked body and, per rule id, how many values it masked."""
+        if self.walker is None:
+            return bytes(body), {}
+        if self.scanner is not None:
+            try:
+                return self.scanner.mask(bytes(body))
+            except Unscannable:
+                pass  # a block with a byte size around a masked value: decode instead
+        return self.decode_and_mask(body)
+
+    def decode_and_mask(self, body: bytes | memoryview) -> tuple[bytes, dict[str, int]]:
+        """:meth:`mask` by decoding the whole body and encoding it again."""
         if self.walker is None:
             return bytes(body), {}
         buffer = io.BytesIO(body)
@@ -357,4 +383,10 @@ def compile_masker(
     compiler = _Compiler(named, key)
     walker = compiler.compile(parsed, tree, "")
     unmatched = tuple(rule for rule in rules if rule.rule_id not in compiler.matched)
-    return AvroMasker(schema=parsed, walker=walker, unmatched=unmatched)
+    scanner = None
+    if walker is not None:
+        try:
+            scanner = compile_scanner(parsed, tree, named, compiler)
+        except Unscannable:
+            scanner = None  # a recursive schema: every body is decoded and encoded
+    return AvroMasker(schema=parsed, walker=walker, unmatched=unmatched, scanner=scanner)

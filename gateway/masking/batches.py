@@ -14,7 +14,8 @@ as the same bytes. Control batches (transaction markers) hold no data and are ne
 touched. A partial batch at the end (a broker may cut a Fetch answer inside one) is
 dropped, never passed on unread: the client fetches it again from its offset.
 
-The codecs and CRC are aiokafka's; the layout is Kafka's (``DefaultRecordBatch``):
+The codecs are aiokafka's, the CRC the ``crc32c`` package's (in C; aiokafka's is
+several times slower); the layout is Kafka's (``DefaultRecordBatch``):
 
     baseOffset int64 | batchLength int32 | partitionLeaderEpoch int32 | magic int8 |
     crc uint32 | attributes int16 | lastOffsetDelta int32 | baseTimestamp int64 |
@@ -39,12 +40,13 @@ No I/O and no asyncio here.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import cramjam
 from aiokafka import codec
-from aiokafka.record.util import calc_crc32c, decode_varint, encode_varint
+from aiokafka.record.util import decode_varint, encode_varint
+from crc32c import crc32c as calc_crc32c
 
 HEADER = struct.Struct(">qiibIhiqqqhii")
 HEADER_SIZE = HEADER.size  # 61
@@ -152,6 +154,15 @@ class Rewritten:
 # ``edit(batch, record)`` changes ``record`` in place and returns whether it did.
 Edit = Callable[[Batch, Record], bool]
 
+Headers = list[tuple[str, bytes | None]]
+# ``edit(key, value, headers)``: the record's new key, value and headers, or None when
+# it stays as it is. ``headers`` is None unless asked for; None in the answer keeps the
+# headers as read.
+FieldEdit = Callable[
+    [bytes | None, bytes | None, Headers | None],
+    tuple[bytes | None, bytes | None, Headers | None] | None,
+]
+
 
 @dataclass
 class Decoded:
@@ -173,37 +184,152 @@ class Run:
     dropped_partial: int = 0
 
 
-def decode(
-    records: bytes | bytearray | memoryview | None, max_batch_bytes: int = MAX_BATCH_BYTES
-) -> Run:
-    """Every complete batch of ``records`` with its records decoded (and decompressed,
-    each batch to at most ``max_batch_bytes``)."""
-    data = memoryview(records or b"")
-    run = Run([])
+def _complete_batches(
+    data: memoryview, partial: Callable[[int], None]
+) -> Iterator[tuple[memoryview, Batch]]:
+    """Each complete batch of ``data`` (its bytes and header); ``partial`` is told the
+    size of a trailing partial batch, left out."""
     pos = 0
     while pos < len(data):
         if len(data) - pos < LOG_OVERHEAD + 5:
-            run.dropped_partial = len(data) - pos
-            break
+            partial(len(data) - pos)
+            return
         length = struct.unpack_from(">i", data, pos + 8)[0]
         if length < HEADER_SIZE - LOG_OVERHEAD:
             raise BatchError(f"a batch at byte {pos} has a bad length {length}")
         size = LOG_OVERHEAD + length
         if pos + size > len(data):
-            run.dropped_partial = len(data) - pos
-            break
+            partial(len(data) - pos)
+            return
         magic = data[pos + MAGIC_OFFSET]
         if magic != 2:
             raise BatchError(f"a batch at byte {pos} has magic {magic}; only 2 is rewritten")
         whole = data[pos : pos + size]
-        batch = read_batch(whole)
+        yield whole, read_batch(whole)
+        pos += size
+
+
+def decode(
+    records: bytes | bytearray | memoryview | None, max_batch_bytes: int = MAX_BATCH_BYTES
+) -> Run:
+    """Every complete batch of ``records`` with its records decoded (and decompressed,
+    each batch to at most ``max_batch_bytes``)."""
+    run = Run([])
+
+    def partial(size: int) -> None:
+        run.dropped_partial = size
+
+    for whole, batch in _complete_batches(memoryview(records or b""), partial):
         found: list[Record] | None = None
         if not batch.is_control and batch.count:
             body = _decompress(batch.codec, whole[HEADER_SIZE:], max_batch_bytes)
             found = decode_records(body, batch.count)
         run.batches.append(Decoded(whole, batch, found))
-        pos += size
     return run
+
+
+def edit_fields(
+    records: bytes | bytearray | memoryview | None,
+    edit: FieldEdit,
+    *,
+    with_headers: bool = False,
+    max_batch_bytes: int = MAX_BATCH_BYTES,
+) -> Rewritten:
+    """:func:`rewrite` in one pass, for a caller that changes keys, values and headers
+    only: each data record's key, value and (``with_headers``) headers go to ``edit``;
+    a record it changes is written again in place, every other record's bytes are
+    copied as they are, and a batch with no record changed is passed on whole."""
+    result = Rewritten(b"")
+    out = bytearray()
+
+    def partial(size: int) -> None:
+        result.dropped_partial = size
+
+    for whole, batch in _complete_batches(memoryview(records or b""), partial):
+        result.batches += 1
+        if batch.is_control or not batch.count:
+            out += whole
+            continue
+        result.codecs.add(CODEC_NAMES.get(batch.codec, str(batch.codec)))
+        body = _decompress(batch.codec, whole[HEADER_SIZE:], max_batch_bytes)
+        edited = _edit_section(body, batch.count, edit, with_headers)
+        if edited is None:
+            out += whole
+            continue
+        if batch.codec != NONE:
+            edited = _compress(batch.codec, edited)
+        packed = pack_batch(batch, edited)
+        out += packed
+        result.rewritten += 1
+        result.bytes_rewritten += len(packed)
+    result.records = bytes(out)
+    return result
+
+
+def _edit_section(body: bytes, count: int, edit: FieldEdit, with_headers: bool) -> bytes | None:
+    """The ``count`` records of ``body`` after ``edit``, or None when none changed."""
+    out: bytearray | None = None
+    copied = pos = 0
+    try:
+        for _ in range(count):
+            start = pos
+            length, pos = decode_varint(body, pos)
+            end = pos + length
+            if length < 0 or end > len(body):
+                raise BatchError("a record overruns its batch")
+            fields_at = pos
+            _, pos = decode_varint(body, pos + 1)  # attributes, then timestamp delta
+            _, pos = decode_varint(body, pos)  # offset delta
+            key_at = pos
+            key, pos = _bytes(body, pos, end)
+            value, pos = _bytes(body, pos, end)
+            headers_at = pos
+            headers, pos = _headers(body, pos, end, with_headers)
+            if pos != end:
+                raise BatchError("a record's length does not match its fields")
+            new = edit(key, value, headers)
+            if new is None:
+                continue
+            if out is None:
+                out = bytearray()
+            out += body[copied:start]
+            new_key, new_value, new_headers = new
+            record = bytearray(body[fields_at:key_at])  # attributes and deltas as read
+            _put_bytes(record, new_key)
+            _put_bytes(record, new_value)
+            if new_headers is None:
+                record += body[headers_at:end]
+            else:
+                _put_headers(record, new_headers)
+            encode_varint(len(record), out.append)
+            out += record
+            copied = end
+    except (IndexError, UnicodeDecodeError) as exc:
+        raise BatchError(f"records do not parse: {type(exc).__name__}") from exc
+    if pos != len(body):
+        raise BatchError(f"{len(body) - pos} bytes follow the batch's {count} records")
+    if out is None:
+        return None
+    out += body[copied:]
+    return bytes(out)
+
+
+def _headers(
+    buf: bytes | bytearray, pos: int, end: int, parse: bool
+) -> tuple[list[tuple[str, bytes | None]] | None, int]:
+    """A record's headers (None when not ``parse``: they are only walked over)."""
+    count, pos = decode_varint(buf, pos)
+    if count < 0:
+        raise BatchError("a record has a negative header count")
+    headers: list[tuple[str, bytes | None]] | None = [] if parse else None
+    for _ in range(count):
+        name, pos = _bytes(buf, pos, end)
+        if name is None:
+            raise BatchError("a record header has a null name")
+        value, pos = _bytes(buf, pos, end)
+        if headers is not None:
+            headers.append((name.decode("utf-8"), value))
+    return headers, pos
 
 
 def reassemble(run: Run, result: Rewritten | None = None) -> bytes:
@@ -398,16 +524,8 @@ def decode_records(body: bytes, count: int) -> list[Record]:
             offset_delta, pos = decode_varint(buf, pos)
             key, pos = _bytes(buf, pos, end)
             value, pos = _bytes(buf, pos, end)
-            header_count, pos = decode_varint(buf, pos)
-            if header_count < 0:
-                raise BatchError("a record has a negative header count")
-            headers: list[tuple[str, bytes | None]] = []
-            for _h in range(header_count):
-                name, pos = _bytes(buf, pos, end)
-                if name is None:
-                    raise BatchError("a record header has a null name")
-                header_value, pos = _bytes(buf, pos, end)
-                headers.append((name.decode("utf-8"), header_value))
+            headers, pos = _headers(buf, pos, end, True)
+            assert headers is not None  # asked for
             if pos != end:
                 raise BatchError("a record's length does not match its fields")
             records.append(Record(attributes, timestamp_delta, offset_delta, key, value, headers))
@@ -418,7 +536,7 @@ def decode_records(body: bytes, count: int) -> list[Record]:
     return records
 
 
-def _bytes(buf: bytearray, pos: int, end: int) -> tuple[bytes | None, int]:
+def _bytes(buf: bytes | bytearray, pos: int, end: int) -> tuple[bytes | None, int]:
     length, pos = decode_varint(buf, pos)
     if length < 0:
         return None, pos
@@ -438,13 +556,17 @@ def encode_records(records: list[Record]) -> bytes:
         encode_varint(record.offset_delta, put)
         _put_bytes(body, record.key)
         _put_bytes(body, record.value)
-        encode_varint(len(record.headers), put)
-        for name, value in record.headers:
-            _put_bytes(body, name.encode("utf-8"))
-            _put_bytes(body, value)
+        _put_headers(body, record.headers)
         encode_varint(len(body), out.append)
         out += body
     return bytes(out)
+
+
+def _put_headers(out: bytearray, headers: list[tuple[str, bytes | None]]) -> None:
+    encode_varint(len(headers), out.append)
+    for name, value in headers:
+        _put_bytes(out, name.encode("utf-8"))
+        _put_bytes(out, value)
 
 
 def _put_bytes(out: bytearray, data: bytes | None) -> None:

@@ -1,10 +1,12 @@
 """Masking one partition's records by a set of masking rules.
 
-:class:`MaskingEngine` decodes a partition's batches (:mod:`gateway.masking.batches`),
-fetches the writer schema of every Avro value and key the rules read (from a
-:class:`~gateway.masking.registry.SchemaSource`: the registry client or the embedded
-registry), masks each record's value, key and headers, and writes the changed batches
-back. Maskers are compiled once per (schema id, rule) and kept in a bounded cache.
+:class:`MaskingEngine` walks a partition's batches once
+(:func:`gateway.masking.batches.edit_fields`), masks each record's value, key and
+headers, and writes back only the records and batches that changed. Avro maskers are
+compiled once per (schema id, rule) and kept in a bounded cache; a writer schema is
+fetched (from a :class:`~gateway.masking.registry.SchemaSource`: the registry client
+or the embedded registry) only when a schema id has no masker yet, and the pass is
+then made again with it.
 
 Anything that stops a record from being masked raises :class:`MaskingFailed` with a
 short ``cause`` (for the metric and the audit event): the caller refuses the whole
@@ -23,15 +25,15 @@ from typing import Any, TypeVar
 from gateway import metrics
 from gateway.errors import GatewayError
 from gateway.masking import MaskingError, NotWireFormat
-from gateway.masking.avro import AvroMasker, compile_masker, join_wire, split_wire
+from gateway.masking.avro import AvroMasker, compile_masker, split_wire
 from gateway.masking.batches import (
     MAX_BATCH_BYTES,
     BatchError,
-    Record,
-    Rewritten,
+    FieldEdit,
+    Headers,
     Run,
     decode,
-    reassemble,
+    edit_fields,
 )
 from gateway.masking.detectors import Detector, TextMasker, builtin
 from gateway.masking.jsonmask import JsonMasker
@@ -101,12 +103,19 @@ class MaskingEngine:
     async def mask(
         self, topic: str, records: bytes | memoryview, rules: Sequence[CompiledMasking]
     ) -> PartitionResult:
-        run = await self._offload(len(records), lambda: _decoded(records, self._max_batch))
-        ids = _schema_ids(run, rules)
+        # One pass masks and writes back. A writer schema is needed only where no masker
+        # for it is cached yet: the pass then stops, the schema is fetched, and the pass
+        # starts again knowing it (ids never change meaning, so a later pass agrees).
         schemas: dict[int, str] = {}
-        for schema_id in sorted(ids):
-            schemas[schema_id] = await self._schema(schema_id)
-        return await self._offload(len(records), lambda: self._apply(run, rules, schemas))
+        while True:
+            try:
+                return await self._offload(
+                    len(records), lambda: self._apply(records, rules, schemas)
+                )
+            except _NeedSchema as need:
+                if need.schema_id in schemas:  # a pass never asks twice; never loop
+                    raise MaskingFailed("undecodable", "a writer schema was asked twice") from None
+                schemas[need.schema_id] = await self._schema(need.schema_id)
 
     async def unregistered(self, topic: str, records: bytes | memoryview) -> str | None:
         """Why ``records`` may not be written to a topic that requires registered schemas
@@ -159,99 +168,98 @@ class MaskingEngine:
         return str(found.schema)
 
     def _apply(
-        self, run: Run, rules: Sequence[CompiledMasking], schemas: dict[int, str]
+        self,
+        records: bytes | memoryview,
+        rules: Sequence[CompiledMasking],
+        schemas: dict[int, str],
     ) -> PartitionResult:
         result = PartitionResult(b"")
+        plans = [self._plan(compiled, schemas, result) for compiled in rules]
+        with_headers = any(plan.headers is not None for plan in plans)
         try:
-            for item in run.batches:
-                for record in item.records or ():
-                    if self._mask_record(record, rules, schemas, result):
-                        item.changed = True
-                        result.masked += 1
-            done = Rewritten(b"")
-            result.records = reassemble(run, done)
-            result.bytes_rewritten = done.bytes_rewritten
+            done = edit_fields(
+                records,
+                _editor(plans, result),
+                with_headers=with_headers,
+                max_batch_bytes=self._max_batch,
+            )
+        except NotWireFormat as exc:
+            raise MaskingFailed("not_wire_format", str(exc)) from exc
         except MaskingError as exc:
             raise MaskingFailed("undecodable", str(exc)) from exc
         except BatchError as exc:
             raise MaskingFailed("bad_batch", str(exc)) from exc
+        result.records = done.records
+        result.bytes_rewritten = done.bytes_rewritten
         return result
 
-    def _mask_record(
-        self,
-        record: Record,
-        rules: Sequence[CompiledMasking],
-        schemas: dict[int, str],
-        result: PartitionResult,
-    ) -> bool:
-        changed = False
-        for compiled in rules:
-            rule = compiled.rule
-            counts: dict[str, int] = {}
-            if rule.value is not None and record.value is not None:
-                record.value = self._mask_value(
-                    compiled, "value", rule.value, record.value, schemas, counts, result
-                )
-            if rule.key is not None and record.key is not None:
-                record.key = self._mask_value(
-                    compiled, "key", rule.key, record.key, schemas, counts, result
-                )
-            if rule.headers and record.headers:
-                record.headers = self._mask_headers(rule.headers, record.headers, counts)
-            if counts:
-                changed = True
-                result.records_by_rule[compiled.id] += 1
-                result.fields.setdefault(compiled.id, set()).update(counts)
-        return changed
+    def _plan(
+        self, compiled: CompiledMasking, schemas: dict[int, str], result: PartitionResult
+    ) -> _Plan:
+        rule = compiled.rule
+        value = key = None
+        if rule.value is not None:
+            value = self._part(compiled, "value", rule.value, schemas, result.schema_ids)
+        if rule.key is not None:
+            key = self._part(compiled, "key", rule.key, schemas, result.schema_ids)
+        headers = None
+        if rule.headers:
+            masks = {m.name: m for m in rule.headers}
+            headers = lambda found, counts: self._mask_headers(masks, found, counts)  # noqa: E731
+        fields = result.fields.setdefault(compiled.id, set())
+        return _Plan(compiled.id, fields, value, key, headers)
 
-    def _mask_value(
+    def _part(
         self,
         compiled: CompiledMasking,
         part: str,
         spec: ValueMask,
-        value: bytes,
         schemas: dict[int, str],
-        counts: dict[str, int],
-        result: PartitionResult,
-    ) -> bytes:
+        schema_ids: set[int],
+    ) -> PartMasker:
+        """How this partition's values (or keys) are masked by one rule: bytes in,
+        (masked bytes, counts) out."""
         if spec.format == "avro":
-            schema_id, body = split_wire(value)
-            result.schema_ids.add(schema_id)
-            masker: AvroMasker = self._cached(
-                (schema_id, id(compiled), part),
-                compiled,
-                lambda: compile_masker(schemas[schema_id], _field_rules(part, spec), self._key),
-            )
-            new_body, found = masker.mask(body)
-            if not found:
-                return value
-            _add(counts, found)
-            return join_wire(schema_id, new_body)
+            return _AvroPart(self, compiled, part, spec, schemas, schema_ids).mask
         if spec.format == "json":
             json_masker: JsonMasker = self._cached(
                 (0, id(compiled), part),
                 compiled,
                 lambda: JsonMasker(_field_rules(part, spec), self._key),
             )
-            new, found = json_masker.mask(value)
-        else:
-            text_masker: TextMasker = self._cached(
-                (0, id(compiled), part), compiled, lambda: _text_masker(spec, self._key)
-            )
+            return json_masker.mask
+        text_masker: TextMasker = self._cached(
+            (0, id(compiled), part), compiled, lambda: _text_masker(spec, self._key)
+        )
+
+        def text(value: bytes) -> tuple[bytes, dict[str, int]]:
             new, found = text_masker.mask_bytes_text(value)
-            found = {f"{part}:{name}": n for name, n in found.items()}
-        if not found:
-            return value
-        _add(counts, found)
-        return new
+            return new, {f"{part}:{name}": n for name, n in found.items()}
+
+        return text
+
+    def avro_masker(
+        self,
+        compiled: CompiledMasking,
+        part: str,
+        spec: ValueMask,
+        schema_id: int,
+        schema: Callable[[], str],
+    ) -> AvroMasker:
+        """The masker of ``compiled``'s ``part`` (value or key) for one writer schema;
+        ``schema`` gives the schema's text where no masker is cached."""
+        return self._cached(
+            (schema_id, id(compiled), part),
+            compiled,
+            lambda: compile_masker(schema(), _field_rules(part, spec), self._key),
+        )
 
     def _mask_headers(
         self,
-        masks: Sequence[HeaderMask],
+        by_name: dict[str, HeaderMask],
         headers: list[tuple[str, bytes | None]],
         counts: dict[str, int],
     ) -> list[tuple[str, bytes | None]]:
-        by_name = {m.name: m for m in masks}
         out: list[tuple[str, bytes | None]] = []
         for name, value in headers:
             mask = by_name.get(name)
@@ -290,30 +298,145 @@ class MaskingEngine:
         return made
 
 
+Edited = tuple[bytes | None, bytes | None, Headers | None] | None
+# Masks one record's value or key: its bytes in, (masked bytes, counts by field) out.
+PartMasker = Callable[[bytes], tuple[bytes, dict[str, int]]]
+HeaderMasker = Callable[
+    [list[tuple[str, bytes | None]], dict[str, int]], list[tuple[str, bytes | None]]
+]
+
+
+@dataclass(slots=True)
+class _Plan:
+    """One rule, ready for one partition's records."""
+
+    rule_id: str
+    fields: set[str]  # the partition result's paths and detectors of this rule
+    value: PartMasker | None
+    key: PartMasker | None
+    headers: HeaderMasker | None
+
+    def mask(
+        self, key: bytes | None, value: bytes | None, headers: Headers | None
+    ) -> tuple[bytes | None, bytes | None, Headers | None, dict[str, int]]:
+        """One record's key, value and headers after this rule, and what it masked."""
+        counts: dict[str, int] = {}
+        if self.value is not None and value is not None:
+            new, found = self.value(value)
+            if found:
+                value = new
+                counts.update(found)
+        if self.key is not None and key is not None:
+            new, found = self.key(key)
+            if found:
+                key = new
+                _add(counts, found)
+        if self.headers is not None and headers:
+            headers = self.headers(headers, counts)
+        return key, value, headers, counts
+
+
+def _editor(plans: list[_Plan], result: PartitionResult) -> FieldEdit:
+    """The edit of each record of a partition by ``plans``; it counts into ``result``."""
+    if len(plans) == 1 and plans[0].key is None and plans[0].headers is None:
+        return _value_editor(plans[0], result)
+    by_rule = result.records_by_rule
+
+    def edit(key: bytes | None, value: bytes | None, headers: Headers | None) -> Edited:
+        masked = False
+        for plan in plans:
+            key, value, headers, counts = plan.mask(key, value, headers)
+            if counts:
+                masked = True
+                by_rule[plan.rule_id] += 1
+                plan.fields.update(counts)
+        if not masked:
+            return None
+        result.masked += 1
+        return key, value, headers
+
+    return edit
+
+
+def _value_editor(only: _Plan, result: PartitionResult) -> FieldEdit:
+    """:func:`_editor` for the common case, one rule on values, without its loop."""
+    by_rule = result.records_by_rule
+    mask_value = only.value
+    fields = only.fields
+    if mask_value is None:
+        return lambda key, value, headers: None
+
+    def value_only(key: bytes | None, value: bytes | None, headers: Headers | None) -> Edited:
+        if value is None:
+            return None
+        new, found = mask_value(value)
+        if not found:
+            return None
+        by_rule[only.rule_id] += 1
+        fields.update(found)
+        result.masked += 1
+        return key, new, None
+
+    return value_only
+
+
+class _NeedSchema(Exception):
+    """A pass met a schema id with no masker cached and its schema not yet fetched."""
+
+    def __init__(self, schema_id: int) -> None:
+        super().__init__(f"schema {schema_id} is needed")
+        self.schema_id = schema_id
+
+
+class _AvroPart:
+    """Avro values (or keys) in Confluent wire format under one rule: a masker per
+    schema id, looked up in the engine's cache once per partition."""
+
+    def __init__(
+        self,
+        engine: MaskingEngine,
+        compiled: CompiledMasking,
+        part: str,
+        spec: ValueMask,
+        schemas: dict[int, str],
+        schema_ids: set[int],
+    ) -> None:
+        self._engine = engine
+        self._compiled = compiled
+        self._part = part
+        self._spec = spec
+        self._schemas = schemas
+        self._schema_ids = schema_ids  # every id met, for the evidence
+        self._maskers: dict[bytes, AvroMasker] = {}  # by wire header (magic byte, id)
+
+    def mask(self, value: bytes) -> tuple[bytes, dict[str, int]]:
+        header = value[:5]
+        found = self._maskers.get(header)
+        if found is None:
+            found = self._maskers[header] = self._masker(value)
+        body, counts = found.mask(value[5:])
+        if not counts:
+            return value, counts
+        return header + body, counts
+
+    def _masker(self, value: bytes) -> AvroMasker:
+        schema_id, _ = split_wire(value)
+        self._schema_ids.add(schema_id)
+
+        def schema() -> str:
+            found = self._schemas.get(schema_id)
+            if found is None:
+                raise _NeedSchema(schema_id)
+            return found
+
+        return self._engine.avro_masker(self._compiled, self._part, self._spec, schema_id, schema)
+
+
 def _decoded(records: bytes | memoryview, max_batch_bytes: int) -> Run:
     try:
         return decode(records, max_batch_bytes)
     except BatchError as exc:
         raise MaskingFailed("bad_batch", str(exc)) from exc
-
-
-def _schema_ids(run: Run, rules: Sequence[CompiledMasking]) -> set[int]:
-    """The schema ids of every Avro value and key the rules will read."""
-    avro_value = any(r.rule.value is not None and r.rule.value.format == "avro" for r in rules)
-    avro_key = any(r.rule.key is not None and r.rule.key.format == "avro" for r in rules)
-    ids: set[int] = set()
-    if not (avro_value or avro_key):
-        return ids
-    try:
-        for item in run.batches:
-            for record in item.records or ():
-                if avro_value and record.value is not None:
-                    ids.add(split_wire(record.value)[0])
-                if avro_key and record.key is not None:
-                    ids.add(split_wire(record.key)[0])
-    except NotWireFormat as exc:
-        raise MaskingFailed("not_wire_format", str(exc)) from exc
-    return ids
 
 
 def _field_rules(part: str, spec: ValueMask) -> list[FieldRule]:

@@ -39,10 +39,10 @@ This module touches no I/O and knows nothing of schemas, paths or policies.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import string
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from gateway.masking import MaskingError
 
@@ -58,19 +58,29 @@ _UPPER = string.ascii_uppercase
 _PARTIAL_MASK = "*"
 
 
-def _row(byte: int) -> str:
-    """What an ASCII character becomes for each noise byte 0-255 (as :func:`hash_text`
-    maps it): digits and letters by the byte, anything else stays."""
+def _table(pick: Callable[[int], int]) -> bytes:
+    return bytes(pick(n) for n in range(256))
+
+
+def _ascii_class(byte: int) -> str | None:
     ch = chr(byte)
     for alphabet in (_DIGITS, _LOWER, _UPPER):
         if ch in alphabet:
-            return "".join(alphabet[n % len(alphabet)] for n in range(256))
-    return ch * 256
+            return alphabet
+    return None
 
 
-# Per ASCII code, the 256 characters it can become: hashing ASCII text is then two
-# lookups per character in C. Non-ASCII text takes the character loop.
-_HASH_ROWS = tuple(_row(b) for b in range(128))
+# Hashing ASCII text works on whole byte strings, so its cost hardly grows with length.
+# Each character becomes ``base + offset``: the base is ``0``, ``a`` or ``A`` for a
+# digit or letter (any other character is its own base, with offset 0), and the offset
+# is the noise byte modulo 10 or 26. Bases and offsets are read through translation
+# tables, the offsets picked by 0xFF/0x00 masks, and the sum taken as one big integer:
+# no byte exceeds ``z`` + 0, so nothing carries from one character into the next.
+_BASE = _table(lambda b: ord((_ascii_class(b) or chr(b))[0]) if b < 128 else b)
+_IS_DIGIT = _table(lambda b: 0xFF if _ascii_class(b) == _DIGITS else 0)
+_IS_LETTER = _table(lambda b: 0xFF if _ascii_class(b) in (_LOWER, _UPPER) else 0)
+_MOD_10 = _table(lambda n: n % 10)
+_MOD_26 = _table(lambda n: n % 26)
 # ASCII letters and digits to ``*`` (what str.isalnum() is true for in ASCII).
 _PARTIAL_ASCII = str.maketrans({c: _PARTIAL_MASK for c in _DIGITS + _LOWER + _UPPER})
 
@@ -80,12 +90,23 @@ class MaskKey:
     """The gateway-held HMAC key. Its repr shows a fingerprint, never the key."""
 
     secret: bytes = field(repr=False)
+    # HMAC's inner and outer hashes with the padded key already absorbed (RFC 2104):
+    # each digest then copies them instead of keying SHA-256 twice again.
+    _inner: Any = field(init=False, repr=False, compare=False)
+    _outer: Any = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.secret, bytes):
             raise MaskingError("masking key must be bytes")
         if len(self.secret) < MIN_KEY_BYTES:
             raise MaskingError(f"masking key must be at least {MIN_KEY_BYTES} bytes")
+        block = hashlib.sha256().block_size
+        padded = self.secret
+        if len(padded) > block:
+            padded = hashlib.sha256(padded).digest()
+        padded = padded.ljust(block, b"\x00")
+        object.__setattr__(self, "_inner", hashlib.sha256(bytes(b ^ 0x36 for b in padded)))
+        object.__setattr__(self, "_outer", hashlib.sha256(bytes(b ^ 0x5C for b in padded)))
 
     def __repr__(self) -> str:
         return f"MaskKey(fingerprint={self.fingerprint})"
@@ -99,16 +120,25 @@ class MaskKey:
 
     def digest(self, domain: bytes, value: bytes) -> bytes:
         """HMAC-SHA256 of ``value``; ``domain`` keeps equal bytes of different types apart."""
-        # hmac.digest: the one-shot C path (the same HMAC as hmac.new(...).digest()).
-        return hmac.digest(self.secret, domain + b"\x00" + value, "sha256")
+        return self._hmac(domain + b"\x00" + value)
+
+    def _hmac(self, message: bytes) -> bytes:
+        # The same bytes as hmac.digest(secret, message, "sha256"), in a third the time.
+        inner = self._inner.copy()
+        inner.update(message)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()  # type: ignore[no-any-return]
 
     def stream(self, domain: bytes, value: bytes, length: int) -> bytes:
         """``length`` pseudo-random bytes derived from ``value`` (HMAC in counter mode)."""
         seed = self.digest(domain, value)
+        if length <= 32:
+            return self._hmac(seed + b"\x00\x00\x00\x00")[:length]
         out = bytearray()
         counter = 0
         while len(out) < length:
-            out += hmac.digest(self.secret, seed + counter.to_bytes(4, "big"), "sha256")
+            out += self._hmac(seed + counter.to_bytes(4, "big"))
             counter += 1
         return bytes(out[:length])
 
@@ -148,7 +178,13 @@ def hash_text(text: str, key: MaskKey) -> str:
     """Format-preserving keyed hash: same length, digits stay digits, letters keep case."""
     noise = key.stream(b"string", text.encode("utf-8", "surrogatepass"), len(text))
     if text.isascii():
-        return "".join(map(str.__getitem__, map(_HASH_ROWS.__getitem__, text.encode()), noise))
+        raw = text.encode()
+        size = len(raw)
+        big = int.from_bytes
+        offsets = (big(raw.translate(_IS_DIGIT)) & big(noise.translate(_MOD_10))) | (
+            big(raw.translate(_IS_LETTER)) & big(noise.translate(_MOD_26))
+        )
+        return (big(raw.translate(_BASE)) + offsets).to_bytes(size).decode()
     out = []
     for ch, n in zip(text, noise, strict=True):
         if ch in _DIGITS:
@@ -184,6 +220,21 @@ def mask_string(value: str, method: Method, key: MaskKey | None) -> str | None:
     if method.kind == "partial":
         return partial_text(value, method.keep_last)
     return None
+
+
+def string_masker(method: Method, key: MaskKey | None) -> Callable[[str], str]:
+    """:func:`mask_string` with its method chosen once, for a method that keeps a
+    string a string (not ``null``)."""
+    if method.kind == "redact":
+        replacement = method.replacement
+        return lambda value: replacement
+    if method.kind == "hash":
+        needed = _need_key(key, "string")
+        return lambda value: hash_text(value, needed)
+    if method.kind == "partial":
+        keep_last = method.keep_last
+        return lambda value: partial_text(value, keep_last)
+    raise _refuse(method, "string")
 
 
 def _signed(raw: bytes, bits: int) -> int:

@@ -366,3 +366,76 @@ def test_recursive_schema_masks_along_the_path_only() -> None:
         "next": {"secret": "b", "next": {"secret": "****", "next": None}},
     }
     assert counts == {"r": 1}
+    # A record that holds itself cannot be scanned: it is decoded and encoded instead.
+    assert masker.scanner is None
+
+
+def _zigzag(n: int) -> bytes:
+    value = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _text(value: str) -> bytes:
+    raw = value.encode()
+    return _zigzag(len(raw)) + raw
+
+
+TAGGED: dict[str, Any] = {
+    "type": "record",
+    "name": "Tagged",
+    "fields": [
+        {"name": "id", "type": "long"},
+        {"name": "tags", "type": {"type": "array", "items": "string"}},
+        {"name": "email", "type": "string"},
+    ],
+}
+
+
+def test_unmasked_values_keep_their_bytes_even_when_not_as_fastavro_writes_them() -> None:
+    # id 1 as an over-long varint, and the tags array in a block that states its byte
+    # size (count -2, then the size): both valid Avro that fastavro would write shorter.
+    tags = _text("a") + _text("bc")
+    body = b"\x82\x00" + _zigzag(-2) + _zigzag(len(tags)) + tags + b"\x00" + _text("x@y.z")
+    masker = compile_masker(TAGGED, [FieldRule("email", Method("redact"), "r")], KEY)
+    masked, counts = masker.mask(body)
+    assert counts == {"r": 1}
+    assert masked == body[: -len(_text("x@y.z"))] + _text("****")
+    assert decode(masked, parse_schema(TAGGED)) == {"id": 1, "tags": ["a", "bc"], "email": "****"}
+
+
+def test_a_masked_value_in_a_block_that_states_its_size_is_masked_by_decoding() -> None:
+    # Masking changes the items' length, so the block's stated size would be wrong:
+    # the masker decodes and encodes this body instead of splicing it.
+    tags = _text("secret-1") + _text("secret-22")
+    body = b"\x02" + _zigzag(-2) + _zigzag(len(tags)) + tags + b"\x00" + _text("x@y.z")
+    masker = compile_masker(TAGGED, [FieldRule("tags[]", Method("redact"), "r")], KEY)
+    assert masker.scanner is not None
+    masked, counts = masker.mask(body)
+    assert counts == {"r": 2}
+    assert decode(masked, parse_schema(TAGGED)) == {
+        "id": 1,
+        "tags": ["****", "****"],
+        "email": "x@y.z",
+    }
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"\x02" + _zigzag(5) + _text("a") + b"\x00" + _text("e"),  # 5 items, 1 there
+        b"\x02\x01",  # a negative block count with no size after it
+        b"\x02\x00" + _zigzag(-3) + b"abc",  # a negative string length
+        b"\x02\x00" + _text("e") + b"\x00",  # a byte after the record
+        b"\x02\x00" + b"\x02\xff",  # a string that is not UTF-8, where it is masked
+        b"\xff" * 11,  # a varint over 10 bytes
+    ],
+)
+def test_the_scan_refuses_what_does_not_decode(body: bytes) -> None:
+    masker = compile_masker(TAGGED, [FieldRule("email", Method("hash"), "r")], KEY)
+    with pytest.raises(MaskingError, match="does not decode|bytes after"):
+        masker.mask(body)

@@ -5,6 +5,7 @@ path."""
 
 from __future__ import annotations
 
+import hmac
 import json
 import random
 import string
@@ -200,3 +201,17 @@ def test_the_wire_format_is_split_and_joined_and_anything_else_refused() -> None
     for bad in (b"", b"\x01\x00\x00\x00\x2abody", b"\x00\x00\x00"):
         with pytest.raises(NotWireFormat):
             split_wire(bad)
+
+
+@pytest.mark.parametrize("secret", [b"k" * 16, b"k" * 32, b"s" * 64, bytes(range(100))])
+def test_the_key_digest_is_hmac_sha256_of_domain_and_value(secret: bytes) -> None:
+    # Keys longer than SHA-256's block are hashed first, as RFC 2104 says.
+    key = MaskKey(secret)
+    for value in (b"", b"4111 1111 1111 1111", bytes(200)):
+        expected = hmac.digest(secret, b"string\x00" + value, "sha256")
+        assert key.digest(b"string", value) == expected
+    seed = hmac.digest(secret, b"fixed\x00abc", "sha256")
+    stream = hmac.digest(secret, seed + bytes(4), "sha256")
+    stream += hmac.digest(secret, seed + (1).to_bytes(4, "big"), "sha256")
+    assert key.stream(b"fixed", b"abc", 40) == stream[:40]
+    assert key.stream(b"fixed", b"abc", 7) == stream[:7]

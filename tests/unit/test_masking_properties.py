@@ -7,10 +7,12 @@ from __future__ import annotations
 import io
 from typing import Any
 
+import pytest
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gateway.masking import MaskingError
 from gateway.masking.avro import compile_masker
 from gateway.masking.methods import MaskKey, Method
 from gateway.masking.paths import FieldRule
@@ -174,3 +176,40 @@ def test_masking_without_rules_returns_the_body_byte_for_byte(
     schemaless_writer(out, parse_schema(schema), datum)
     masked, counts = compile_masker(schema, [], KEY).mask(out.getvalue())
     assert masked == out.getvalue() and counts == {}
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=cases())
+def test_the_scan_masks_as_decoding_and_encoding_does(
+    case: tuple[dict[str, Any], Any, list[FieldRule]],
+) -> None:
+    # The masker scans to the named values and splices; decoding the whole record and
+    # encoding it again is the reference it must agree with, value for value.
+    schema, datum, rules = case
+    parsed = parse_schema(schema)
+    out = io.BytesIO()
+    schemaless_writer(out, parsed, datum)
+    body = out.getvalue()
+    masker = compile_masker(schema, rules, KEY)
+    scanned, scanned_counts = masker.mask(body)
+    decoded, decoded_counts = masker.decode_and_mask(body)
+    assert (masker.scanner is not None) == bool(rules)
+    assert scanned == decoded
+    assert scanned_counts == decoded_counts
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=cases(), data=st.data())
+def test_a_cut_body_is_refused_by_the_scan(
+    case: tuple[dict[str, Any], Any, list[FieldRule]], data: st.DataObject
+) -> None:
+    schema, datum, rules = case
+    out = io.BytesIO()
+    schemaless_writer(out, parse_schema(schema), datum)
+    body = out.getvalue()
+    masker = compile_masker(schema, rules, KEY)
+    if masker.scanner is None or not body:
+        return
+    cut = data.draw(st.integers(0, len(body) - 1))
+    with pytest.raises(MaskingError, match="does not decode|bytes after"):
+        masker.mask(body[:cut])
