@@ -330,6 +330,18 @@ class AvroMasker:
                 pass  # a block with a byte size around a masked value: decode instead
         return self.decode_and_mask(body)
 
+    def mask_wire(self, value: bytes) -> tuple[bytes, dict[str, int]]:
+        """:meth:`mask` of a value in Confluent wire format (its 5-byte header kept)."""
+        if self.walker is None:
+            return value, {}
+        if self.scanner is not None:
+            try:
+                return self.scanner.mask(value, _HEADER.size)
+            except Unscannable:
+                pass
+        body, counts = self.decode_and_mask(value[_HEADER.size :])
+        return value[: _HEADER.size] + body, counts
+
     def decode_and_mask(self, body: bytes | memoryview) -> tuple[bytes, dict[str, int]]:
         """:meth:`mask` by decoding the whole body and encoding it again."""
         if self.walker is None:

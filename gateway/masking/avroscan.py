@@ -557,14 +557,16 @@ class Scanner:
     def __init__(self, step: Step) -> None:
         self._step = step
 
-    def mask(self, body: bytes) -> tuple[bytes, Counts]:
-        """The masked body and, per rule id, how many values were masked. Raises
-        :class:`MaskingError` for a body that does not decode with the writer schema
-        (never quoting it) and :class:`Unscannable` where the body must be decoded."""
+    def mask(self, body: bytes, start: int = 0) -> tuple[bytes, Counts]:
+        """The masked body and, per rule id, how many values were masked. The body
+        starts at ``start`` of ``body`` (the bytes before it are kept: a wire-format
+        header). Raises :class:`MaskingError` for a body that does not decode with the
+        writer schema (never quoting it) and :class:`Unscannable` where the body must
+        be decoded."""
         out: list[Splice] = []
         counts: Counts = {}
         try:
-            end = self._step(body, 0, out, counts)
+            end = self._step(body, start, out, counts)
         except (_Bad, IndexError) as exc:
             reason = str(exc) if isinstance(exc, _Bad) else "it ends early"
             raise MaskingError(
@@ -580,8 +582,8 @@ class Scanner:
             return body, counts
         pieces: list[bytes] = []
         at = 0
-        for start, stop, replacement in out:
-            pieces.append(body[at:start])
+        for begin, stop, replacement in out:
+            pieces.append(body[at:begin])
             pieces.append(replacement)
             at = stop
         pieces.append(body[at:])

@@ -256,17 +256,14 @@ def edit_fields(
         if edited is None:
             out += whole
             continue
-        if batch.codec != NONE:
-            edited = _compress(batch.codec, edited)
-        packed = pack_batch(batch, edited)
-        out += packed
+        encoded = edited if batch.codec == NONE else _compress(batch.codec, bytes(edited))
         result.rewritten += 1
-        result.bytes_rewritten += len(packed)
+        result.bytes_rewritten += append_batch(out, batch, encoded)
     result.records = bytes(out)
     return result
 
 
-def _edit_section(body: bytes, count: int, edit: FieldEdit, with_headers: bool) -> bytes | None:
+def _edit_section(body: bytes, count: int, edit: FieldEdit, with_headers: bool) -> bytearray | None:
     """The ``count`` records of ``body`` after ``edit``, or None when none changed."""
     out: bytearray | None = None
     copied = pos = 0
@@ -282,8 +279,9 @@ def _edit_section(body: bytes, count: int, edit: FieldEdit, with_headers: bool) 
             _, pos = decode_varint(body, pos)  # offset delta
             key_at = pos
             key, pos = _bytes(body, pos, end)
+            value_at = pos
             value, pos = _bytes(body, pos, end)
-            headers_at = pos
+            value_end = pos
             headers, pos = _headers(body, pos, end, with_headers)
             if pos != end:
                 raise BatchError("a record's length does not match its fields")
@@ -294,15 +292,23 @@ def _edit_section(body: bytes, count: int, edit: FieldEdit, with_headers: bool) 
                 out = bytearray()
             out += body[copied:start]
             new_key, new_value, new_headers = new
-            record = bytearray(body[fields_at:key_at])  # attributes and deltas as read
-            _put_bytes(record, new_key)
-            _put_bytes(record, new_value)
-            if new_headers is None:
-                record += body[headers_at:end]
-            else:
-                _put_headers(record, new_headers)
-            encode_varint(len(record), out.append)
-            out += record
+            # Attributes and deltas as read; the key and headers as read unless changed.
+            head = (
+                body[fields_at:value_at]
+                if new_key is key
+                else _with_key(body, fields_at, key_at, new_key)
+            )
+            size = _size_bytes(-1 if new_value is None else len(new_value))
+            tail = body[value_end:end] if new_headers is None else _encoded_headers(new_headers)
+            length = (
+                len(head) + len(size) + len(tail) + (0 if new_value is None else len(new_value))
+            )
+            out += _size_bytes(length)
+            out += head
+            out += size
+            if new_value is not None:
+                out += new_value
+            out += tail
             copied = end
     except (IndexError, UnicodeDecodeError) as exc:
         raise BatchError(f"records do not parse: {type(exc).__name__}") from exc
@@ -311,6 +317,18 @@ def _edit_section(body: bytes, count: int, edit: FieldEdit, with_headers: bool) 
     if out is None:
         return None
     out += body[copied:]
+    return out
+
+
+def _with_key(body: bytes, fields_at: int, key_at: int, key: bytes | None) -> bytes:
+    head = bytearray(body[fields_at:key_at])
+    _put_bytes(head, key)
+    return bytes(head)
+
+
+def _encoded_headers(headers: Headers) -> bytes:
+    out = bytearray()
+    _put_headers(out, headers)
     return bytes(out)
 
 
@@ -396,13 +414,22 @@ def read_batch(whole: memoryview) -> Batch:
     )
 
 
-def pack_batch(batch: Batch, encoded: bytes) -> bytes:
+def pack_batch(batch: Batch, encoded: bytes | bytearray) -> bytes:
     """A batch of ``batch``'s header fields around ``encoded`` (records, compressed as
     its attributes say), with its length and CRC-32C computed."""
-    out = bytearray(HEADER_SIZE)
+    out = bytearray()
+    append_batch(out, batch, encoded)
+    return bytes(out)
+
+
+def append_batch(out: bytearray, batch: Batch, encoded: bytes | bytearray) -> int:
+    """:func:`pack_batch` written at the end of ``out`` (no copy of the batch made);
+    returns its size."""
+    at = len(out)
+    out += bytes(HEADER_SIZE)
     HEADER.pack_into(
         out,
-        0,
+        at,
         batch.base_offset,
         HEADER_SIZE - LOG_OVERHEAD + len(encoded),
         batch.partition_leader_epoch,
@@ -418,8 +445,10 @@ def pack_batch(batch: Batch, encoded: bytes) -> bytes:
         batch.count,
     )
     out += encoded
-    struct.pack_into(">I", out, CRC_OFFSET, calc_crc32c(out[ATTRIBUTES_OFFSET:]))
-    return bytes(out)
+    with memoryview(out) as view:
+        crc = calc_crc32c(view[at + ATTRIBUTES_OFFSET :])
+    struct.pack_into(">I", out, at + CRC_OFFSET, crc)
+    return HEADER_SIZE + len(encoded)
 
 
 def crc_ok(whole: bytes | memoryview) -> bool:
@@ -559,6 +588,19 @@ def encode_records(records: list[Record]) -> bytes:
         _put_headers(body, record.headers)
         encode_varint(len(body), out.append)
         out += body
+    return bytes(out)
+
+
+# The varints of -1 to 63 (one byte each), looked up instead of encoded.
+_SHORT_SIZES = {n: bytes([((n << 1) ^ (n >> 63)) & 0xFF]) for n in range(-1, 64)}
+
+
+def _size_bytes(n: int) -> bytes:
+    found = _SHORT_SIZES.get(n)
+    if found is not None:
+        return found
+    out = bytearray()
+    encode_varint(n, out.append)
     return bytes(out)
 
 

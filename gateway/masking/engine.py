@@ -414,10 +414,7 @@ class _AvroPart:
         found = self._maskers.get(header)
         if found is None:
             found = self._maskers[header] = self._masker(value)
-        body, counts = found.mask(value[5:])
-        if not counts:
-            return value, counts
-        return header + body, counts
+        return found.mask_wire(value)
 
     def _masker(self, value: bytes) -> AvroMasker:
         schema_id, _ = split_wire(value)
