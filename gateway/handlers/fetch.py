@@ -182,8 +182,11 @@ def _after_unfinished(session: ClientSession, request: Request, budget: float) -
         task = asyncio.ensure_future(_resumed(earlier, asked, budget, fresh, nothing_yet))
         entry: tuple[object, asyncio.Task[Any]] = (asked, task)
         unfinished[leader] = entry
-        task.add_done_callback(lambda _: _forget_later(unfinished, leader, entry))
-        return _taken(unfinished, leader, entry)
+        # The timer that drops an untaken answer; cancelled once the client takes it,
+        # so a taken answer's records are not held on to for the rest of the 5 s.
+        timer: list[asyncio.TimerHandle] = []
+        task.add_done_callback(lambda _: timer.append(_forget_later(unfinished, leader, entry)))
+        return _taken(unfinished, leader, entry, timer)
 
     return send
 
@@ -192,7 +195,7 @@ def _forget_later(
     unfinished: dict[int, tuple[object, asyncio.Task[Any]]],
     leader: int,
     entry: tuple[object, asyncio.Task[Any]],
-) -> None:
+) -> asyncio.TimerHandle:
     """An answer the client has not taken within :data:`KEEP_UNTAKEN_S` of its arrival
     is dropped (its records with it): the client has moved on from that leader."""
 
@@ -200,19 +203,22 @@ def _forget_later(
         if unfinished.get(leader) is entry:
             del unfinished[leader]
 
-    asyncio.get_running_loop().call_later(KEEP_UNTAKEN_S, forget)
+    return asyncio.get_running_loop().call_later(KEEP_UNTAKEN_S, forget)
 
 
 async def _taken(
     unfinished: dict[int, tuple[object, asyncio.Task[Any]]],
     leader: int,
     entry: tuple[object, asyncio.Task[Any]],
+    timer: list[asyncio.TimerHandle],
 ) -> Sent:
     """The leader's answer for this client fetch. Abandoned (cancelled), the fetch goes
     on and stays the leader's unfinished one; answered, it is no longer unfinished."""
     result: Sent = await asyncio.shield(entry[1])
     if unfinished.get(leader) is entry:
         del unfinished[leader]
+    for handle in timer:
+        handle.cancel()  # a cancelled handle lets go of its callback, and the answer
     return result
 
 
@@ -230,6 +236,7 @@ async def _resumed(
     deadline = loop.time() + budget
     if earlier is not None:
         earlier_asked, task = earlier
+        earlier = None  # the earlier answer is not kept while this fetch runs
         await asyncio.wait([task], timeout=budget)
         if not task.done():
             return nothing_yet()
@@ -237,4 +244,6 @@ async def _resumed(
             response, topics = task.result()
             if response is not None and record_bytes(topics) > 0:
                 return response, topics
+            del response, topics
+        del task
     return await fresh(max(0.0, deadline - loop.time()))
