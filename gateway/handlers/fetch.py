@@ -31,6 +31,7 @@ from gateway.handlers.routing import PartitionedApi
 from gateway.protocol import codec
 from gateway.protocol.codec import EncodedBody, Request
 from gateway.session import ClientSession
+from gateway.upstream.connections import Unfinished
 from gateway.upstream.wire import EncodedRequest
 
 API = PartitionedApi(
@@ -180,50 +181,42 @@ def _after_unfinished(session: ClientSession, request: Request, budget: float) -
 
         earlier = unfinished.pop(leader, None)
         task = asyncio.ensure_future(_resumed(earlier, asked, budget, fresh, nothing_yet))
-        entry: tuple[object, asyncio.Task[Any]] = (asked, task)
+        entry = Unfinished(asked, task)
         unfinished[leader] = entry
-        # The timer that drops an untaken answer; cancelled once the client takes it,
-        # so a taken answer's records are not held on to for the rest of the 5 s.
-        timer: list[asyncio.TimerHandle] = []
-        task.add_done_callback(lambda _: timer.append(_forget_later(unfinished, leader, entry)))
-        return _taken(unfinished, leader, entry, timer)
+        task.add_done_callback(lambda _: _forget_later(unfinished, leader, entry))
+        return _taken(unfinished, leader, entry)
 
     return send
 
 
-def _forget_later(
-    unfinished: dict[int, tuple[object, asyncio.Task[Any]]],
-    leader: int,
-    entry: tuple[object, asyncio.Task[Any]],
-) -> asyncio.TimerHandle:
+def _forget_later(unfinished: dict[int, Unfinished], leader: int, entry: Unfinished) -> None:
     """An answer the client has not taken within :data:`KEEP_UNTAKEN_S` of its arrival
-    is dropped (its records with it): the client has moved on from that leader."""
+    is dropped (its records with it): the client has moved on from that leader. Taken
+    or used by the next fetch first, the entry is settled: the timer goes, so the
+    answer is not held on to for the rest of the 5 s."""
 
     def forget() -> None:
+        entry.timer = None
         if unfinished.get(leader) is entry:
             del unfinished[leader]
 
-    return asyncio.get_running_loop().call_later(KEEP_UNTAKEN_S, forget)
+    if entry.task.cancelled() or unfinished.get(leader) is not entry:
+        return  # taken already, or superseded: nothing to drop later
+    entry.timer = asyncio.get_running_loop().call_later(KEEP_UNTAKEN_S, forget)
 
 
-async def _taken(
-    unfinished: dict[int, tuple[object, asyncio.Task[Any]]],
-    leader: int,
-    entry: tuple[object, asyncio.Task[Any]],
-    timer: list[asyncio.TimerHandle],
-) -> Sent:
+async def _taken(unfinished: dict[int, Unfinished], leader: int, entry: Unfinished) -> Sent:
     """The leader's answer for this client fetch. Abandoned (cancelled), the fetch goes
     on and stays the leader's unfinished one; answered, it is no longer unfinished."""
-    result: Sent = await asyncio.shield(entry[1])
+    result: Sent = await asyncio.shield(entry.task)
     if unfinished.get(leader) is entry:
         del unfinished[leader]
-    for handle in timer:
-        handle.cancel()  # a cancelled handle lets go of its callback, and the answer
+    entry.settle()
     return result
 
 
 async def _resumed(
-    earlier: tuple[object, asyncio.Task[Any]] | None,
+    earlier: Unfinished | None,
     asked: object,
     budget: float,
     fresh: Callable[[float], Awaitable[Sent]],
@@ -235,12 +228,13 @@ async def _resumed(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + budget
     if earlier is not None:
-        earlier_asked, task = earlier
-        earlier = None  # the earlier answer is not kept while this fetch runs
-        await asyncio.wait([task], timeout=budget)
-        if not task.done():
+        await asyncio.wait([earlier.task], timeout=budget)
+        if not earlier.task.done():
             return nothing_yet()
-        if not task.cancelled() and task.exception() is None and earlier_asked == asked:
+        earlier.settle()  # used now or superseded: not held on to past this point
+        task, same = earlier.task, earlier.asked == asked
+        earlier = None
+        if not task.cancelled() and task.exception() is None and same:
             response, topics = task.result()
             if response is not None and record_bytes(topics) > 0:
                 return response, topics

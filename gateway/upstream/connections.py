@@ -39,6 +39,23 @@ class Reply:
     data: memoryview
 
 
+@dataclass(slots=True)
+class Unfinished:
+    """A request a client stopped waiting for that is still on the wire: what it
+    asked, its task, and the timer that drops its answer if nobody takes it."""
+
+    asked: object
+    task: asyncio.Task[Any]
+    timer: asyncio.TimerHandle | None = None
+
+    def settle(self) -> None:
+        """Its answer is taken or superseded: the timer, and with it the last hold on
+        the answer, goes."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+
 class UpstreamSession:
     """The broker connections that serve one client connection."""
 
@@ -49,7 +66,7 @@ class UpstreamSession:
         self._closed = False
         # Per broker, a request this client stopped waiting for that is still on the
         # wire, with what it asked (see gateway.handlers.fetch); cancelled at close.
-        self.unfinished: dict[int, tuple[object, asyncio.Task[Any]]] = {}
+        self.unfinished: dict[int, Unfinished] = {}
 
     # What handlers need of the cluster they serve, so that they reach it through this
     # one object (and a later switch of clusters happens behind it).
@@ -177,7 +194,8 @@ class UpstreamSession:
 
     async def close(self) -> None:
         self._closed = True
-        for _, task in self.unfinished.values():
-            task.cancel()
+        for entry in self.unfinished.values():
+            entry.task.cancel()
+            entry.settle()
         self.unfinished.clear()
         self.reset()

@@ -32,6 +32,7 @@ from prometheus_client import REGISTRY
 
 from gateway.handlers import fetch as fetch_handler
 from gateway.protocol.versions import FIND_COORDINATOR
+from gateway.upstream.connections import Unfinished
 from gateway.upstream.coordinators import GROUP
 from tests.unit.harness import (
     ADVERTISED,
@@ -362,29 +363,41 @@ async def test_a_late_answer_nobody_takes_is_dropped_after_a_while(
         await eventually(lambda: len(h.pool.sent_to(1)) == 2, "a new fetch to broker 1")
 
 
-async def test_an_answer_the_client_took_is_not_held_on_to(
+def recorded_entries(monkeypatch: pytest.MonkeyPatch) -> list[Unfinished]:
+    """Every leader fetch the Fetch handler starts, as it records them."""
+    entries: list[Unfinished] = []
+
+    class Recorded(Unfinished):
+        __slots__ = ()
+
+        def __init__(self, *args: Any) -> None:
+            super().__init__(*args)
+            entries.append(self)
+
+    monkeypatch.setattr(fetch_handler, "Unfinished", Recorded)
+    return entries
+
+
+async def test_an_answer_taken_or_used_by_the_next_fetch_is_not_held_on_to(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Each leader's answer used to stay referenced by its drop timer for KEEP_UNTAKEN_S
-    # after the client took it: at 125 MB/s of consume, hundreds of MB held for nothing.
-    # A taken answer's timer is cancelled, and a cancelled timer lets go of the answer.
-    timers: list[asyncio.TimerHandle] = []
-    forget_later = fetch_handler._forget_later
-
-    def recorded(*args: Any) -> asyncio.TimerHandle:
-        timers.append(forget_later(*args))
-        return timers[-1]
-
-    monkeypatch.setattr(fetch_handler, "_forget_later", recorded)
+    # Each late leader answer used to stay referenced by its drop timer for
+    # KEEP_UNTAKEN_S after the next fetch used it: at 125 MB/s of consume, 340 MB held
+    # for nothing. Taken or used, an entry is settled: its timer is gone.
+    entries = recorded_entries(monkeypatch)
     async with Harness() as h:
-        with_layout(h.pool)
-        h.client.send(fetch_both())
-        for sent in await h.sends(2):
-            sent.reply(fetched(sent.body, b"records"))
-        await h.answers(1)
+        sent = await answered_by_broker_2(h)
+        sent[1].reply(fetched(sent[1].body, b"from-1"))  # late: the first answer is out
         await settle()
-        assert len(timers) == 2
-        assert all(timer.cancelled() for timer in timers)
+        assert entries[0].timer is not None, "a late answer nobody took yet is kept"
+        h.client.send(fetch_both())
+        again = await h.sends(3)
+        again[2].reply(fetched(again[2].body, b"more-from-2"))
+        _, second = await h.answers(2)
+        assert records_of(second)[0] == b"from-1"  # the late answer, used
+        await settle()
+        assert len(entries) == 4
+        assert all(entry.timer is None for entry in entries)
         assert not h.connection.session.upstream.unfinished
 
 
