@@ -20,6 +20,10 @@ instead:
   fastavro and Java's default encoder do not) with a masked value inside: the size
   would no longer be true.
 
+A value no rule names is walked over, not read: an unmasked string that is not valid
+UTF-8 goes on as it was written (as it would reach the consumer from the broker), where
+a full decode refuses the record. A masked string must be UTF-8.
+
 Semantics are :mod:`gateway.masking.avro`'s (its compiler validated the rules first and
 supplies the value maskers), with one difference for the better: a masked value in a
 union keeps the branch it was read with, where re-encoding may move an ``int`` to an
