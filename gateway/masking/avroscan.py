@@ -35,7 +35,8 @@ No I/O, no asyncio, nothing cached at module level.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 from gateway.masking import MaskingError
@@ -170,9 +171,12 @@ def _as_step(op: Op) -> Step:
     return _run((op,))
 
 
-def _blocks(item: Step, entry_key: bool, width: int) -> Step:
+def _blocks(item: Step, entry_key: bool, width: int, *, masks: bool) -> Step:
     """Array (``entry_key`` False) or map blocks whose items each take ``item``; an item
-    at least ``width`` bytes wide (0: maybe none) bounds a block's count by what is left."""
+    at least ``width`` bytes wide (0: maybe none) bounds a block's count by what is left.
+
+    A block that states its byte size is jumped over whole when nothing in it is masked
+    (``masks`` False); with masked values inside, its size would no longer be true."""
 
     def blocks(buf: bytes, pos: int, out: list[Splice], counts: Counts) -> int:
         while True:
@@ -181,10 +185,11 @@ def _blocks(item: Step, entry_key: bool, width: int) -> Step:
                 return pos
             sized = count < 0
             if sized:
-                count = -count
-                size, pos = read_long(buf, pos)
-                if size < 0:
-                    raise _Bad("a negative block size")
+                size, pos = _block_size(buf, pos)
+                if not masks:
+                    pos += size
+                    continue
+                count = -count  # walked, not jumped: the size goes unused
             if count * max(width, 1) > len(buf) - pos + (0 if width else _MAX_EMPTY_ITEMS):
                 raise _Bad("a block holds more items than bytes left")
             marked = len(out)
@@ -205,38 +210,16 @@ def _skip_empty_blocks(buf: bytes, pos: int, out: list[Splice], counts: Counts) 
         if count == 0:
             return pos
         if count < 0:
-            pos = _jump(buf, pos)
+            size, pos = _block_size(buf, pos)
+            pos += size
 
 
-def _jump(buf: bytes, pos: int) -> int:
-    """Past a block whose byte size is at ``pos``."""
+def _block_size(buf: bytes, pos: int) -> tuple[int, int]:
+    """The byte size of a block (after its negative count) and where its items start."""
     size, pos = read_long(buf, pos)
     if size < 0:
         raise _Bad("a negative block size")
-    return pos + size
-
-
-def _skip_blocks(item: Op, entry_key: bool, width: int) -> Step:
-    """Skip array or map blocks (items at least ``width`` bytes wide, 1 or more); a
-    block with a byte size is jumped over whole."""
-    step = _as_step(item)
-
-    def skip(buf: bytes, pos: int, out: list[Splice], counts: Counts) -> int:
-        while True:
-            count, pos = read_long(buf, pos)
-            if count == 0:
-                return pos
-            if count < 0:
-                pos = _jump(buf, pos)
-                continue
-            if count * width > len(buf) - pos:
-                raise _Bad("a block holds more items than bytes left")
-            for _ in range(count):
-                if entry_key:
-                    pos = _skip_length(buf, pos)
-                pos = step(buf, pos, out, counts)
-
-    return skip
+    return size, pos
 
 
 def _union(branches: tuple[Step | None, ...]) -> Step:
@@ -257,6 +240,7 @@ class _Compiler:
         self._named = named
         self._maskers = maskers
         self._open: set[str] = set()  # records being compiled: a repeat is recursion
+        self._skips: dict[str, tuple[Op | None, int]] = {}
 
     def resolve(self, schema: Any) -> Any:
         return self._maskers.resolve(schema)
@@ -280,10 +264,11 @@ class _Compiler:
             item, width = self.skip(schema["items"])
             if item is None:
                 return (_CALL, _skip_empty_blocks), 1
-            return (_CALL, _skip_blocks(item, False, width)), 1
+            return (_CALL, _blocks(_as_step(item), False, width, masks=False)), 1
         if kind == "map":
             value, width = self.skip(schema["values"])
-            return (_CALL, _skip_blocks(value or (_SIZED, 0), True, width + 1)), 1
+            step = _as_step(value or (_SIZED, 0))
+            return (_CALL, _blocks(step, True, width + 1, masks=False)), 1
         if kind in ("record", "error"):
             return self._record_skip(schema)
         raise Unscannable(f"type {kind!r}")
@@ -292,12 +277,31 @@ class _Compiler:
         op, _ = self.skip(branch)
         return None if op is None else _as_step(op)
 
-    def _record_skip(self, schema: Mapping[str, Any]) -> tuple[Op | None, int]:
-        name = str(schema.get("name"))
+    @contextmanager
+    def _inside(self, record: Mapping[str, Any]) -> Iterator[None]:
+        """While ``record``'s fields are compiled; a record met again inside itself is
+        recursion, which the scan does not walk."""
+        name = str(record.get("name"))
         if name in self._open:
             raise Unscannable(f"record {name} holds itself")
         self._open.add(name)
         try:
+            yield
+        finally:
+            self._open.discard(name)
+
+    def _record_skip(self, schema: Mapping[str, Any]) -> tuple[Op | None, int]:
+        # Compiled once per named record: a type used in many places (or nested types
+        # used twice at every level) is not walked again each time.
+        name = str(schema.get("name"))
+        known = self._skips.get(name)
+        if known is not None:
+            return known
+        self._skips[name] = found = self._record_skip_new(schema)
+        return found
+
+    def _record_skip_new(self, schema: Mapping[str, Any]) -> tuple[Op | None, int]:
+        with self._inside(schema):
             ops: list[Op] = []
             width = 0
             for fld in schema["fields"]:
@@ -305,8 +309,6 @@ class _Compiler:
                 width += least
                 if op is not None:
                     ops.append(op)
-        finally:
-            self._open.discard(name)
         if not ops:
             return None, 0
         if len(ops) == 1:
@@ -335,13 +337,13 @@ class _Compiler:
             if inner is None:
                 return None
             _, width = self.skip(schema["items"])
-            return (_CALL, _blocks(_as_step(inner), False, width))
+            return (_CALL, _blocks(_as_step(inner), False, width, masks=True))
         if kind == "map" and VALUES in node.children:
             inner = self.scan(schema["values"], node.children[VALUES])
             if inner is None:
                 return None
             _, width = self.skip(schema["values"])
-            return (_CALL, _blocks(_as_step(inner), True, width + 1))
+            return (_CALL, _blocks(_as_step(inner), True, width + 1, masks=True))
         return None
 
     def _branch_scan(self, branch: Any, node: RuleNode) -> tuple[bool, Step | None]:
@@ -352,11 +354,7 @@ class _Compiler:
         return True, self._branch_skip(branch)
 
     def _record_scan(self, schema: Mapping[str, Any], node: RuleNode) -> Op | None:
-        name = str(schema.get("name"))
-        if name in self._open:
-            raise Unscannable(f"record {name} holds itself")
-        self._open.add(name)
-        try:
+        with self._inside(schema):
             ops: list[Op] = []
             masked = False
             for fld in schema["fields"]:
@@ -368,8 +366,6 @@ class _Compiler:
                     op, _ = self.skip(fld["type"])
                 if op is not None:
                     ops.append(op)
-        finally:
-            self._open.discard(name)
         return (_CALL, _run(tuple(ops))) if masked else None
 
     def _leaf(self, schema: Any, rule: FieldRule) -> Step | None:

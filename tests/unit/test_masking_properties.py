@@ -143,18 +143,21 @@ def cases(draw: st.DrawFn) -> tuple[dict[str, Any], Any, list[FieldRule]]:
     return schema, datum, rules
 
 
+def encoded(schema: Any, datum: Any) -> bytes:
+    out = io.BytesIO()
+    schemaless_writer(out, parse_schema(schema), datum)
+    return out.getvalue()
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=cases())
 def test_masking_keeps_records_decodable_and_changes_only_named_fields(
     case: tuple[dict[str, Any], Any, list[FieldRule]],
 ) -> None:
     schema, datum, rules = case
-    parsed = parse_schema(schema)
-    out = io.BytesIO()
-    schemaless_writer(out, parsed, datum)
     masker = compile_masker(schema, rules, KEY)
     assert masker.unmatched == ()
-    masked, _counts = masker.mask(out.getvalue())
+    masked, _counts = masker.mask(encoded(schema, datum))
     after = schemaless_reader(io.BytesIO(masked), parse_schema(schema), None)
     before_leaves, after_leaves = read_leaves(schema, datum), read_leaves(schema, after)
     named = {rule.path for rule in rules}
@@ -173,10 +176,9 @@ def test_masking_without_rules_returns_the_body_byte_for_byte(
     case: tuple[dict[str, Any], Any, list[FieldRule]],
 ) -> None:
     schema, datum, _ = case
-    out = io.BytesIO()
-    schemaless_writer(out, parse_schema(schema), datum)
-    masked, counts = compile_masker(schema, [], KEY).mask(out.getvalue())
-    assert masked == out.getvalue() and counts == {}
+    body = encoded(schema, datum)
+    masked, counts = compile_masker(schema, [], KEY).mask(body)
+    assert masked == body and counts == {}
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -187,10 +189,7 @@ def test_the_scan_masks_as_decoding_and_encoding_does(
     # The masker scans to the named values and splices; decoding the whole record and
     # encoding it again is the reference it must agree with, value for value.
     schema, datum, rules = case
-    parsed = parse_schema(schema)
-    out = io.BytesIO()
-    schemaless_writer(out, parsed, datum)
-    body = out.getvalue()
+    body = encoded(schema, datum)
     masker = compile_masker(schema, rules, KEY)
     scanned, scanned_counts = masker.mask(body)
     decoded, decoded_counts = masker.decode_and_mask(body)
@@ -205,9 +204,7 @@ def test_a_cut_body_is_refused_by_the_scan(
     case: tuple[dict[str, Any], Any, list[FieldRule]], data: st.DataObject
 ) -> None:
     schema, datum, rules = case
-    out = io.BytesIO()
-    schemaless_writer(out, parse_schema(schema), datum)
-    body = out.getvalue()
+    body = encoded(schema, datum)
     masker = compile_masker(schema, rules, KEY)
     if masker.scanner is None or not body:
         return
@@ -289,9 +286,7 @@ def test_the_scan_agrees_through_multi_branch_unions_named_and_logical_types(
 ) -> None:
     paths = data.draw(st.lists(st.sampled_from(RICH_PATHS), unique=True, min_size=1))
     rules = [FieldRule(p, Method(data.draw(st.sampled_from(["redact", "hash"]))), p) for p in paths]
-    out = io.BytesIO()
-    schemaless_writer(out, parse_schema(RICH_SCHEMA), datum)
-    body = out.getvalue()
+    body = encoded(RICH_SCHEMA, datum)
     masker = compile_masker(RICH_SCHEMA, rules, KEY)
     assert masker.scanner is not None
     scanned, scanned_counts = masker.mask(body)
@@ -305,9 +300,7 @@ def test_the_scan_agrees_through_multi_branch_unions_named_and_logical_types(
 def test_the_scan_of_damaged_bytes_refuses_or_masks_never_crashes(
     datum: dict[str, Any], data: st.DataObject
 ) -> None:
-    out = io.BytesIO()
-    schemaless_writer(out, parse_schema(RICH_SCHEMA), datum)
-    body = bytearray(out.getvalue())
+    body = bytearray(encoded(RICH_SCHEMA, datum))
     for _ in range(data.draw(st.integers(1, 4))):
         body[data.draw(st.integers(0, len(body) - 1))] = data.draw(st.integers(0, 255))
     masker = compile_masker(RICH_SCHEMA, [FieldRule(p, Method("hash"), p) for p in RICH_PATHS], KEY)
