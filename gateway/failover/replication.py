@@ -151,8 +151,12 @@ class ReplicationStatus:
 def mirrored(source_topics: Iterable[str], target_topics: Iterable[str]) -> list[str]:
     """Topics on both clusters that MirrorMaker could have mirrored (not its own, not
     internal ones)."""
-    both = set(source_topics) & set(target_topics)
-    return sorted(t for t in both if not _NOT_MIRRORED.fullmatch(t))
+    return mirrorable(set(source_topics) & set(target_topics))
+
+
+def mirrorable(topics: Iterable[str]) -> list[str]:
+    """Those of ``topics`` MirrorMaker could mirror (not its own, not internal ones)."""
+    return sorted(t for t in set(topics) if not _NOT_MIRRORED.fullmatch(t))
 
 
 async def replication_status(

@@ -166,6 +166,63 @@ async def test_status_counts_exactly_what_the_secondary_still_lacks(
         assert dev.read_password(info) not in out.getvalue()
 
 
+async def test_a_drill_dry_run_hands_groups_over_exactly_where_offsets_match(
+    mirror: dev.MirrorInfo,
+    clusters: dict[str, dev.ClusterInfo],
+    direct: Endpoint,
+    tmp_path: Path,
+) -> None:
+    tag = uuid.uuid4().hex[:10]
+    topic, group, only = f"mirror-drill-{tag}", f"mirror-drill-group-{tag}", f"drillonly-{tag}"
+    data, _ = gateway_config_data(clusters["primary"])
+    data["clusters"] = {name: cluster_section(info) for name, info in clusters.items()}
+    config_file = tmp_path / "gateway.yaml"
+    config_file.write_text(yaml.safe_dump(data), encoding="utf-8")
+    config = parse_config(data, "integration-test", environ={})
+    assert config.clusters.secondary is not None
+
+    await acreate_topic(direct, topic, 2, 3)
+    await acreate_topic(direct, only, 1, 3)  # MirrorMaker here copies mirror-* only
+    # Partition 0 gets a transaction's markers and aborted records (offsets the copy
+    # does not have); partition 1 plain records (copied at the same offsets).
+    await asyncio.to_thread(_transactions, direct, topic)
+    await asyncio.to_thread(_produce, direct, topic, [b"p0-%d" % i for i in range(10)], 0)
+    await asyncio.to_thread(_produce, direct, topic, [b"p1-%d" % i for i in range(6)], 1)
+    await asyncio.to_thread(_read_as_group, direct, topic, group, 4 + 10 + 6)
+    await _wait(
+        lambda: replication_status(
+            config.clusters.primary,
+            config.clusters.secondary,
+            topics=re.compile(re.escape(topic)),
+            groups=re.compile(re.escape(group)),
+        ),
+        lambda s: s.caught_up and len(s.groups) == 2 and all(g.synced for g in s.groups),
+    )
+
+    argv = ["drill", "--to", "secondary", "--config", str(config_file)]
+    argv += ["--topics", f"{re.escape(topic)}|{re.escape(only)}", "--groups", re.escape(group)]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = await asyncio.to_thread(failover_cli.main, [*argv, "--dry-run", "--json"])
+    assert code == 0
+    plan = json.loads(out.getvalue())
+    assert plan["caught_up"] is True and plan["pending"] == 0
+    assert plan["same_offsets"] == [{"topic": topic, "partition": 1}]
+    assert plan["not_mirrored"] == [only]
+    moves = {g["partition"]: g for g in plan["groups"]}
+    # Same offsets: the commit itself is handed over; nothing is read again.
+    assert (moves[1]["source_committed"], moves[1]["handoff"], moves[1]["reread"]) == (6, 6, 0)
+    # Offsets differ: MirrorMaker's checkpoint, and what lies between is read again.
+    gapped = moves[0]
+    assert gapped["source_committed"] == 19 and gapped["same_offsets"] is False
+    assert gapped["handoff"] == gapped["checkpoint"]["target"]
+    assert gapped["reread"] == 19 - gapped["checkpoint"]["source"]
+    for info in clusters.values():
+        assert dev.read_password(info) not in out.getvalue()
+    # The drill itself is not built: without --dry-run it is refused, nothing done.
+    assert await asyncio.to_thread(failover_cli.main, argv) == 2
+
+
 async def test_the_gateway_watches_the_lag_and_exports_it(
     mirror: dev.MirrorInfo,
     clusters: dict[str, dev.ClusterInfo],
