@@ -52,6 +52,7 @@ from gateway.audit.log import AuditLog
 from gateway.audit.recorder import Recorder
 from gateway.config import AdminRole
 from gateway.errors import AuditUnavailable, GatewayError
+from gateway.failover.drill import drill_plan
 from gateway.session import Services
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,51 @@ async def clusters(request: web.Request) -> web.Response:
     if services.replication is not None:
         body["replication"] = services.replication.describe()
     return web.json_response(body)
+
+
+# How long a drill's dry run may read both clusters before it answers 504.
+DRILL_READ_TIMEOUT_S = 60.0
+_DRILL_BODY = 'a JSON object: {"to": "secondary", "dry_run": true}'
+
+
+async def failover_drill(request: web.Request) -> web.Response:
+    """``{"to": "secondary", "dry_run": true}``: what a drill would meet now (see
+    :mod:`gateway.failover.drill`); nothing is changed. The drill itself is not built:
+    without ``dry_run`` it answers 501."""
+    config = request.app[SERVICES].config
+    secondary = config.clusters.secondary
+    if secondary is None:
+        return _error(409, "no clusters.secondary is configured")
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        return _error(400, f"body: {_DRILL_BODY}")
+    if not isinstance(body, dict):
+        return _error(400, f"body: {_DRILL_BODY}")
+    if body.get("to") != "secondary":
+        return _error(400, 'to: "secondary" (a drill back needs replication the other way)')
+    if body.get("dry_run") is not True:
+        return _error(
+            501, "only a dry run is built: the drill itself (fence writes, switch, release) is not"
+        )
+    log.info("admin API: failover drill dry run requested by %s", request[CALLER].principal)
+    replication = config.clusters.replication
+    try:
+        async with asyncio.timeout(DRILL_READ_TIMEOUT_S):
+            plan = await drill_plan(
+                config.clusters.primary,
+                secondary,
+                source_alias=replication.source_alias,
+                target_alias=replication.target_alias,
+                topics=replication.topic_pattern,
+                groups=replication.group_pattern,
+            )
+    except TimeoutError:
+        return _error(504, f"the clusters did not answer within {DRILL_READ_TIMEOUT_S:.0f}s")
+    except Exception as exc:  # noqa: BLE001 - any cluster error: named, never quoted
+        log.warning("admin API: a drill dry run could not read the clusters: %r", exc)
+        return _error(502, f"the clusters could not be read ({type(exc).__name__})")
+    return web.json_response(plan.as_json())
 
 
 async def metrics_endpoint(_: web.Request) -> web.Response:
@@ -245,6 +291,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/sessions", sessions, _roles("operator", "auditor", "admin")),
     Route("GET", "/policy", policy, _roles("operator", "auditor", "admin")),
     Route("POST", "/policy/reload", policy_reload, _roles("operator", "admin")),
+    Route("POST", "/failover/drill", failover_drill, _roles("operator", "admin")),
     Route("GET", "/audit/events", audit_events, _roles("auditor", "admin")),
     Route("GET", "/audit/sessions", audit_sessions, _roles("auditor", "admin")),
     Route("GET", "/audit/sessions/{id}", audit_session, _roles("auditor", "admin")),

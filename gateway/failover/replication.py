@@ -259,10 +259,17 @@ class Side:
         self._committed: dict[str, dict[tuple[str, int], int]] = {}
 
     async def __aenter__(self) -> Side:
-        await self.consumer.start()
+        # A client whose start failed still holds its connections and tasks: stopped
+        # here too, so a cluster that cannot be reached leaks nothing.
+        try:
+            await self.consumer.start()
+        except BaseException:
+            await self.consumer.stop()
+            raise
         try:
             await self.admin.start()
         except BaseException:
+            await self.admin.close()
             await self.consumer.stop()
             raise
         return self

@@ -13,6 +13,8 @@ import io
 import json
 import re
 import time
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -82,6 +84,19 @@ def _read_as_group(ep: Endpoint, topic: str, group: str, count: int) -> None:
         consumer.commit(asynchronous=False)
     finally:
         consumer.close()
+
+
+def _admin_post(url: str, body: dict[str, Any]) -> tuple[int, Any]:
+    request = urllib.request.Request(  # noqa: S310 - a test URL
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
 
 
 async def _wait(read: Any, done: Any) -> ReplicationStatus:
@@ -262,8 +277,19 @@ async def test_the_gateway_watches_the_lag_and_exports_it(
                 break
             assert time.monotonic() < deadline, shown
             await asyncio.sleep(0.5)
+        # The same gateway's admin API: what a drill would meet, for operators.
+        status, plan = await asyncio.to_thread(
+            _admin_post,
+            f"http://127.0.0.1:{ports['admin']}/failover/drill",
+            {"to": "secondary", "dry_run": True},
+        )
     finally:
         await gateway.stop()
+    assert status == 200, plan
+    assert (plan["source"], plan["target"], plan["pending"]) == ("primary", "secondary", 5)
+    assert [(g["group"], g["topic"], g["handoff"], g["reread"]) for g in plan["groups"]] == [
+        (group, copied, 5, 0)
+    ]
     assert (shown["source"], shown["target"]) == ("primary", "secondary")
     assert shown["error"] is None and shown["read_at"] is not None
     assert (shown["caught_up"], shown["pending"], shown["pending_exact"]) == (False, 5, True)

@@ -86,12 +86,15 @@ async def make_client() -> AsyncIterator[Callable[..., Awaitable[tuple[Client, S
         jwt: Jwt | None = None,
         policy_dir: Path | None = None,
         audit: dict[str, Any] | None = None,
+        clusters: dict[str, Any] | None = None,
         **limits: Any,
     ) -> tuple[Client, Services]:
         limits.setdefault("failed_authentication_delay_seconds", 0)
         overrides: dict[str, Any] = {"admin": admin or _admin()}
         if audit is not None:
             overrides["audit"] = audit
+        if clusters is not None:
+            overrides["clusters"] = clusters
         config = harness_config(overrides, **limits)
         pool = ScriptedPool(config)
         services = Services(config, pool, Authenticator(config), policies=PolicyStore(policy_dir))
@@ -747,3 +750,62 @@ async def test_audit_endpoints_answer_404_when_audit_is_off(make_client: Any) ->
     response = await client.get("/audit/events", headers=_bearer(AUDITOR_TOKEN))
     assert response.status == 404
     assert "audit is not configured" in (await response.json())["error"]
+
+
+# -- /failover/drill ----------------------------------------------------------------------
+
+# Nothing listens on port 1: reading either cluster fails at once.
+UNREACHABLE = {
+    "primary": {"bootstrap_servers": ["127.0.0.1:1"], "health": {"canary_topic": None}},
+    "secondary": {"bootstrap_servers": ["127.0.0.1:1"], "health": {"canary_topic": None}},
+}
+
+
+async def test_a_drill_dry_run_needs_a_secondary_cluster(make_client: Any) -> None:
+    client, _ = await make_client()
+    response = await client.post(
+        "/failover/drill",
+        json={"to": "secondary", "dry_run": True},
+        headers=_bearer(OPERATOR_TOKEN),
+    )
+    assert response.status == 409
+    assert (await response.json())["error"] == "no clusters.secondary is configured"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "says"),
+    [
+        (b"not json", 400, "body: a JSON object"),
+        (b"[1, 2]", 400, "body: a JSON object"),
+        (b'{"to": "primary", "dry_run": true}', 400, 'to: "secondary"'),
+        (b'{"to": "secondary"}', 501, "only a dry run is built"),
+        (b'{"to": "secondary", "dry_run": false}', 501, "only a dry run is built"),
+        (b'{"to": "secondary", "dry_run": true}', 502, "could not be read (KafkaConnectionError)"),
+    ],
+)
+async def test_a_drill_is_refused_unless_it_is_a_dry_run_of_a_move_to_the_secondary(
+    make_client: Any, body: bytes, status: int, says: str
+) -> None:
+    client, _ = await make_client(clusters=UNREACHABLE)
+    response = await client.post(
+        "/failover/drill",
+        data=body,
+        headers={**_bearer(OPERATOR_TOKEN), "Content-Type": "application/json"},
+    )
+    assert response.status == status
+    error = (await response.json())["error"]
+    assert says in error
+    assert "127.0.0.1" not in error
+
+
+@pytest.mark.parametrize(("token", "status"), [(None, 401), (VIEWER_TOKEN, 403)])
+async def test_a_drill_dry_run_is_for_operators(
+    make_client: Any, token: str | None, status: int
+) -> None:
+    client, _ = await make_client(clusters=UNREACHABLE)
+    response = await client.post(
+        "/failover/drill",
+        json={"to": "secondary", "dry_run": True},
+        headers=_bearer(token) if token else {},
+    )
+    assert response.status == status
