@@ -7,8 +7,8 @@ the values a rule masks; every other value is skipped by its length (strings, by
 its varint (int, long, enum, union branch, block count) or its size (float, double,
 boolean, fixed). Each masked value is encoded again as the writer would encode it
 and put in place of the original bytes. A body that ends early, runs past its end,
-has bytes left over, a negative length or a branch the union does not have is refused
-exactly as a full decode refuses it.
+has bytes left over, a negative length or a branch the union does not have is refused,
+as a full decode refuses it.
 
 This is what :class:`~gateway.masking.avro.AvroMasker` runs; decoding the whole record
 into Python objects and encoding it again costs several times as much. Where a scan
@@ -21,8 +21,9 @@ instead:
   would no longer be true.
 
 A value no rule names is walked over, not read: an unmasked string that is not valid
-UTF-8 goes on as it was written (as it would reach the consumer from the broker), where
-a full decode refuses the record. A masked string must be UTF-8.
+UTF-8, or an unmasked enum index past its symbols, goes on as it was written (as it
+would reach the consumer from the broker), where a full decode refuses the record. A
+masked value must decode.
 
 Semantics are :mod:`gateway.masking.avro`'s (its compiler validated the rules first and
 supplies the value maskers), with one difference for the better: a masked value in a
