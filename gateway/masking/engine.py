@@ -104,18 +104,24 @@ class MaskingEngine:
         self, topic: str, records: bytes | memoryview, rules: Sequence[CompiledMasking]
     ) -> PartitionResult:
         # One pass masks and writes back. A writer schema is needed only where no masker
-        # for it is cached yet: the pass then stops, the schema is fetched, and the pass
-        # starts again knowing it (ids never change meaning, so a later pass agrees).
+        # for it is cached yet: the pass then stops, the schema ids of every record the
+        # rules read are collected, their schemas fetched, and the pass made again (ids
+        # never change meaning, so it agrees). Two passes at most, however many new ids.
         schemas: dict[int, str] = {}
-        while True:
-            try:
-                return await self._offload(
-                    len(records), lambda: self._apply(records, rules, schemas)
-                )
-            except _NeedSchema as need:
-                if need.schema_id in schemas:  # a pass never asks twice; never loop
-                    raise MaskingFailed("undecodable", "a writer schema was asked twice") from None
-                schemas[need.schema_id] = await self._schema(need.schema_id)
+        size = len(records)
+        try:
+            return await self._offload(size, lambda: self._apply(records, rules, schemas))
+        except _NeedSchema:
+            pass
+        ids = await self._offload(size, lambda: _wire_ids(records, rules, self._max_batch))
+        for schema_id in sorted(ids):
+            schemas[schema_id] = await self._schema(schema_id)
+        try:
+            return await self._offload(size, lambda: self._apply(records, rules, schemas))
+        except _NeedSchema as need:  # every id was fetched: this cannot be
+            raise MaskingFailed(
+                "undecodable", f"schema {need.schema_id} was needed after it was fetched"
+            ) from None
 
     async def unregistered(self, topic: str, records: bytes | memoryview) -> str | None:
         """Why ``records`` may not be written to a topic that requires registered schemas
@@ -434,6 +440,30 @@ def _decoded(records: bytes | memoryview, max_batch_bytes: int) -> Run:
         return decode(records, max_batch_bytes)
     except BatchError as exc:
         raise MaskingFailed("bad_batch", str(exc)) from exc
+
+
+def _wire_ids(
+    records: bytes | memoryview, rules: Sequence[CompiledMasking], max_batch_bytes: int
+) -> set[int]:
+    """The schema ids of every Avro value and key the rules read, in one walk."""
+    values = any(r.rule.value is not None and r.rule.value.format == "avro" for r in rules)
+    keys = any(r.rule.key is not None and r.rule.key.format == "avro" for r in rules)
+    ids: set[int] = set()
+
+    def collect(key: bytes | None, value: bytes | None, headers: Headers | None) -> Edited:
+        if values and value is not None:
+            ids.add(split_wire(value)[0])
+        if keys and key is not None:
+            ids.add(split_wire(key)[0])
+        return None
+
+    try:
+        edit_fields(records, collect, max_batch_bytes=max_batch_bytes)
+    except NotWireFormat as exc:
+        raise MaskingFailed("not_wire_format", str(exc)) from exc
+    except BatchError as exc:
+        raise MaskingFailed("bad_batch", str(exc)) from exc
+    return ids
 
 
 def _field_rules(part: str, spec: ValueMask) -> list[FieldRule]:

@@ -216,6 +216,40 @@ async def test_an_unknown_schema_id_refuses_the_partition() -> None:
     assert failed.value.cause == "schema_not_found"
 
 
+class ManySchemas(Schemas):
+    """Every id from 41 up is the customer schema, registered under another id."""
+
+    async def schema_by_id(self, schema_id: int) -> RegisteredSchema:
+        self.asked.append(schema_id)
+        return RegisteredSchema(id=schema_id, schema=json.dumps(CUSTOMER), schema_type="AVRO")
+
+
+async def test_new_schema_ids_are_fetched_once_each_and_the_partition_walked_twice_at_most(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Records of 40 ids no masker knows yet: one pass stops at the first, the ids are
+    # collected, each schema is fetched once, and one more pass masks them all.
+    schemas = ManySchemas()
+    masking = engine(schemas)
+    passes: list[int] = []
+    apply = masking._apply
+
+    def counted(*args: Any) -> Any:
+        passes.append(1)
+        return apply(*args)
+
+    monkeypatch.setattr(masking, "_apply", counted)
+    records = batch([avro(customer(n), schema_id=41 + n) for n in range(40)])
+    policy = rules("customers")
+    result = await masking.mask("customers", records, policy)
+    assert result.masked == 40 and len(passes) == 2
+    assert sorted(schemas.asked) == list(range(41, 81))
+    assert result.evidence()["schema_ids"] == list(range(41, 81))
+    # Maskers cached now: one pass, nothing asked.
+    await masking.mask("customers", records, policy)
+    assert len(passes) == 3 and len(schemas.asked) == 40
+
+
 async def test_an_unreachable_registry_refuses_the_partition_until_it_answers() -> None:
     schemas = Schemas()
     schemas.down = True
