@@ -18,14 +18,17 @@ import json
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from gateway.config import load_config
 from gateway.errors import ConfigError
 from gateway.failover.drill import DrillPlan, drill_plan
 from gateway.failover.mirror_records import MirrorRecordError
 from gateway.failover.replication import ReplicationStatus, replication_status
+
+T = TypeVar("T")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -145,29 +148,14 @@ def drill_text(plan: DrillPlan) -> str:
     return "\n".join(lines)
 
 
-async def _status(ns: argparse.Namespace) -> ReplicationStatus:
+async def _read(ns: argparse.Namespace, read: Callable[..., Awaitable[T]]) -> T:
+    """``read`` (the replication status, a drill's plan) of the configured clusters."""
     config = load_config(ns.config)
     if config.clusters.secondary is None:
         raise ConfigError(f"{ns.config}: clusters.secondary is not configured")
     replication = config.clusters.replication
     async with asyncio.timeout(ns.timeout):
-        return await replication_status(
-            config.clusters.primary,
-            config.clusters.secondary,
-            source_alias=replication.source_alias,
-            target_alias=replication.target_alias,
-            topics=ns.topics or replication.topic_pattern,
-            groups=ns.groups,
-        )
-
-
-async def _drill(ns: argparse.Namespace) -> DrillPlan:
-    config = load_config(ns.config)
-    if config.clusters.secondary is None:
-        raise ConfigError(f"{ns.config}: clusters.secondary is not configured")
-    replication = config.clusters.replication
-    async with asyncio.timeout(ns.timeout):
-        return await drill_plan(
+        return await read(
             config.clusters.primary,
             config.clusters.secondary,
             source_alias=replication.source_alias,
@@ -189,10 +177,10 @@ def main(argv: list[str]) -> int:
         return 2
     try:
         if ns.command == "drill":
-            plan = asyncio.run(_drill(ns))
+            plan = asyncio.run(_read(ns, drill_plan))
             print(json.dumps(plan.as_json(), indent=2) if ns.json else drill_text(plan))
             return 0
-        status = asyncio.run(_status(ns))
+        status = asyncio.run(_read(ns, replication_status))
     except ConfigError as exc:
         print(f"{what}: {exc}", file=sys.stderr)
         return 2

@@ -28,7 +28,6 @@ It changes nothing on either cluster.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -40,11 +39,9 @@ from gateway.failover.replication import (
     PartitionLag,
     ReplicationStatus,
     Side,
-    checkpoint_tail,
-    group_syncs,
     mirrorable,
-    partition_lags,
-    sync_tail,
+    point_json,
+    reading,
 )
 
 
@@ -83,7 +80,6 @@ class Handoff:
         return max(0, self.source_committed - self.target_committed)
 
     def as_json(self) -> dict[str, Any]:
-        checkpoint = self.checkpoint
         return {
             "group": self.group,
             "topic": self.topic,
@@ -92,11 +88,7 @@ class Handoff:
             "handoff": self.handoff,
             "same_offsets": self.same_offsets,
             "reread": self.reread,
-            "checkpoint": (
-                {"source": checkpoint.upstream, "target": checkpoint.downstream}
-                if checkpoint is not None
-                else None
-            ),
+            "checkpoint": point_json(self.checkpoint),
             "target_committed": self.target_committed,
             "reread_from_synced": self.reread_from_synced,
         }
@@ -192,12 +184,8 @@ async def drill_plan(
 ) -> DrillPlan:
     """Read what a drill from ``source`` to ``target`` would meet now (nothing is
     changed on either cluster)."""
-    async with (
-        Side(source) as src,
-        Side(target) as tgt,
-        sync_tail(source, target_alias) as sync_reader,
-        checkpoint_tail(target, source_alias) as checkpoint_reader,
-    ):
+    async with reading(source, target, source_alias, target_alias) as clusters:
+        src, tgt = clusters.src, clusters.tgt
         source_topics = [
             t
             for t in mirrorable(await src.consumer.topics())
@@ -205,21 +193,14 @@ async def drill_plan(
         ]
         target_topics = set(await tgt.consumer.topics())
         names = [t for t in source_topics if t in target_topics]
-        syncs = await sync_reader.read(src)
-        partitions = await partition_lags(src, tgt, names, syncs, pending_read_limit)
-        latest = await checkpoint_reader.read(tgt)
-        chosen = [c for c in latest.values() if groups is None or groups.fullmatch(c.group)]
-        synced = await group_syncs(src, tgt, chosen)
+        status, latest = await clusters.status(names, groups, pending_read_limit)
         group_ids = sorted(
             g for g in await _group_ids(src) if groups is None or groups.fullmatch(g)
         )
         commits = {g: await src.committed(g) for g in group_ids}
         target_commits = {g: await tgt.committed(g) for g in group_ids}
     by_key = {(c.group, c.topic, c.partition): c for c in latest.values()}
-    status = ReplicationStatus(
-        source_alias, target_alias, time.time(), tuple(partitions), tuple(synced)
-    )
-    plan = handoffs(partitions, commits, by_key, target_commits)
+    plan = handoffs(status.partitions, commits, by_key, target_commits)
     return DrillPlan(status, tuple(plan), tuple(t for t in source_topics if t not in target_topics))
 
 

@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, Generic, TypeVar
 
@@ -76,11 +77,7 @@ class PartitionLag:
 
     def as_json(self) -> dict[str, Any]:
         doc = asdict(self)
-        doc["synced"] = (
-            {"source": self.synced.upstream, "target": self.synced.downstream}
-            if self.synced is not None
-            else None
-        )
+        doc["synced"] = point_json(self.synced)
         doc["caught_up"] = self.caught_up
         return doc
 
@@ -103,17 +100,12 @@ class GroupSync:
         )
 
     def as_json(self) -> dict[str, Any]:
-        checkpoint = self.checkpoint
         return {
             "group": self.group,
             "topic": self.topic,
             "partition": self.partition,
             "source_committed": self.source_committed,
-            "checkpoint": (
-                {"source": checkpoint.upstream, "target": checkpoint.downstream}
-                if checkpoint is not None
-                else None
-            ),
+            "checkpoint": point_json(self.checkpoint),
             "target_committed": self.target_committed,
             "synced": self.synced,
         }
@@ -170,22 +162,57 @@ async def replication_status(
     pending_read_limit: int = PENDING_READ_LIMIT,
 ) -> ReplicationStatus:
     """Read the replication state now (see the module's docstring)."""
+    async with reading(source, target, source_alias, target_alias) as clusters:
+        names = mirrored(await clusters.src.consumer.topics(), await clusters.tgt.consumer.topics())
+        names = [t for t in names if topics is None or topics.fullmatch(t)]
+        status, _ = await clusters.status(names, groups, pending_read_limit)
+    return status
+
+
+@dataclass
+class Reading:
+    """Both clusters and MirrorMaker's offset syncs and checkpoints, open for a read."""
+
+    src: Side
+    tgt: Side
+    syncs: Tail[tuple[str, int], OffsetSync]
+    checkpoints: Tail[tuple[str, str, int], Checkpoint]
+    source_alias: str
+    target_alias: str
+
+    async def status(
+        self, names: list[str], groups: re.Pattern[str] | None, limit: int
+    ) -> tuple[ReplicationStatus, dict[tuple[str, str, int], Checkpoint]]:
+        """The status of the mirrored topics ``names`` and of the groups matching
+        ``groups``, and MirrorMaker's latest checkpoint per (group, topic, partition)."""
+        syncs = await self.syncs.read(self.src)
+        partitions = await partition_lags(self.src, self.tgt, names, syncs, limit)
+        latest = await self.checkpoints.read(self.tgt)
+        chosen = [c for c in latest.values() if groups is None or groups.fullmatch(c.group)]
+        synced = await group_syncs(self.src, self.tgt, chosen)
+        status = ReplicationStatus(
+            self.source_alias, self.target_alias, time.time(), tuple(partitions), tuple(synced)
+        )
+        return status, latest
+
+
+@asynccontextmanager
+async def reading(
+    source: ClusterConfig, target: ClusterConfig, source_alias: str, target_alias: str
+) -> AsyncIterator[Reading]:
+    """Open both clusters and MirrorMaker's two tails for one read."""
     async with (
         Side(source) as src,
         Side(target) as tgt,
         sync_tail(source, target_alias) as sync_reader,
         checkpoint_tail(target, source_alias) as checkpoint_reader,
     ):
-        names = mirrored(await src.consumer.topics(), await tgt.consumer.topics())
-        names = [t for t in names if topics is None or topics.fullmatch(t)]
-        syncs = await sync_reader.read(src)
-        partitions = await partition_lags(src, tgt, names, syncs, pending_read_limit)
-        checkpoints = await checkpoint_reader.read(tgt)
-        chosen = [c for c in checkpoints.values() if groups is None or groups.fullmatch(c.group)]
-        synced = await group_syncs(src, tgt, chosen)
-    return ReplicationStatus(
-        source_alias, target_alias, time.time(), tuple(partitions), tuple(synced)
-    )
+        yield Reading(src, tgt, sync_reader, checkpoint_reader, source_alias, target_alias)
+
+
+def point_json(point: OffsetSync | Checkpoint | None) -> dict[str, int] | None:
+    """An offset sync or checkpoint as JSON: which source offset became which target one."""
+    return None if point is None else {"source": point.upstream, "target": point.downstream}
 
 
 async def group_syncs(src: Side, tgt: Side, checkpoints: Iterable[Checkpoint]) -> list[GroupSync]:
