@@ -25,7 +25,7 @@ from confluent_kafka import Consumer, Producer
 from prometheus_client import REGISTRY
 
 from gateway import dev, failover_cli
-from gateway.config import parse_config
+from gateway.config import Config, parse_config
 from gateway.failover.replication import ReplicationStatus, replication_status
 from gateway.server.app import Gateway
 from tests.integration.clients.common import Endpoint
@@ -99,6 +99,17 @@ def _admin_post(url: str, body: dict[str, Any]) -> tuple[int, Any]:
         return exc.code, json.loads(exc.read())
 
 
+def _both_clusters(clusters: dict[str, dev.ClusterInfo], tmp_path: Path) -> tuple[Config, Path]:
+    """A gateway config with both dev clusters, parsed and written to a file."""
+    data, _ = gateway_config_data(clusters["primary"])
+    data["clusters"] = {name: cluster_section(info) for name, info in clusters.items()}
+    config_file = tmp_path / "gateway.yaml"
+    config_file.write_text(yaml.safe_dump(data), encoding="utf-8")
+    config = parse_config(data, "integration-test", environ={})
+    assert config.clusters.secondary is not None
+    return config, config_file
+
+
 async def _wait(read: Any, done: Any) -> ReplicationStatus:
     deadline = time.monotonic() + WAIT_S
     while True:
@@ -117,12 +128,7 @@ async def test_status_counts_exactly_what_the_secondary_still_lacks(
 ) -> None:
     tag = uuid.uuid4().hex[:10]
     topic, group = f"mirror-status-{tag}", f"mirror-status-group-{tag}"
-    data, _ = gateway_config_data(clusters["primary"])
-    data["clusters"] = {name: cluster_section(info) for name, info in clusters.items()}
-    config_file = tmp_path / "gateway.yaml"
-    config_file.write_text(yaml.safe_dump(data), encoding="utf-8")
-    config = parse_config(data, "integration-test", environ={})
-    assert config.clusters.secondary is not None
+    config, config_file = _both_clusters(clusters, tmp_path)
     only, only_group = re.compile(re.escape(topic)), re.compile(re.escape(group))
 
     async def read() -> ReplicationStatus:
@@ -189,12 +195,7 @@ async def test_a_drill_dry_run_hands_groups_over_exactly_where_offsets_match(
 ) -> None:
     tag = uuid.uuid4().hex[:10]
     topic, group, only = f"mirror-drill-{tag}", f"mirror-drill-group-{tag}", f"drillonly-{tag}"
-    data, _ = gateway_config_data(clusters["primary"])
-    data["clusters"] = {name: cluster_section(info) for name, info in clusters.items()}
-    config_file = tmp_path / "gateway.yaml"
-    config_file.write_text(yaml.safe_dump(data), encoding="utf-8")
-    config = parse_config(data, "integration-test", environ={})
-    assert config.clusters.secondary is not None
+    config, config_file = _both_clusters(clusters, tmp_path)
 
     await acreate_topic(direct, topic, 2, 3)
     await acreate_topic(direct, only, 1, 3)  # MirrorMaker here copies mirror-* only
