@@ -1,14 +1,17 @@
 """Rewriting the records of Kafka record batches (magic 2) while keeping everything
 else of each batch as it was.
 
-A Fetch answer's or Produce request's ``records`` field is a run of batches. `rewrite`
-walks it, hands each record of each data batch to an ``edit`` callback, and re-encodes
-only the batches in which a record changed. A rewritten batch keeps its base offset,
+A Fetch answer's or Produce request's ``records`` field is a run of batches.
+:func:`edit_fields` walks it once, hands each record of each data batch to an ``edit``
+callback, and writes again only the records it changed, and only the batches that hold
+them; :func:`decode` reads every record, for a caller that only looks. A rewritten
+batch keeps its base offset,
 partition leader epoch, attributes (compression codec, timestamp type, transactional
 and control flags), last offset delta, base and max timestamps, producer id, epoch,
 base sequence and record count, and each record keeps its attributes, timestamp delta
-and offset delta, so offsets, compaction gaps, transactions and idempotence are as
-the broker wrote them; the records are compressed again with the batch's own codec
+and offset delta (and its key and headers unless edit changed them), so offsets,
+compaction gaps, transactions and idempotence are as the broker wrote them; the
+records are compressed again with the batch's own codec
 and the CRC-32C is computed anew. A batch whose records did not change is passed on
 as the same bytes. Control batches (transaction markers) hold no data and are never
 touched. A partial batch at the end (a broker may cut a Fetch answer inside one) is
@@ -101,7 +104,7 @@ class BatchTooLarge(BatchError):
 
 @dataclass(slots=True)
 class Record:
-    """One record of a batch; ``edit`` may replace ``key``, ``value`` and ``headers``."""
+    """One record of a batch, as :func:`decode` read it."""
 
     attributes: int
     timestamp_delta: int
@@ -141,7 +144,7 @@ class Batch:
 
 @dataclass
 class Rewritten:
-    """What `rewrite` made of a run of batches."""
+    """What :func:`edit_fields` made of a run of batches."""
 
     records: bytes
     batches: int = 0  # complete batches read
@@ -150,9 +153,6 @@ class Rewritten:
     dropped_partial: int = 0  # bytes of a trailing partial batch left out
     codecs: set[str] = field(default_factory=set)
 
-
-# ``edit(batch, record)`` changes ``record`` in place and returns whether it did.
-Edit = Callable[[Batch, Record], bool]
 
 Headers = list[tuple[str, bytes | None]]
 # ``edit(key, value, headers)``: the record's new key, value and headers, or None when
@@ -167,12 +167,11 @@ FieldEdit = Callable[
 @dataclass
 class Decoded:
     """One complete batch of a run: its bytes as read, its header, and (data batches
-    only) its records, which a caller may change before :func:`reassemble`."""
+    only) its records."""
 
     whole: memoryview
     batch: Batch
-    records: list[Record] | None  # None: a control or empty batch, passed on as is
-    changed: bool = False
+    records: list[Record] | None  # None: a control or empty batch
 
 
 @dataclass
@@ -235,10 +234,10 @@ def edit_fields(
     with_headers: bool = False,
     max_batch_bytes: int = MAX_BATCH_BYTES,
 ) -> Rewritten:
-    """:func:`rewrite` in one pass, for a caller that changes keys, values and headers
-    only: each data record's key, value and (``with_headers``) headers go to ``edit``;
-    a record it changes is written again in place, every other record's bytes are
-    copied as they are, and a batch with no record changed is passed on whole."""
+    """Each data record's key, value and (``with_headers``) headers go to ``edit``; a
+    record it changes is written again in place, every other record's bytes are copied
+    as they are, and a batch with no record changed is passed on whole (see the module
+    docstring for what a rewritten batch keeps)."""
     result = Rewritten(b"")
     out = bytearray()
 
@@ -348,40 +347,6 @@ def _headers(
         if headers is not None:
             headers.append((name.decode("utf-8"), value))
     return headers, pos
-
-
-def reassemble(run: Run, result: Rewritten | None = None) -> bytes:
-    """The run's bytes: each batch marked ``changed`` encoded anew, the others as read."""
-    out = bytearray()
-    for item in run.batches:
-        if result is not None:
-            result.batches += 1
-            if item.records is not None:
-                result.codecs.add(CODEC_NAMES.get(item.batch.codec, str(item.batch.codec)))
-        if not item.changed or item.records is None:
-            out += item.whole
-            continue
-        encoded = encode_records(item.records)
-        if item.batch.codec != NONE:
-            encoded = _compress(item.batch.codec, encoded)
-        new = pack_batch(item.batch, encoded)
-        out += new
-        if result is not None:
-            result.rewritten += 1
-            result.bytes_rewritten += len(new)
-    return bytes(out)
-
-
-def rewrite(records: bytes | bytearray | memoryview | None, edit: Edit) -> Rewritten:
-    """Each complete batch of ``records``, its records passed to ``edit``; see the module
-    docstring for what is kept."""
-    run = decode(records)
-    for item in run.batches:
-        for record in item.records or ():
-            item.changed |= edit(item.batch, record)
-    result = Rewritten(b"", dropped_partial=run.dropped_partial)
-    result.records = reassemble(run, result)
-    return result
 
 
 def read_batch(whole: memoryview) -> Batch:
@@ -572,23 +537,6 @@ def _bytes(buf: bytes | bytearray, pos: int, end: int) -> tuple[bytes | None, in
     if pos + length > end:
         raise BatchError("a record field overruns its record")
     return bytes(buf[pos : pos + length]), pos + length
-
-
-def encode_records(records: list[Record]) -> bytes:
-    """The records section (uncompressed) of ``records``."""
-    out = bytearray()
-    for record in records:
-        body = bytearray()
-        put = body.append
-        put(record.attributes & 0xFF)
-        encode_varint(record.timestamp_delta, put)
-        encode_varint(record.offset_delta, put)
-        _put_bytes(body, record.key)
-        _put_bytes(body, record.value)
-        _put_headers(body, record.headers)
-        encode_varint(len(body), out.append)
-        out += body
-    return bytes(out)
 
 
 # The varints of -1 to 63 (one byte each), looked up instead of encoded.

@@ -1,6 +1,7 @@
-"""Record batch rewriting: only changed batches are re-encoded, and a re-encoded batch
-keeps every header field, each record's offset and timestamp deltas, its codec, and a
-valid CRC, read back by aiokafka's own batch reader (an independent implementation)."""
+"""Record batch rewriting (`edit_fields`, what masking runs): only changed batches are
+re-encoded, and a re-encoded batch keeps every header field, each record's offset and
+timestamp deltas, its codec, and a valid CRC, read back by aiokafka's own batch reader
+(an independent implementation)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.masking import batches
-from gateway.masking.batches import Batch, BatchError, Record, rewrite
+from gateway.masking.batches import Batch, BatchError, Headers, edit_fields
+
+Edited = tuple[bytes | None, bytes | None, Headers | None] | None
 
 CODECS = [batches.NONE, batches.GZIP, batches.SNAPPY, batches.LZ4, batches.ZSTD]
 
@@ -49,11 +52,14 @@ def read(data: bytes) -> list[DefaultRecordBatch]:
     return out
 
 
-def upper_values(batch: Batch, record: Record) -> bool:
-    if record.value is None:
-        return False
-    record.value = record.value.upper()
-    return True
+def upper_values(key: bytes | None, value: bytes | None, headers: Headers | None) -> Edited:
+    if value is None:
+        return None
+    return key, value.upper(), None
+
+
+def unchanged(key: bytes | None, value: bytes | None, headers: Headers | None) -> Edited:
+    return None
 
 
 ROWS = [
@@ -66,7 +72,7 @@ ROWS = [
 @pytest.mark.parametrize("codec", CODECS, ids=lambda c: batches.CODEC_NAMES[c])
 def test_a_rewritten_batch_keeps_its_header_codec_and_record_deltas(codec: int) -> None:
     original = build(ROWS, codec=codec, transactional=True, producer_id=4242)
-    result = rewrite(original, upper_values)
+    result = edit_fields(original, upper_values)
     assert result.batches == result.rewritten == 1
     (before,), (after,) = read(original), read(result.records)
     assert after.validate_crc()
@@ -94,14 +100,14 @@ def test_a_rewritten_batch_keeps_its_header_codec_and_record_deltas(codec: int) 
 
 def test_a_batch_without_changes_is_passed_on_as_the_same_bytes() -> None:
     original = build(ROWS, codec=batches.GZIP)
-    result = rewrite(original, lambda batch, record: False)
+    result = edit_fields(original, unchanged)
     assert result.records == original
     assert result.rewritten == 0 and result.batches == 1
 
 
 def test_offset_gaps_of_a_compacted_batch_are_kept() -> None:
     original = build([(0, b"a", b"x", []), (2, b"b", b"y", []), (5, b"c", b"z", [])])
-    result = rewrite(original, upper_values)
+    result = edit_fields(original, upper_values)
     assert [r.offset for r in read(result.records)[0]] == [100, 102, 105]
 
 
@@ -109,13 +115,13 @@ def test_control_batches_are_never_handed_to_edit() -> None:
     marker = bytearray(build([(0, b"\x00\x00\x00\x00", b"\x00\x00\x00\x00\x00\x00", [])]))
     attributes = struct.unpack_from(">h", marker, 21)[0] | batches.CONTROL_MASK
     struct.pack_into(">h", marker, 21, attributes)
-    seen: list[Record] = []
+    seen: list[bytes | None] = []
 
-    def remember(batch: Batch, record: Record) -> bool:
-        seen.append(record)
-        return True
+    def remember(key: bytes | None, value: bytes | None, headers: Headers | None) -> Edited:
+        seen.append(value)
+        return key, value, None
 
-    result = rewrite(bytes(marker) + build(ROWS, base_offset=101), remember)
+    result = edit_fields(bytes(marker) + build(ROWS, base_offset=101), remember)
     assert len(seen) == len(ROWS)
     assert result.records.startswith(bytes(marker))
 
@@ -125,7 +131,7 @@ def test_the_timestamp_type_of_a_log_append_time_batch_is_kept() -> None:
     header = batches.read_batch(memoryview(raw))
     appended = Batch(**{**_fields(header), "attributes": header.attributes | 0x08})
     original = batches.pack_batch(appended, bytes(raw[61:]))
-    result = rewrite(original, upper_values)
+    result = edit_fields(original, upper_values)
     (after,) = read(result.records)
     assert after.timestamp_type == 1 and after.validate_crc()
 
@@ -136,7 +142,7 @@ def _fields(batch: Batch) -> dict[str, int]:
 
 def test_a_partial_batch_at_the_end_is_dropped_not_passed_on() -> None:
     whole, cut = build(ROWS), build(ROWS, base_offset=103)
-    result = rewrite(whole + cut[:40], lambda batch, record: False)
+    result = edit_fields(whole + cut[:40], unchanged)
     assert result.records == whole
     assert result.dropped_partial == 40
 
@@ -145,31 +151,30 @@ def test_an_older_magic_is_refused() -> None:
     raw = bytearray(build(ROWS))
     raw[16] = 1
     with pytest.raises(BatchError, match="magic 1"):
-        rewrite(bytes(raw), upper_values)
+        edit_fields(bytes(raw), upper_values)
 
 
 def test_records_that_do_not_decompress_are_refused() -> None:
     raw = bytearray(build(ROWS * 20, codec=batches.GZIP))
     raw[70:90] = b"\xff" * 20
     with pytest.raises(BatchError, match="gzip records do not decompress"):
-        rewrite(bytes(raw), upper_values)
+        edit_fields(bytes(raw), upper_values)
 
 
 def test_records_that_overrun_their_batch_are_refused() -> None:
     raw = bytearray(build(ROWS))
     struct.pack_into(">i", raw, 57, 5)  # claims five records, holds three
     with pytest.raises(BatchError):
-        rewrite(bytes(raw), upper_values)
+        edit_fields(bytes(raw), upper_values)
 
 
 def test_a_header_value_changed_by_edit_is_written() -> None:
-    def drop_headers(batch: Batch, record: Record) -> bool:
-        if not record.headers:
-            return False
-        record.headers = [(n, v) for n, v in record.headers if n != "h"]
-        return True
+    def drop_headers(key: bytes | None, value: bytes | None, headers: Headers | None) -> Edited:
+        if not headers:
+            return None
+        return key, value, [(n, v) for n, v in headers if n != "h"]
 
-    result = rewrite(build(ROWS), drop_headers)
+    result = edit_fields(build(ROWS), drop_headers, with_headers=True)
     assert [r.headers for r in read(result.records)[0]] == [[], [], [("trace", None)]]
 
 
@@ -198,11 +203,10 @@ def test_any_batch_reads_back_equal_apart_from_what_edit_changed(
         at += gap
     original = build([(d, k, v, h) for d, (k, v, h) in zip(deltas, rows, strict=True)], codec=codec)
 
-    def reverse(batch: Batch, record: Record) -> bool:
-        record.value = None if record.value is None else record.value[::-1]
-        return True
+    def reverse(key: bytes | None, value: bytes | None, headers: Headers | None) -> Edited:
+        return key, None if value is None else value[::-1], None
 
-    (new_batch,) = read(rewrite(original, reverse).records)
+    (new_batch,) = read(edit_fields(original, reverse).records)
     (old_batch,) = read(original)
     assert new_batch.validate_crc() and new_batch.compression_type == codec
     after, before = list(new_batch), list(old_batch)
