@@ -35,26 +35,25 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m gateway failover", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     status = sub.add_parser("status", help="replication lag and group offset sync now")
-    status.add_argument("--config", type=Path, required=True, help="the gateway's config")
-    status.add_argument("--json", action="store_true", help="print the status as JSON")
-    status.add_argument("--topics", type=re.compile, help="only topics matching this regex")
-    status.add_argument("--groups", type=re.compile, help="only groups matching this regex")
-    status.add_argument(
-        "--timeout", type=float, default=60.0, help="give up after this many seconds"
-    )
+    _reading_arguments(status, "status")
     drill = sub.add_parser("drill", help="what a planned switchover would meet now")
     drill.add_argument("--to", choices=["secondary"], required=True, help="the cluster to move to")
     drill.add_argument(
         "--dry-run", action="store_true", help="report what a drill would do; change nothing"
     )
-    drill.add_argument("--config", type=Path, required=True, help="the gateway's config")
-    drill.add_argument("--json", action="store_true", help="print the plan as JSON")
-    drill.add_argument("--topics", type=re.compile, help="only topics matching this regex")
-    drill.add_argument("--groups", type=re.compile, help="only groups matching this regex")
-    drill.add_argument(
+    _reading_arguments(drill, "plan")
+    return parser
+
+
+def _reading_arguments(parser: argparse.ArgumentParser, shown: str) -> None:
+    """What every command that reads both clusters takes."""
+    parser.add_argument("--config", type=Path, required=True, help="the gateway's config")
+    parser.add_argument("--json", action="store_true", help=f"print the {shown} as JSON")
+    parser.add_argument("--topics", type=re.compile, help="only topics matching this regex")
+    parser.add_argument("--groups", type=re.compile, help="only groups matching this regex")
+    parser.add_argument(
         "--timeout", type=float, default=60.0, help="give up after this many seconds"
     )
-    return parser
 
 
 def _table(rows: Sequence[tuple[str, ...]]) -> list[str]:

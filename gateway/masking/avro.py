@@ -321,26 +321,23 @@ class AvroMasker:
 
     def mask(self, body: bytes | memoryview) -> tuple[bytes, dict[str, int]]:
         """Return the masked body and, per rule id, how many values it masked."""
-        if self.walker is None:
-            return bytes(body), {}
-        if self.scanner is not None:
-            try:
-                return self.scanner.mask(bytes(body))
-            except Unscannable:
-                pass  # a block with a byte size around a masked value: decode instead
-        return self.decode_and_mask(body)
+        return self._mask_from(bytes(body), 0)
 
     def mask_wire(self, value: bytes) -> tuple[bytes, dict[str, int]]:
         """:meth:`mask` of a value in Confluent wire format (its 5-byte header kept)."""
+        return self._mask_from(value, _HEADER.size)
+
+    def _mask_from(self, data: bytes, start: int) -> tuple[bytes, dict[str, int]]:
+        """The body at ``start`` of ``data`` masked, the bytes before it kept."""
         if self.walker is None:
-            return value, {}
+            return data, {}
         if self.scanner is not None:
             try:
-                return self.scanner.mask(value, _HEADER.size)
+                return self.scanner.mask(data, start)
             except Unscannable:
-                pass
-        body, counts = self.decode_and_mask(value[_HEADER.size :])
-        return value[: _HEADER.size] + body, counts
+                pass  # a block with a byte size around a masked value: decode instead
+        body, counts = self.decode_and_mask(data[start:])
+        return data[:start] + body, counts
 
     def decode_and_mask(self, body: bytes | memoryview) -> tuple[bytes, dict[str, int]]:
         """:meth:`mask` by decoding the whole body and encoding it again."""
